@@ -1,0 +1,1 @@
+"""mark-notify dispatchers: claim outbox rows and deliver them."""

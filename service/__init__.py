@@ -1,0 +1,1 @@
+"""mark-notify: the API and the domain (config, SQL, store)."""

@@ -1,0 +1,239 @@
+"""Configuration: msgspec Structs parsed from a TOML file, overridden by the environment.
+
+A wrong file fails at start-up with the file, the key and the reason. Environment:
+- `MARK_NOTIFY_CONFIG`: the file (default `config/mark-notify.toml`);
+- `DATABASE_URL`, `MARK_NOTIFY_ENV`: the database and the environment;
+- `MARK_NOTIFY__<section>__<key>...=<value>`: any key, the value read as a TOML value
+  when it parses as one (numbers, booleans, arrays), else as a string. Secrets belong
+  here, e.g. `MARK_NOTIFY__consumers__promotions__secret=whsec_...`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config" / "mark-notify.toml"
+ENV_PREFIX = "MARK_NOTIFY__"
+
+EventType = Literal["client", "driver", "anonymous"]
+EVENT_TYPES: tuple[EventType, ...] = ("client", "driver", "anonymous")
+Transport = Literal["http", "kafka"]
+Environment = Literal["development", "test", "production"]
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class Backoff(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Delay before attempt n+1 is min(cap, initial * factor**(n-1)), with full jitter."""
+
+    initial: timedelta = timedelta(seconds=1)
+    factor: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0
+    cap: timedelta = timedelta(minutes=10)
+
+
+class Consumer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A service that owns some tags and receives their seen facts."""
+
+    transport: Transport
+    url: str | None = None
+    # Kafka: overrides the per-event-type topic of [kafka.topics].
+    topic: str | None = None
+    timeout: timedelta = timedelta(seconds=5)
+    max_attempts: Positive | None = None
+    max_age: timedelta | None = None
+    backoff: Backoff = Backoff()
+    # Standard Webhooks signing secret, "whsec_<base64>"; keep it out of files (see above).
+    secret: str | None = None
+    concurrency: Positive = 16
+    rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
+    enabled: bool = True
+    ordered: bool = False
+
+
+class Tag(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A notification type: who owns it, whose marks it takes, how long they are kept."""
+
+    consumer: Name
+    event_type: EventType
+    remember_for: timedelta
+
+
+class ClaimMap(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Which JWT claim carries which subject field."""
+
+    kind: str = "kind"
+    user_id: str = "sub"
+    uid: str = "uid"
+    bound_uids: str = "bound_uids"
+    phone_id: str = "phone_id"
+    db_id: str = "db_id"
+    uuid: str = "uuid"
+
+
+class JwtSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    audience: str
+    issuer: str
+    algorithms: list[Literal["HS256", "RS256"]] = msgspec.field(default_factory=lambda: ["HS256"])
+    # HS256 shared secret; only from the environment outside development.
+    secret: str | None = None
+    public_key_file: str | None = None
+    jwks_file: str | None = None
+    leeway: timedelta = timedelta(seconds=30)
+    claims: ClaimMap = ClaimMap()
+
+
+class GatewayHeaders(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    uid: str = "X-Yandex-UID"
+    user_id: str = "X-YaTaxi-UserId"
+    phone_id: str = "X-YaTaxi-PhoneId"
+    bound_uids: str = "X-YaTaxi-Bound-Uids"
+    db_id: str = "X-YaTaxi-Park-Id"
+    uuid: str = "X-YaTaxi-Driver-Profile-Id"
+
+
+class GatewaySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Identity headers set by a trusted gateway; honoured only from trusted_peers."""
+
+    enabled: bool = False
+    trusted_peers: list[str] = msgspec.field(default_factory=list)
+    headers: GatewayHeaders = GatewayHeaders()
+
+
+class IdentitySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    jwt: JwtSettings | None = None
+    gateway: GatewaySettings = GatewaySettings()
+
+
+class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    url: str | None = None
+    pool_min: Positive = 2
+    pool_max: Positive = 16
+    connect_timeout: timedelta = timedelta(seconds=5)
+    # How long a request waits for a pooled connection before answering 503.
+    acquire_timeout: timedelta = timedelta(seconds=3)
+
+
+class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    max_body_bytes: Positive = 64 * 1024
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    retry_after_s: Positive = 2
+
+
+class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: dict[EventType, str] = msgspec.field(
+        default_factory=lambda: {t: f"mark-notify.seen.{t}" for t in EVENT_TYPES}
+    )
+    # Off only for brokers that reject the idempotent-producer handshake (Tansu in tests).
+    enable_idempotence: bool = True
+    linger_ms: Annotated[int, msgspec.Meta(ge=0)] = 5
+    request_timeout: timedelta = timedelta(seconds=10)
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    environment: Environment = "production"
+    database: DatabaseSettings = DatabaseSettings()
+    api: ApiSettings = ApiSettings()
+    identity: IdentitySettings = IdentitySettings()
+    kafka: KafkaSettings = KafkaSettings()
+    consumers: dict[Name, Consumer] = msgspec.field(default_factory=dict)
+    tags: dict[Name, Tag] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, tag in self.tags.items():
+            if tag.consumer not in self.consumers:
+                raise ValueError(f"tags.{name}.consumer: no consumer named {tag.consumer!r}")
+            if tag.remember_for <= timedelta(0):
+                raise ValueError(f"tags.{name}.remember_for: must be positive")
+        for name, consumer in self.consumers.items():
+            where = f"consumers.{name}"
+            if consumer.transport == "http":
+                if not consumer.url or not re.match(r"^https?://", consumer.url):
+                    raise ValueError(f"{where}.url: an http consumer needs an http(s) URL")
+                if not consumer.secret:
+                    raise ValueError(f"{where}.secret: an http consumer needs a signing secret")
+                if not consumer.secret.startswith("whsec_"):
+                    raise ValueError(f"{where}.secret: expected 'whsec_<base64>'")
+            if consumer.timeout <= timedelta(0):
+                raise ValueError(f"{where}.timeout: must be positive")
+        for peer in self.identity.gateway.trusted_peers:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"identity.gateway.trusted_peers: {exc}") from None
+        if self.identity.gateway.enabled and not self.identity.gateway.trusted_peers:
+            raise ValueError("identity.gateway.trusted_peers: required when the gateway is on")
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay environment variables on the file's data (see the module docstring)."""
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p for p in key[len(ENV_PREFIX) :].split("__") if p]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {key}: {part!r} is not a table")
+        if path:
+            node[path[-1]] = _env_value(raw)
+    if url := environ.get("DATABASE_URL"):
+        data.setdefault("database", {})["url"] = url
+    if env := environ.get("MARK_NOTIFY_ENV"):
+        data["environment"] = env
+    return data
+
+
+def parse_config(data: dict[str, Any], source: str) -> Config:
+    # msgspec hides mapping keys in its error paths ("$.consumers[...]"); check the named
+    # entries one by one first so the message names the consumer or tag.
+    for section, entry_type in (("consumers", Consumer), ("tags", Tag)):
+        entries = data.get(section)
+        for name, entry in entries.items() if isinstance(entries, dict) else ():
+            try:
+                msgspec.convert(entry, entry_type, strict=False)
+            except msgspec.ValidationError as exc:
+                message = str(exc).replace("`$", f"`$.{section}.{name}")
+                if " - at `" not in message:
+                    message += f" - at `$.{section}.{name}`"
+                raise ConfigError(f"{source}: {message}") from None
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    file = path or Path(env.get("MARK_NOTIFY_CONFIG", DEFAULT_CONFIG))
+    try:
+        data = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file (set MARK_NOTIFY_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+    return parse_config(apply_env(data, env), str(file))

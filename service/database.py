@@ -1,0 +1,68 @@
+"""Which PostgreSQL to use, and connection pools to it.
+
+`DATABASE_URL` (or `database.url`) wins; otherwise an embedded PostgreSQL from the
+`pgserver` package is started in a data folder, so a fresh machine needs no server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from service.config import ROOT, DatabaseSettings
+
+DEV_DATA_DIR = ROOT / ".data" / "pg-dev"
+TEST_DATA_DIR = ROOT / ".data" / "pg-test"
+
+# Every session speaks UTC so timestamps rendered into JSON payloads never depend on the
+# server's TimeZone setting.
+CONNECTION_OPTIONS = "-c TimeZone=UTC"
+
+
+def start_embedded(data_dir: Path, *, stop_at_exit: bool) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir and return its URL."""
+    import pgserver  # imported lazily: only development and tests use it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cleanup = "stop" if stop_at_exit else None
+    server = pgserver.get_server(data_dir, cleanup_mode=cleanup)  # type: ignore[attr-defined]
+    return str(server.get_uri())
+
+
+def resolve_url(settings: DatabaseSettings, data_dir: Path = DEV_DATA_DIR) -> str:
+    if settings.url:
+        return settings.url
+    return start_embedded(data_dir, stop_at_exit=True)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy URL on the psycopg 3 driver (for Alembic)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    # Pooled connections start idle, never inside a transaction left by a previous user.
+    await conn.set_autocommit(False)
+
+
+def make_pool(url: str, settings: DatabaseSettings, *, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url,
+        min_size=settings.pool_min,
+        max_size=max(settings.pool_min, settings.pool_max),
+        timeout=settings.acquire_timeout.total_seconds(),
+        kwargs={
+            "options": CONNECTION_OPTIONS,
+            "connect_timeout": max(1, int(settings.connect_timeout.total_seconds())),
+            "application_name": name,
+        },
+        configure=_configure,
+        open=False,
+        name=name,
+    )

@@ -1,0 +1,199 @@
+"""Who is calling: the subject of a seen mark comes from verified identity only.
+
+Two sources, tried in order:
+1. `Authorization: Bearer <JWT>` from the auth service (HS256 with a shared secret, or
+   RS256 with a PEM public key or a JWKS file); signature, `exp`, `aud`, `iss` checked.
+2. Identity headers from a trusted gateway, only when enabled and only from
+   `trusted_peers`: anyone else could set these headers themselves.
+With neither, the caller is anonymous.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from service.config import ROOT, ConfigError, EventType, IdentitySettings
+from service.errors import ApiError, api_error
+from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
+
+DEV_SECRET_PREFIX = "dev-"  # noqa: S105 (a marker that refuses dev secrets, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    kind: EventType
+    subject: Subject
+    # The dedupe key of the subject: stable, and what Kafka partitions by.
+    key: str
+
+
+ANONYMOUS = Caller("anonymous", AnonymousSubject(), "anonymous")
+
+
+def caller_for(subject: Subject) -> Caller:
+    if isinstance(subject, ClientSubject):
+        return Caller("client", subject, f"client:{subject.user_id}")
+    if isinstance(subject, DriverSubject):
+        return Caller("driver", subject, f"driver:{subject.db_id}:{subject.uuid}")
+    return ANONYMOUS
+
+
+def _nonempty(value: Any) -> str | None:
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
+
+
+def _id_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        return [str(v) for v in value if _nonempty(v)]
+    return []
+
+
+class Authenticator:
+    def __init__(self, settings: IdentitySettings, environment: str) -> None:
+        self._settings = settings
+        self._jwt = settings.jwt
+        self._hs_key: str | None = None
+        self._rs_keys: dict[str | None, Any] = {}
+        if self._jwt is not None:
+            secret = self._jwt.secret
+            if secret and secret.startswith(DEV_SECRET_PREFIX) and environment != "development":
+                raise ConfigError(
+                    "identity.jwt.secret: a development secret outside environment=development"
+                )
+            if "HS256" in self._jwt.algorithms:
+                if not secret:
+                    raise ConfigError("identity.jwt.secret: required for HS256")
+                self._hs_key = secret
+            if "RS256" in self._jwt.algorithms:
+                self._rs_keys = self._load_rs_keys()
+        self._peers = [
+            ipaddress.ip_network(p, strict=False) for p in settings.gateway.trusted_peers
+        ]
+
+    def _load_rs_keys(self) -> dict[str | None, Any]:
+        assert self._jwt is not None
+        keys: dict[str | None, Any] = {}
+        if self._jwt.public_key_file:
+            keys[None] = (ROOT / Path(self._jwt.public_key_file)).read_bytes()
+        if self._jwt.jwks_file:
+            data = json.loads((ROOT / Path(self._jwt.jwks_file)).read_text())
+            for jwk in jwt.PyJWKSet.from_dict(data).keys:
+                keys[jwk.key_id] = jwk.key
+        if not keys:
+            raise ConfigError("identity.jwt: RS256 needs public_key_file or jwks_file")
+        return keys
+
+    def authenticate(self, headers: Mapping[str, str], peer: str | None) -> Caller:
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise api_error("invalid_token", "Authorization must be 'Bearer <token>'.")
+            return caller_for(self._verify(token.strip()))
+        if self._settings.gateway.enabled and self._trusted(peer):
+            subject = self._from_gateway(headers)
+            if subject is not None:
+                return caller_for(subject)
+        return ANONYMOUS
+
+    def _trusted(self, peer: str | None) -> bool:
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in net for net in self._peers)
+
+    def _verify(self, token: str) -> Subject:
+        settings = self._jwt
+        if settings is None:
+            raise api_error("invalid_token", "Bearer tokens are not accepted here.")
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            # The key is chosen by algorithm so an RS256 public key can never be used as an
+            # HMAC secret (the classic algorithm-confusion attack).
+            if alg == "HS256" and self._hs_key is not None:
+                key: Any = self._hs_key
+            elif alg == "RS256" and self._rs_keys:
+                kid = header.get("kid")
+                key = self._rs_keys.get(kid) or self._rs_keys.get(None)
+                if key is None:
+                    raise jwt.InvalidKeyError(f"unknown key id {kid!r}")
+            else:
+                raise jwt.InvalidAlgorithmError(f"algorithm {alg!r} is not accepted")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway,
+                options={"require": ["exp", "aud", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise api_error("invalid_token", f"Invalid bearer token: {exc}.") from None
+        return self._subject_from_claims(claims)
+
+    def _subject_from_claims(self, claims: Mapping[str, Any]) -> Subject:
+        names = self._jwt.claims if self._jwt else None
+        assert names is not None
+        kind = claims.get(names.kind)
+        if kind == "client":
+            user_id = _nonempty(claims.get(names.user_id))
+            if user_id is None:
+                raise api_error("invalid_token", f"A client token needs claim {names.user_id!r}.")
+            return ClientSubject(
+                user_id=user_id,
+                uid=_nonempty(claims.get(names.uid)),
+                bound_uids=_id_list(claims.get(names.bound_uids)),
+                phone_id=_nonempty(claims.get(names.phone_id)),
+            )
+        if kind == "driver":
+            db_id = _nonempty(claims.get(names.db_id))
+            uuid = _nonempty(claims.get(names.uuid))
+            if db_id is None or uuid is None:
+                raise api_error(
+                    "invalid_token", f"A driver token needs claims {names.db_id!r}, {names.uuid!r}."
+                )
+            return DriverSubject(db_id=db_id, uuid=uuid)
+        raise api_error("invalid_token", f"Claim {names.kind!r} must be 'client' or 'driver'.")
+
+    def _from_gateway(self, headers: Mapping[str, str]) -> Subject | None:
+        names = self._settings.gateway.headers
+        user_id = _nonempty(headers.get(names.user_id.lower()))
+        if user_id is not None:
+            return ClientSubject(
+                user_id=user_id,
+                uid=_nonempty(headers.get(names.uid.lower())),
+                bound_uids=_id_list(headers.get(names.bound_uids.lower(), "")),
+                phone_id=_nonempty(headers.get(names.phone_id.lower())),
+            )
+        db_id = _nonempty(headers.get(names.db_id.lower()))
+        uuid = _nonempty(headers.get(names.uuid.lower()))
+        if db_id is not None and uuid is not None:
+            return DriverSubject(db_id=db_id, uuid=uuid)
+        return None
+
+
+def check_caller(caller: Caller, tag_type: EventType, tag: str) -> ApiError | None:
+    """Why this caller may not mark a tag of this type, or None when it may."""
+    if tag_type == "anonymous" or caller.kind == tag_type:
+        return None
+    if caller.kind == "anonymous":
+        return api_error(
+            "unauthenticated", f"Tag {tag!r} takes {tag_type} marks; identify the caller."
+        )
+    return api_error("wrong_event_type", f"Tag {tag!r} takes {tag_type} marks, not {caller.kind}.")

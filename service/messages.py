@@ -1,0 +1,88 @@
+"""Wire types: every HTTP body the API takes or gives, and every message a consumer gets.
+
+The OpenAPI documents (service/openapi.py) are generated from these Structs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+# Printable text only: control characters in ids end up in logs, headers and topics.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+TagName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="Notification type, e.g. `promotions`.",
+    ),
+]
+ItemId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        pattern=_PRINTABLE,
+        description="Id of the notification that was shown.",
+    ),
+]
+SeenStatus = Literal["recorded", "duplicate"]
+
+
+class SeenItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    tag: TagName
+    id: ItemId
+
+
+class SeenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Either one mark (`tag` + `id`) or a batch (`items`), never both."""
+
+    tag: TagName | None = None
+    id: ItemId | None = None
+    items: Annotated[list[SeenItem], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+
+
+class SeenResult(msgspec.Struct, frozen=True):
+    tag: str
+    id: str
+    # "duplicate": already remembered, so nothing new was scheduled.
+    status: SeenStatus
+
+
+class SeenBatchResult(msgspec.Struct, frozen=True):
+    items: list[SeenResult]
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+# The subject of a mark, taken from verified identity (never from the body).
+
+
+class ClientSubject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    user_id: str
+    uid: str | None = None
+    bound_uids: list[str] = msgspec.field(default_factory=list)
+    phone_id: str | None = None
+
+
+class DriverSubject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    db_id: str
+    uuid: str
+
+
+class AnonymousSubject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+Subject = ClientSubject | DriverSubject | AnonymousSubject

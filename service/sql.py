@@ -1,0 +1,105 @@
+"""Named SQL queries from `sql/queries/*.sql`, loaded once at import.
+
+Each query in a file starts with a header:
+
+    -- name: record_seen_marks
+    -- returns: rows (tag text, ...)
+    -- purpose: ...
+
+and runs up to the next `-- name:` line. Python code refers to queries by name only, so
+`sql/` stays the single place where SQL lives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import LiteralString
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+QUERIES_DIR = SQL_DIR / "queries"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+SCHEMA_FILE = SQL_DIR / "schema.sql"
+
+_NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^--\s*(?P<key>returns|purpose):\s*(?P<value>.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    name: str
+    returns: str
+    purpose: str
+    # The text comes from the repository's own files, never from input, which is what the
+    # LiteralString type of psycopg's execute() is there to ensure.
+    text: LiteralString
+    source: str
+
+
+class QueryError(ValueError):
+    pass
+
+
+def parse_queries(text: str, source: str) -> dict[str, Query]:
+    """Split one .sql file into its named queries, checking every header."""
+    matches = list(_NAME.finditer(text))
+    if not matches:
+        raise QueryError(f"{source}: no '-- name:' header")
+    if text[: matches[0].start()].strip():
+        raise QueryError(f"{source}: text before the first '-- name:' header")
+    found: dict[str, Query] = {}
+    for n, match in enumerate(matches):
+        end = matches[n + 1].start() if n + 1 < len(matches) else len(text)
+        body = text[match.end() : end].strip("\n")
+        header: dict[str, list[str]] = {}
+        key: str | None = None
+        lines = body.splitlines()
+        i = 0
+        while i < len(lines) and lines[i].startswith("--"):
+            head = _HEADER.match(lines[i])
+            if head:
+                key = head["key"]
+                header[key] = [head["value"].strip()]
+            elif key is not None:
+                header[key].append(lines[i].lstrip("-").strip())
+            i += 1
+        name = match["name"]
+        sql_text = "\n".join(lines[i:]).strip().rstrip(";").strip()
+        missing = {"returns", "purpose"} - header.keys()
+        if missing:
+            raise QueryError(f"{source}: query {name!r} lacks header {sorted(missing)}")
+        if not sql_text:
+            raise QueryError(f"{source}: query {name!r} has no SQL")
+        if name in found:
+            raise QueryError(f"{source}: query {name!r} defined twice")
+        found[name] = Query(
+            name=name,
+            returns=" ".join(header["returns"]),
+            purpose=" ".join(header["purpose"]),
+            text=sql_text,
+            source=source,
+        )
+    return found
+
+
+def load_queries(directory: Path = QUERIES_DIR) -> dict[str, Query]:
+    queries: dict[str, Query] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for name, query in parse_queries(path.read_text(), path.name).items():
+            if name in queries:
+                raise QueryError(f"{path.name}: query {name!r} also in {queries[name].source}")
+            queries[name] = query
+    return queries
+
+
+QUERIES = load_queries()
+
+
+def q(name: str) -> LiteralString:
+    """The SQL text of a named query; a typo fails loudly at first use in tests."""
+    return QUERIES[name].text
+
+
+def read_sql_file(path: Path) -> LiteralString:
+    return path.read_text()

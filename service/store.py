@@ -1,0 +1,173 @@
+"""The seen write path: marks, outbox rows and dispatcher wake-ups in one transaction.
+
+`GroupCommitter` gathers concurrent requests and writes them with one set-based statement
+in one transaction, answering each request only after that commit: the cost of a commit
+(an fsync) is shared by everything that arrived while the previous one was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from service.sql import q
+
+log = logging.getLogger(__name__)
+
+WAKE_QUEUE = "dispatch"
+WAKE_TASK = "dispatcher.wake"
+
+MarkKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRow:
+    tag: str
+    item_id: str
+    subject_key: str
+    subject_kind: str
+    subject: msgspec.Struct
+    consumer: str
+    remember_for_s: float
+
+    @property
+    def key(self) -> MarkKey:
+        return (self.tag, self.item_id, self.subject_key)
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached or did not answer: safe for the client to retry."""
+
+
+def _params(rows: Sequence[MarkRow]) -> dict[str, object]:
+    return {
+        "tags": [r.tag for r in rows],
+        "item_ids": [r.item_id for r in rows],
+        "subject_keys": [r.subject_key for r in rows],
+        "subject_kinds": [r.subject_kind for r in rows],
+        "subjects": [msgspec.json.encode(r.subject).decode() for r in rows],
+        "consumers": [r.consumer for r in rows],
+        "remember_for_s": [r.remember_for_s for r in rows],
+        "wake_queue": WAKE_QUEUE,
+        "wake_task": WAKE_TASK,
+    }
+
+
+async def record_marks(conn: psycopg.AsyncConnection[Any], rows: Sequence[MarkRow]) -> set[MarkKey]:
+    """Write rows in the caller's transaction; the keys of the marks that were new."""
+    cur = await conn.execute(q("record_seen_marks"), _params(rows))
+    fetched: list[MarkKey] = await cur.fetchall()
+    return set(fetched)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    rows: Sequence[MarkRow]
+    future: asyncio.Future[set[MarkKey]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommitter:
+    """Batches concurrent submissions into shared transactions.
+
+    At most `max_inflight` transactions run at once. While they are all busy, new
+    submissions queue up, and the next free slot takes them all (up to `max_rows`) in
+    one statement. An idle system therefore commits a lone request at once, and a busy
+    one batches automatically, with no fixed window to wait out.
+    """
+
+    def __init__(
+        self, pool: AsyncConnectionPool, *, max_rows: int = 2000, max_inflight: int = 4
+    ) -> None:
+        self._pool = pool
+        self._max_rows = max_rows
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._queue: list[_Waiter] = []
+        self._drainer_waiting = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.transactions = 0
+
+    async def submit(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
+        waiter = _Waiter(rows)
+        # A client that hangs up still gets its rows written; mark the outcome as read so
+        # a failure nobody awaits any more is not reported as "never retrieved".
+        waiter.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(waiter)
+        if not self._drainer_waiting:
+            self._spawn()
+        return await asyncio.shield(waiter.future)
+
+    def _spawn(self) -> None:
+        self._drainer_waiting = True
+        task = asyncio.create_task(self._drain())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        async with self._slots:
+            self._drainer_waiting = False
+            batch: list[_Waiter] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].rows) <= self._max_rows):
+                waiter = self._queue.pop(0)
+                batch.append(waiter)
+                count += len(waiter.rows)
+            if self._queue and not self._drainer_waiting:
+                self._spawn()
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Waiter]) -> None:
+        try:
+            new = await self._write([row for w in batch for row in w.rows])
+        except StorageUnavailable as exc:
+            for w in batch:
+                _settle(w, exc)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+                return
+            # One request's rows broke the shared statement: write each request on its own
+            # so that only the culprit fails.
+            log.warning(
+                "group commit of %d requests failed (%s); retrying one by one", len(batch), exc
+            )
+            for w in batch:
+                try:
+                    _settle(w, await self._write(w.rows))
+                except Exception as single_exc:
+                    _settle(w, single_exc)
+            return
+        for w in batch:
+            _settle(w, new)
+
+    async def _write(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                new = await record_marks(conn, rows)
+            self.transactions += 1
+            return new
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _settle(waiter: _Waiter, outcome: set[MarkKey] | BaseException) -> None:
+    if waiter.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiter.future.set_exception(outcome)
+    else:
+        waiter.future.set_result(outcome)

@@ -1,0 +1,67 @@
+-- name: record_seen_marks
+-- returns: rows (tag text, item_id text, subject_key text): the marks that were new, or
+--   that had expired and were revived; every other input position was a repeat.
+-- purpose: the whole seen write path as one set-based statement, so a request, a batch or
+--   a group-committed set of requests costs one round trip: upsert the marks, add one
+--   outbox row per new mark, and defer one dispatcher wake-up per consumer that got rows.
+--   The wake-up is a Procrastinate job with a queueing lock per consumer, so a burst adds
+--   at most one pending job per consumer. Input arrays are parallel; repeated keys are
+--   folded; rows are written in key order so concurrent batches cannot deadlock.
+WITH input AS (
+    SELECT DISTINCT ON (tag, item_id, subject_key)
+           tag, item_id, subject_key, subject_kind, subject, consumer, remember_for_s
+    FROM unnest(%(tags)s::text[], %(item_ids)s::text[], %(subject_keys)s::text[],
+                %(subject_kinds)s::text[], %(subjects)s::jsonb[], %(consumers)s::text[],
+                %(remember_for_s)s::float8[])
+         AS t(tag, item_id, subject_key, subject_kind, subject, consumer, remember_for_s)
+    ORDER BY tag, item_id, subject_key
+),
+marks AS (
+    INSERT INTO seen_marks AS m
+           (tag, item_id, subject_key, subject_kind, subject, seen_at, expires_at, outbox_id)
+    SELECT tag, item_id, subject_key, subject_kind, subject, now(),
+           now() + make_interval(secs => remember_for_s),
+           nextval(pg_get_serial_sequence('outbox', 'id'))
+    FROM input
+    ORDER BY tag, item_id, subject_key
+    ON CONFLICT (tag, item_id, subject_key) DO UPDATE
+        SET subject = excluded.subject, seen_at = excluded.seen_at,
+            expires_at = excluded.expires_at, outbox_id = excluded.outbox_id,
+            updated_at = now()
+        WHERE m.expires_at <= now()
+    RETURNING tag, item_id, subject_key, subject_kind, subject, seen_at, outbox_id
+),
+queued AS (
+    INSERT INTO outbox (id, kind, consumer, ordering_key, payload)
+    SELECT mk.outbox_id, 'seen', i.consumer, mk.subject_key,
+           jsonb_build_object('event_type', mk.subject_kind, 'tag', mk.tag, 'id', mk.item_id,
+                              'seen_at', mk.seen_at, 'subject', mk.subject)
+    FROM marks AS mk JOIN input AS i USING (tag, item_id, subject_key)
+    ORDER BY mk.outbox_id
+    RETURNING consumer
+),
+woken AS (
+    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
+    SELECT DISTINCT %(wake_queue)s::text, %(wake_task)s::text,
+           %(wake_queue)s::text || ':' || consumer, jsonb_build_object('consumer', consumer)
+    FROM queued
+    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+)
+SELECT tag, item_id, subject_key FROM marks;
+
+-- name: purge_expired_seen_marks
+-- returns: one row (purged bigint)
+-- purpose: forget marks past their remember_for, in bounded chunks so a large backlog
+--   never holds a long lock; run on a schedule (pg_cron or a Procrastinate periodic task).
+WITH doomed AS (
+    SELECT tag, item_id, subject_key FROM seen_marks
+    WHERE expires_at <= now()
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM seen_marks AS m USING doomed AS d
+    WHERE (m.tag, m.item_id, m.subject_key) = (d.tag, d.item_id, d.subject_key)
+    RETURNING 1
+)
+SELECT count(*) AS purged FROM gone;

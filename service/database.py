@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from service.config import ROOT, DatabaseSettings
@@ -38,12 +39,23 @@ def resolve_url(settings: DatabaseSettings, data_dir: Path = DEV_DATA_DIR) -> st
     return start_embedded(data_dir, stop_at_exit=True)
 
 
-def sqlalchemy_url(url: str) -> str:
-    """The same database as a SQLAlchemy URL on the psycopg 3 driver (for Alembic)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+def sqlalchemy_url(conninfo: str) -> str:
+    """The same database (a URL or a key=value DSN) as a SQLAlchemy URL on psycopg 3."""
+    from sqlalchemy.engine import URL
+
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    host = params.pop("host", None)
+    url = URL.create(
+        "postgresql+psycopg",
+        username=params.pop("user", None),
+        password=params.pop("password", None),
+        # A socket directory travels as a query parameter; SQLAlchemy's host is TCP only.
+        host=None if host is None or host.startswith("/") else host,
+        port=int(params.pop("port")) if "port" in params else None,
+        database=params.pop("dbname", None),
+        query=params | ({"host": host} if host and host.startswith("/") else {}),
+    )
+    return url.render_as_string(hide_password=False)
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:

@@ -86,3 +86,51 @@ class AnonymousSubject(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 Subject = ClientSubject | DriverSubject | AnonymousSubject
+
+
+# What consumers receive: one shape per event type, the same for every consumer, over
+# HTTP (a Standard Webhooks signed POST) and Kafka (the message value) alike.
+
+
+class ClientSeenEvent(msgspec.Struct, frozen=True, tag="client", tag_field="event_type"):
+    """A client (app user) has seen a notification."""
+
+    event_id: str
+    tag: str
+    id: str
+    seen_at: str
+    user_id: str
+    uid: str | None
+    bound_uids: list[str]
+    phone_id: str | None
+
+
+class DriverSeenEvent(msgspec.Struct, frozen=True, tag="driver", tag_field="event_type"):
+    """A driver has seen a notification."""
+
+    event_id: str
+    tag: str
+    id: str
+    seen_at: str
+    db_id: str
+    uuid: str
+
+
+class AnonymousSeenEvent(msgspec.Struct, frozen=True, tag="anonymous", tag_field="event_type"):
+    """A notification was seen by an unidentified caller: only tag and id are known."""
+
+    event_id: str
+    tag: str
+    id: str
+    seen_at: str
+
+
+SeenEvent = ClientSeenEvent | DriverSeenEvent | AnonymousSeenEvent
+
+
+def seen_event(event_id: str, payload: dict[str, object]) -> SeenEvent:
+    """The consumer-facing event for an outbox payload written by record_seen_marks."""
+    subject = payload.get("subject")
+    fields = dict(subject) if isinstance(subject, dict) else {}
+    body = {k: v for k, v in payload.items() if k != "subject"} | fields | {"event_id": event_id}
+    return msgspec.convert(body, SeenEvent)

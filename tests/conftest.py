@@ -1,0 +1,84 @@
+"""Shared fixtures: a real PostgreSQL, and a fresh migrated database per test.
+
+The server is `DATABASE_URL` when set (CI: Debian's PostgreSQL 15), else the embedded
+PostgreSQL 16 from pgserver in .data/pg-test. The schema is migrated once into a template
+database; each test gets its own copy of it (CREATE DATABASE ... TEMPLATE), made and
+dropped by pytest-postgresql's DatabaseJanitor.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from service import migrate
+from service.database import TEST_DATA_DIR, start_embedded
+
+TEMPLATE = f"mn_template_{os.getpid()}"
+
+
+def _server_url() -> str:
+    return os.environ.get("DATABASE_URL") or start_embedded(TEST_DATA_DIR, stop_at_exit=True)
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def _janitor(url: str, dbname: str, **kwargs: Any) -> DatabaseJanitor:
+    params = conninfo_to_dict(url)
+    return DatabaseJanitor(
+        user=str(params.get("user") or "postgres"),
+        host=str(params.get("host") or "127.0.0.1"),
+        port=str(params.get("port") or 5432),
+        password=str(params["password"]) if params.get("password") else None,
+        dbname=dbname,
+        maintenance_dbname=str(params.get("dbname") or "postgres"),
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The maintenance database of the test server."""
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server_url: str) -> Iterator[str]:
+    janitor = _janitor(pg_server_url, TEMPLATE, as_template=False)
+    janitor.init()
+    migrate.upgrade(with_dbname(pg_server_url, TEMPLATE))
+    yield TEMPLATE
+    janitor.drop()
+
+
+@pytest.fixture
+def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh database at schema head, for this test only."""
+    name = f"mn_test_{uuid.uuid4().hex[:12]}"
+    janitor = _janitor(pg_server_url, name, template_dbname=template_db)
+    janitor.init()
+    try:
+        yield with_dbname(pg_server_url, name)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+    """An autocommit connection to the test database, for arranging and asserting."""
+    conn = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,117 @@
+"""Test helpers: a test config, tokens, and a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import jwt
+import uvicorn
+from starlette.types import ASGIApp
+
+from service.config import Config, parse_config
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+AUDIENCE = "mark-notify"
+ISSUER = "auth.test"
+WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
+
+
+def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
+    """A config for tests as the dict a TOML file would give (tests tweak it first)."""
+    data: dict[str, Any] = {
+        "environment": "test",
+        "database": {"url": database_url, "pool_min": 1, "pool_max": 8, "acquire_timeout": 2},
+        "api": {"max_body_bytes": 4096, "max_batch": 100, "retry_after_s": 3},
+        "identity": {
+            "jwt": {
+                "algorithms": ["HS256"],
+                "secret": JWT_SECRET,
+                "audience": AUDIENCE,
+                "issuer": ISSUER,
+            },
+            "gateway": {"enabled": False, "trusted_peers": ["127.0.0.1/32"]},
+        },
+        "consumers": {
+            "promotions": {
+                "transport": "http",
+                "url": "http://127.0.0.1:9/seen",
+                "secret": WEBHOOK_SECRET,
+            },
+            "goals": {
+                "transport": "http",
+                "url": "http://127.0.0.1:9/seen",
+                "secret": WEBHOOK_SECRET,
+            },
+            "banners": {
+                "transport": "http",
+                "url": "http://127.0.0.1:9/seen",
+                "secret": WEBHOOK_SECRET,
+            },
+        },
+        "tags": {
+            "promotions": {"consumer": "promotions", "event_type": "client", "remember_for": 86400},
+            "cashback": {"consumer": "promotions", "event_type": "client", "remember_for": 86400},
+            "personal-goals": {"consumer": "goals", "event_type": "driver", "remember_for": 3600},
+            "banners": {"consumer": "banners", "event_type": "anonymous", "remember_for": 600},
+        },
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    return data
+
+
+def make_config(database_url: str, **overrides: Any) -> Config:
+    return parse_config(config_data(database_url, **overrides), "test-config")
+
+
+def token(claims: dict[str, Any], *, secret: str = JWT_SECRET, ttl: int = 300) -> str:
+    now = int(time.time())
+    body = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "exp": now + ttl}
+    return jwt.encode(body | claims, secret, algorithm="HS256")
+
+
+def client_token(user_id: str = "user-1", **extra: Any) -> str:
+    return token({"kind": "client", "sub": user_id} | extra)
+
+
+def driver_token(db_id: str = "park-1", uuid: str = "driver-1") -> str:
+    return token({"kind": "driver", "db_id": db_id, "uuid": uuid})
+
+
+def bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Run an ASGI app under a real uvicorn on a free loopback port; yields its base URL."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

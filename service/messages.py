@@ -133,4 +133,5 @@ def seen_event(event_id: str, payload: dict[str, object]) -> SeenEvent:
     subject = payload.get("subject")
     fields = dict(subject) if isinstance(subject, dict) else {}
     body = {k: v for k, v in payload.items() if k != "subject"} | fields | {"event_id": event_id}
-    return msgspec.convert(body, SeenEvent)
+    event: SeenEvent = msgspec.convert(body, SeenEvent)
+    return event

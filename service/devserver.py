@@ -1,0 +1,140 @@
+"""`bin/dev`: the whole service on one machine, under one supervisor.
+
+Picks the database (DATABASE_URL, else an embedded PostgreSQL in .data/), migrates it to
+head, then runs the API (uvicorn, one worker per core) and the dispatcher as child
+processes. Ctrl-C (or SIGTERM) stops them all; a child that dies takes the rest down,
+so a half-running service never hides behind a healthy-looking terminal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from service import migrate
+from service.config import ROOT, ConfigError, load_config
+from service.database import DEV_DATA_DIR, start_embedded
+
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def _say(message: str) -> None:
+    print(f"[bin/dev] {message}", flush=True)
+
+
+def acquire_lock(path: Path, url: str) -> IO[str]:
+    """One bin/dev per checkout: a second one says who is running instead of colliding."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise SystemExit(f"[bin/dev] already running: {owner}. Stop it first (Ctrl-C there).") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} serving {url}\n")
+    handle.flush()
+    return handle
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def main() -> int:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WEB_CONCURRENCY", default_workers()))
+    base_url = f"http://{host}:{port}"
+    data_dir = Path(os.environ.get("MARK_NOTIFY_DATA_DIR", DEV_DATA_DIR))
+    lock = acquire_lock(data_dir.parent / f"dev-{port}.lock", base_url)
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        _say(f"bad config: {exc}")
+        return 2
+    if config.database.url:
+        url = config.database.url
+        _say("database: DATABASE_URL")
+    else:
+        _say(f"database: embedded PostgreSQL in {data_dir}")
+        url = start_embedded(data_dir, stop_at_exit=True)
+    migrate.upgrade(url)
+    _say(f"schema at {migrate.head_revision()}")
+
+    env = os.environ | {"DATABASE_URL": url}
+    python = sys.executable
+    commands = {
+        "api": [
+            python, "-m", "uvicorn", "service.asgi:app", "--host", host, "--port", str(port),
+            "--workers", str(workers), "--no-access-log", "--timeout-graceful-shutdown", "5",
+        ],
+        "dispatcher": [python, "-m", "dispatcher.main"],
+    }
+    children: list[Child] = []
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for name, command in commands.items():
+        if name == "dispatcher" and not (ROOT / "dispatcher" / "main.py").exists():
+            continue
+        # Children get their own process group so a terminal Ctrl-C reaches only us, and we
+        # stop them in order.
+        process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        children.append(Child(name, process))
+    _say(f"API        {base_url}  (workers: {workers})")
+    _say(f"OpenAPI    {base_url}/openapi.json")
+    _say(f"health     {base_url}/healthz  {base_url}/readyz")
+    _say("Ctrl-C stops everything")
+
+    exit_code = 0
+    while not stopping:
+        for child in children:
+            code = child.process.poll()
+            if code is not None:
+                _say(f"{child.name} exited with {code}; stopping the rest")
+                exit_code = code or 1
+                stopping = True
+                break
+        time.sleep(0.2)
+
+    _say("stopping ...")
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"{child.name} did not stop in {STOP_GRACE_S:.0f}s; killing it")
+            os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+    lock.close()
+    _say("stopped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""bin/dev on a fresh data folder with no DATABASE_URL: the README's quick start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from service.config import ROOT
+from tests.support import free_port
+
+START_BUDGET_S = 90.0
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_BUDGET_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "bin/dev exited before it was ready"
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"bin/dev not ready within {START_BUDGET_S}s")
+
+
+def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"PORT": str(port), "MARK_NOTIFY_DATA_DIR": str(tmp_path / "pg"), "WEB_CONCURRENCY": "1"}
+    started = time.monotonic()
+    dev = subprocess.Popen(
+        [str(ROOT / "bin" / "dev")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, dev)
+        token = subprocess.run(
+            [str(ROOT / "bin" / "token"), "client", "user-42"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        response = httpx.post(
+            f"{base}/v1/seen",
+            json={"tag": "promotions", "id": "some-promotion-id"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] in {"recorded", "duplicate"}
+        assert time.monotonic() - started < START_BUDGET_S
+
+        second = subprocess.run(
+            [str(ROOT / "bin" / "dev")], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode != 0
+        assert "already running" in second.stdout + second.stderr
+    finally:
+        dev.send_signal(signal.SIGINT)
+        output = dev.communicate(timeout=60)[0].decode()
+    assert dev.returncode == 0, output
+    assert "stopped" in output
+    with httpx.Client() as client:
+        try:
+            client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            raise AssertionError("the API still answers after Ctrl-C")
+        except httpx.ConnectError:
+            pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,7 @@ from service.identity import ANONYMOUS, Authenticator, check_caller
 from service.messages import ErrorBody, Health, SeenBatchResult, SeenItem, SeenRequest, SeenResult
 from service.migrate import head_revision
 from service.sql import q
-from service.store import GroupCommitter, MarkRow, StorageUnavailable
+from service.store import GroupCommitter, MarkRow, MarkWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,11 @@ def error_response(exc: ApiError) -> Response:
 class State:
     """Everything a request needs, built once per process at start-up."""
 
-    def __init__(self, config: Config, pool: AsyncConnectionPool) -> None:
+    def __init__(self, config: Config, pool: AsyncConnectionPool, writer: MarkWriter) -> None:
         self.config = config
         self.pool = pool
         self.auth = Authenticator(config.identity, config.environment)
-        self.committer = GroupCommitter(pool, max_inflight=max(1, config.database.pool_max // 2))
+        self.committer = writer
         self.head = head_revision()
         self.unavailable = api_error(
             "database_unavailable", retry_after=str(config.api.retry_after_s)
@@ -203,14 +203,24 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(api_error("internal_error"))
 
 
-def create_app(config: Config | None = None) -> Starlette:
+WriterFactory = Callable[[AsyncConnectionPool, Config], MarkWriter]
+
+
+def group_committer(pool: AsyncConnectionPool, config: Config) -> MarkWriter:
+    # Half the pool commits while the other half serves readiness checks and spikes.
+    return GroupCommitter(pool, max_inflight=max(1, config.database.pool_max // 2))
+
+
+def create_app(config: Config | None = None, writer: WriterFactory = group_committer) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         cfg = config or load_config()
         pool = make_pool(resolve_url(cfg.database), cfg.database, name="mark-notify-api")
+        # Built before the pool opens: bad identity settings fail start-up with nothing
+        # left running.
+        app.state.mn = State(cfg, pool, writer(pool, cfg))
         # The API starts even with the database down: it answers 503 until it is back.
         await pool.open(wait=False)
-        app.state.mn = State(cfg, pool)
         try:
             yield
         finally:

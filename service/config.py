@@ -3,9 +3,10 @@
 A wrong file fails at start-up with the file, the key and the reason. Environment:
 - `MARK_NOTIFY_CONFIG`: the file (default `config/mark-notify.toml`);
 - `DATABASE_URL`, `MARK_NOTIFY_ENV`: the database and the environment;
-- `MARK_NOTIFY__<section>__<key>...=<value>`: any key, the value read as a TOML value
-  when it parses as one (numbers, booleans, arrays), else as a string. Secrets belong
-  here, e.g. `MARK_NOTIFY__consumers__promotions__secret=whsec_...`.
+- `MARK_NOTIFY__<section>__<key>...=<value>`: any key. An array, inline table or quoted
+  string is read as TOML; any other value is text, converted where the key wants a
+  number, boolean or duration. Secrets belong here, e.g.
+  `MARK_NOTIFY__consumers__promotions__secret=whsec_...`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ EVENT_TYPES: tuple[EventType, ...] = ("client", "driver", "anonymous")
 Transport = Literal["http", "kafka"]
 Environment = Literal["development", "test", "production"]
 
-Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+# `\Z`, not `$`: Python's `$` also matches before a final newline.
+Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -44,6 +46,15 @@ class Backoff(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     initial: timedelta = timedelta(seconds=1)
     factor: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0
     cap: timedelta = timedelta(minutes=10)
+
+
+class Breaker(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Pauses a consumer after `failures` transient failures in a row, then probes it with
+    one row after `cooldown` (doubling per failed probe, up to `max_cooldown`)."""
+
+    failures: Positive = 5
+    cooldown: timedelta = timedelta(seconds=30)
+    max_cooldown: timedelta = timedelta(minutes=5)
 
 
 class Consumer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -64,6 +75,7 @@ class Consumer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
     enabled: bool = True
     ordered: bool = False
+    breaker: Breaker = Breaker()
 
 
 class Tag(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -146,12 +158,27 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     request_timeout: timedelta = timedelta(seconds=10)
 
 
+class DispatcherSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Default: host-pid. It is written into claimed rows, so ops can tell who holds them.
+    name: str | None = None
+    # How long a claim holds its rows; a dead dispatcher's rows are due again after it. The
+    # dispatcher raises it per consumer to cover a batch's worst case (timeout x rounds),
+    # so a live, slow dispatcher's rows are never claimed twice.
+    lease: timedelta = timedelta(seconds=60)
+    # The slow poll that bounds the delay of a lost wake-up.
+    sweep_interval: timedelta = timedelta(seconds=5)
+    # How often waiting rows of disabled or unknown consumers are counted and reported.
+    census_interval: timedelta = timedelta(seconds=60)
+    pool_max: Positive = 8
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     environment: Environment = "production"
     database: DatabaseSettings = DatabaseSettings()
     api: ApiSettings = ApiSettings()
     identity: IdentitySettings = IdentitySettings()
     kafka: KafkaSettings = KafkaSettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
     consumers: dict[Name, Consumer] = msgspec.field(default_factory=dict)
     tags: dict[Name, Tag] = msgspec.field(default_factory=dict)
 
@@ -172,6 +199,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                     raise ValueError(f"{where}.secret: expected 'whsec_<base64>'")
             if consumer.timeout <= timedelta(0):
                 raise ValueError(f"{where}.timeout: must be positive")
+            if consumer.backoff.initial <= timedelta(0) or consumer.backoff.cap <= timedelta(0):
+                raise ValueError(f"{where}.backoff: initial and cap must be positive")
+            if consumer.breaker.cooldown <= timedelta(0):
+                raise ValueError(f"{where}.breaker.cooldown: must be positive")
+        for key in ("lease", "sweep_interval", "census_interval"):
+            if getattr(self.dispatcher, key) <= timedelta(0):
+                raise ValueError(f"dispatcher.{key}: must be positive")
         for peer in self.identity.gateway.trusted_peers:
             try:
                 ipaddress.ip_network(peer, strict=False)
@@ -182,6 +216,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
 
 
 def _env_value(raw: str) -> Any:
+    # Arrays, inline tables and quoted strings are read as TOML. Anything else stays text:
+    # parsing converts text to a number or boolean where the key wants one, and a secret
+    # such as "12345" must stay a string.
+    if raw.lstrip()[:1] not in ("[", "{", '"', "'"):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -214,6 +253,13 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
     for section, entry_type in (("consumers", Consumer), ("tags", Tag)):
         entries = data.get(section)
         for name, entry in entries.items() if isinstance(entries, dict) else ():
+            try:
+                msgspec.convert(name, Name)
+            except msgspec.ValidationError:
+                raise ConfigError(
+                    f"{source}: {section}.{name!r}: a name is 1-64 of a-z 0-9 _ . -, "
+                    "starting with a letter or digit"
+                ) from None
             try:
                 msgspec.convert(entry, entry_type, strict=False)
             except msgspec.ValidationError as exc:

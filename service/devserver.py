@@ -44,7 +44,9 @@ def acquire_lock(path: Path, url: str) -> IO[str]:
     except BlockingIOError:
         handle.seek(0)
         owner = handle.read().strip() or "another process"
-        raise SystemExit(f"[bin/dev] already running: {owner}. Stop it first (Ctrl-C there).") from None
+        raise SystemExit(
+            f"[bin/dev] already running: {owner}. Stop it first (Ctrl-C there)."
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} serving {url}\n")
@@ -82,8 +84,19 @@ def main() -> int:
     python = sys.executable
     commands = {
         "api": [
-            python, "-m", "uvicorn", "service.asgi:app", "--host", host, "--port", str(port),
-            "--workers", str(workers), "--no-access-log", "--timeout-graceful-shutdown", "5",
+            python,
+            "-m",
+            "uvicorn",
+            "service.asgi:app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "5",
         ],
         "dispatcher": [python, "-m", "dispatcher.main"],
     }
@@ -101,7 +114,7 @@ def main() -> int:
             continue
         # Children get their own process group so a terminal Ctrl-C reaches only us, and we
         # stop them in order.
-        process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603 (our own fixed argv)
         children.append(Child(name, process))
     _say(f"API        {base_url}  (workers: {workers})")
     _say(f"OpenAPI    {base_url}/openapi.json")

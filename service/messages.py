@@ -10,13 +10,15 @@ from typing import Annotated, Literal
 import msgspec
 
 # Printable text only: control characters in ids end up in logs, headers and topics.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# `$(?!\n)` is the true end of the text: Python's `$` alone also matches before a final
+# newline (and `\Z` is not valid in the ECMA regex dialect the OpenAPI document uses).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$(?!\n)"
 TagName = Annotated[
     str,
     msgspec.Meta(
         min_length=1,
         max_length=64,
-        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$(?!\n)",
         description="Notification type, e.g. `promotions`.",
     ),
 ]

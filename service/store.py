@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import psycopg
@@ -40,6 +40,14 @@ class MarkRow:
     @property
     def key(self) -> MarkKey:
         return (self.tag, self.item_id, self.subject_key)
+
+
+class MarkWriter(Protocol):
+    """How the API writes marks; GroupCommitter in production."""
+
+    async def submit(self, rows: Sequence[MarkRow]) -> set[MarkKey]: ...
+
+    async def close(self) -> None: ...
 
 
 class StorageUnavailable(Exception):
@@ -147,8 +155,13 @@ class GroupCommitter:
                 except Exception as single_exc:
                     _settle(w, single_exc)
             return
+        # A mark sent by several requests of one batch was written once: it is new for the
+        # first of them only, and a repeat for the others (as if they had come one by one).
+        unclaimed = set(new)
         for w in batch:
-            _settle(w, new)
+            mine = unclaimed.intersection(row.key for row in w.rows)
+            unclaimed -= mine
+            _settle(w, mine)
 
     async def _write(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
         try:

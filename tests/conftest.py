@@ -29,9 +29,7 @@ def _server_url() -> str:
 
 
 def with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo(url, dbname=dbname)
 
 
 def _janitor(url: str, dbname: str, **kwargs: Any) -> DatabaseJanitor:

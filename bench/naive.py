@@ -1,0 +1,56 @@
+"""The naive baseline the benchmarks compare against: one transaction per request and,
+per mark, its own statements and its own Procrastinate job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bench.sql import bq
+from service.app import create_app
+from service.config import Config
+from service.store import MarkKey, MarkRow, MarkWriter, StorageUnavailable
+
+
+class NaiveWriter:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def submit(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
+        new: set[MarkKey] = set()
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                for row in rows:
+                    params = {
+                        "tag": row.tag,
+                        "item_id": row.item_id,
+                        "subject_key": row.subject_key,
+                        "subject_kind": row.subject_kind,
+                        "subject": msgspec.json.encode(row.subject).decode(),
+                        "remember_for_s": row.remember_for_s,
+                        "consumer": row.consumer,
+                    }
+                    cur = await conn.execute(bq("naive_insert_mark"), params)
+                    inserted = await cur.fetchone()
+                    if inserted is None:
+                        continue
+                    params["outbox_id"] = inserted[0]
+                    await conn.execute(bq("naive_insert_outbox"), params)
+                    await conn.execute(bq("naive_defer_job"), params)
+                    new.add(row.key)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return new
+
+    async def close(self) -> None:
+        return None
+
+
+def naive_writer(pool: AsyncConnectionPool, config: Config) -> MarkWriter:
+    return NaiveWriter(pool)
+
+
+app = create_app(writer=naive_writer)

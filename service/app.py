@@ -215,7 +215,9 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         cfg = config or load_config()
-        pool = make_pool(resolve_url(cfg.database), cfg.database, name="mark-notify-api")
+        pool = make_pool(
+            resolve_url(cfg.database), cfg.database, name="mark-notify-api", autocommit=True
+        )
         # Built before the pool opens: bad identity settings fail start-up with nothing
         # left running.
         app.state.mn = State(cfg, pool, writer(pool, cfg))

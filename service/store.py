@@ -165,7 +165,9 @@ class GroupCommitter:
 
     async def _write(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            # record_seen_marks is a single statement, so on the API's autocommit pool it
+            # is its own transaction: all of a batch's rows commit together or not at all.
+            async with self._pool.connection() as conn:
                 new = await record_marks(conn, rows)
             self.transactions += 1
             return new

@@ -88,6 +88,9 @@ def parse_seen(body: bytes, max_batch: int) -> tuple[list[SeenItem], bool]:
         raise api_error("invalid_body", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise api_error("malformed_json", str(exc)) from None
+    except UnicodeDecodeError:
+        # msgspec reports invalid UTF-8 inside a string this way, not as a DecodeError.
+        raise api_error("malformed_json", "The body is not valid UTF-8.") from None
     if request.items is not None:
         if request.tag is not None or request.id is not None:
             raise api_error("invalid_body", "Send either `tag` and `id`, or `items`, not both.")
@@ -147,6 +150,11 @@ async def post_seen(request: Request) -> Response:
         new = await state.committer.submit(rows)
     except StorageUnavailable:
         raise state.unavailable from None
+    except Exception:
+        # Answered here rather than by on_unexpected, which Starlette follows by re-raising
+        # to the server: one log record with the trace, and a plain JSON 500 to the client.
+        log.exception("could not record %d marks; nothing was stored", len(rows))
+        raise api_error("internal_error") from None
     results = [
         SeenResult(r.tag, r.item_id, "recorded" if r.key in new else "duplicate") for r in rows
     ]

@@ -44,7 +44,15 @@ class SeenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     tag: TagName | None = None
     id: ItemId | None = None
-    items: Annotated[list[SeenItem], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    # The limit is the configured api.max_batch (at most 1000), checked after decoding so
+    # that a long batch is always `batch_too_large`, never a generic `invalid_body`.
+    items: (
+        Annotated[
+            list[SeenItem],
+            msgspec.Meta(min_length=1, description="At most `api.max_batch` items (<= 1000)."),
+        ]
+        | None
+    ) = None
 
 
 class SeenResult(msgspec.Struct, frozen=True):

@@ -23,6 +23,7 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 SCHEMA_FILE = SQL_DIR / "schema.sql"
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_ANY_NAME = re.compile(r"^--\s*name:.*$", re.MULTILINE)
 _HEADER = re.compile(r"^--\s*(?P<key>returns|purpose):\s*(?P<value>.*)$")
 
 
@@ -43,6 +44,10 @@ class QueryError(ValueError):
 
 def parse_queries(text: str, source: str) -> dict[str, Query]:
     """Split one .sql file into its named queries, checking every header."""
+    for line in _ANY_NAME.findall(text):
+        # A name line that does not parse would silently glue its query to the previous one.
+        if not _NAME.fullmatch(line):
+            raise QueryError(f"{source}: bad query name line {line!r} (want [a-z_][a-z0-9_]*)")
     matches = list(_NAME.finditer(text))
     if not matches:
         raise QueryError(f"{source}: no '-- name:' header")
@@ -66,7 +71,7 @@ def parse_queries(text: str, source: str) -> dict[str, Query]:
             i += 1
         name = match["name"]
         sql_text = "\n".join(lines[i:]).strip().rstrip(";").strip()
-        missing = {"returns", "purpose"} - header.keys()
+        missing = {k for k in ("returns", "purpose") if not " ".join(header.get(k, [])).strip()}
         if missing:
             raise QueryError(f"{source}: query {name!r} lacks header {sorted(missing)}")
         if not sql_text:

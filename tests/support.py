@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import jwt
+import psycopg
 import uvicorn
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.types import ASGIApp
 
 from service.config import Config, parse_config
@@ -115,3 +119,41 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def url_with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+@contextmanager
+def scratch_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database on the test server, dropped afterwards; yields its URL.
+
+    Empty (no migrations), or a copy of `template` (e.g. the `template_db` fixture).
+    """
+    name = f"mn_scratch_{uuid.uuid4().hex[:12]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(create)
+    try:
+        yield url_with_dbname(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def seen_counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, int]:
+    """(seen_marks, outbox, procrastinate_jobs) row counts."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM seen_marks), (SELECT count(*) FROM outbox),"
+        " (SELECT count(*) FROM procrastinate_jobs)"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])

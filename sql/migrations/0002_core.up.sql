@@ -45,6 +45,11 @@ CREATE TABLE outbox (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     delivered_at    timestamptz,
+    -- bin/redeliver gives a requeued row a fresh retry budget: max_attempts counts the
+    -- attempts after attempt_base, max_age runs from requeued_at. Attempt numbers go on
+    -- rising, so delivery_attempts keeps the whole history.
+    attempt_base    integer     NOT NULL DEFAULT 0,
+    requeued_at     timestamptz,
     UNIQUE (event_id)
 );
 -- The claim: due pending rows of one consumer, oldest due first.
@@ -69,6 +74,24 @@ CREATE TABLE delivery_attempts (
 );
 CREATE INDEX delivery_attempts_updated_at_idx ON delivery_attempts (updated_at);
 CREATE INDEX delivery_attempts_consumer_started_idx ON delivery_attempts (consumer, started_at);
+
+-- What the dispatchers think of each consumer, one row per consumer, written on every
+-- change: the circuit breaker (closed / open / half_open) and whether the consumer is
+-- configured at all (active / disabled / unknown). Rows of disabled or unknown consumers
+-- wait in the outbox; `waiting` is how many there were at the last census.
+CREATE TABLE consumer_state (
+    consumer             text        PRIMARY KEY,
+    status               text        NOT NULL CHECK (status IN ('active', 'disabled', 'unknown')),
+    breaker              text        NOT NULL DEFAULT 'closed'
+                                     CHECK (breaker IN ('closed', 'open', 'half_open')),
+    consecutive_failures integer     NOT NULL DEFAULT 0,
+    opened_at            timestamptz,
+    waiting              bigint,
+    last_error           text,
+    dispatcher           text,
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX consumer_state_updated_at_idx ON consumer_state (updated_at);
 
 -- Per-consumer delivery state at a glance, for ops dashboards and analysts.
 CREATE VIEW outbox_consumer_stats AS

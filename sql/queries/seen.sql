@@ -45,6 +45,7 @@ woken AS (
     SELECT DISTINCT %(wake_queue)s::text, %(wake_task)s::text,
            %(wake_queue)s::text || ':' || consumer, jsonb_build_object('consumer', consumer)
     FROM queued
+    ORDER BY 3
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
 SELECT tag, item_id, subject_key FROM marks;

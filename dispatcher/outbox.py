@@ -1,0 +1,173 @@
+"""The dispatcher's database calls: claim a batch, complete it, publish consumer state.
+
+One round trip each; the SQL is in sql/queries/dispatch.sql.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from dispatcher.transport import Delivery, Outcome
+from service.config import Consumer
+from service.sql import q
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The decided fate of one attempt: its outcome and, for a retry, the delay."""
+
+    outcome: Outcome
+    attempt: int
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    outbox_id: int
+    outcome: str  # delivered | retry | failed | dead
+    applied: bool  # False: the lease had run out and another claim owns the row
+
+
+def _deliveries(consumer: str, rows: Sequence[tuple[Any, ...]]) -> list[Delivery]:
+    return [
+        Delivery(
+            outbox_id=row[0],
+            event_id=row[1],
+            consumer=consumer,
+            ordering_key=row[2],
+            payload=row[3],
+            attempt=row[4],
+            created_at=row[5],
+        )
+        for row in rows
+    ]
+
+
+async def _claim(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    query: LiteralString,
+    consumer: str,
+    params: dict[str, object],
+) -> list[Delivery]:
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(query, params)
+        rows = await cur.fetchall()
+    # RETURNING has no order; the transports and the ordered test read batches in id order.
+    return sorted(_deliveries(consumer, rows), key=lambda d: d.outbox_id)
+
+
+async def claim(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    consumer: str,
+    *,
+    limit: int,
+    lease_s: float,
+    dispatcher: str,
+    ordered: bool = False,
+) -> list[Delivery]:
+    query = q("claim_outbox_ordered") if ordered else q("claim_outbox")
+    params: dict[str, object] = {
+        "consumer": consumer,
+        "limit": limit,
+        "lease_s": lease_s,
+        "dispatcher": dispatcher,
+    }
+    return await _claim(pool, query, consumer, params)
+
+
+async def claim_ids(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    consumer: str,
+    ids: Sequence[int],
+    *,
+    lease_s: float,
+    dispatcher: str,
+) -> list[Delivery]:
+    params: dict[str, object] = {"ids": list(ids), "lease_s": lease_s, "dispatcher": dispatcher}
+    return await _claim(pool, q("claim_outbox_ids"), consumer, params)
+
+
+async def complete(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    consumer_name: str,
+    consumer: Consumer,
+    completions: Sequence[Completion],
+    *,
+    dispatcher: str,
+) -> list[Recorded]:
+    if not completions:
+        return []
+    params: dict[str, object] = {
+        "ids": [c.outcome.outbox_id for c in completions],
+        "attempts": [c.attempt for c in completions],
+        "outcomes": [c.outcome.kind for c in completions],
+        "delays_s": [c.delay_s for c in completions],
+        "status_codes": [c.outcome.status_code for c in completions],
+        "errors": [c.outcome.error for c in completions],
+        "started_at": [c.outcome.started_at for c in completions],
+        "durations_ms": [c.outcome.duration_ms for c in completions],
+        "max_attempts": consumer.max_attempts,
+        "max_age_s": consumer.max_age.total_seconds() if consumer.max_age else None,
+        "consumer": consumer_name,
+        "dispatcher": dispatcher,
+    }
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(q("complete_outbox"), params)
+        rows = await cur.fetchall()
+    return [Recorded(row[0], row[1], row[2]) for row in rows]
+
+
+async def save_consumer_state(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    consumer: str,
+    *,
+    status: str,
+    breaker: str,
+    failures: int,
+    opened_at: datetime | None,
+    last_error: str | None,
+    dispatcher: str,
+) -> None:
+    params: dict[str, object] = {
+        "consumer": consumer,
+        "status": status,
+        "breaker": breaker,
+        "failures": failures,
+        "opened_at": opened_at,
+        "last_error": last_error,
+        "dispatcher": dispatcher,
+    }
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(q("save_consumer_state"), params)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    consumer: str
+    status: str  # disabled | unknown
+    waiting: int
+    oldest: datetime | None
+
+
+async def census(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    *,
+    active: Sequence[str],
+    disabled: Sequence[str],
+    dispatcher: str,
+) -> list[Waiting]:
+    params: dict[str, object] = {
+        "active": list(active),
+        "disabled": list(disabled),
+        "dispatcher": dispatcher,
+    }
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(q("census_waiting"), params)
+        rows = await cur.fetchall()
+    return [Waiting(row[0], row[1], row[2], row[3]) for row in rows]

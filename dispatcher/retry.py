@@ -1,0 +1,79 @@
+"""Retry policy: which results are worth retrying, and how long to wait before the next try.
+
+Backoff is exponential with full jitter: the delay before attempt n+1 is uniform in
+[0, min(cap, initial * factor**(n-1))], so many rows failing together spread out instead
+of hammering a recovering consumer in step. A Retry-After from the consumer is a floor
+(bounded by the cap, so a consumer cannot park rows indefinitely).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from dispatcher.transport import OutcomeKind
+from service.config import Backoff
+
+# Long enough for a stack trace's last line or a short response body, short enough that
+# attempt rows stay small for analysts.
+ERROR_LIMIT = 500
+
+
+def classify_status(status: int) -> OutcomeKind:
+    """2xx delivered; 408, 429 and 5xx transient; any other status a permanent refusal."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status in (408, 429) or status >= 500:
+        return "retry"
+    return "failed"
+
+
+def backoff_bound(backoff: Backoff, attempt: int) -> float:
+    """The largest delay, in seconds, after failed attempt number `attempt` (1-based)."""
+    cap = backoff.cap.total_seconds()
+    initial = backoff.initial.total_seconds()
+    try:
+        grown = initial * backoff.factor ** max(0, attempt - 1)
+    except OverflowError:
+        return cap
+    return min(cap, grown)
+
+
+def retry_delay(
+    backoff: Backoff,
+    attempt: int,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait after failed attempt `attempt` before the next one."""
+    bound = backoff_bound(backoff, attempt)
+    delay = (rng or _rng).uniform(0.0, bound)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, backoff.cap.total_seconds()))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def trim_error(text: str, limit: int = ERROR_LIMIT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Jitter needs no cryptographic quality.
+_rng = random.Random()  # noqa: S311

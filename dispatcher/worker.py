@@ -1,0 +1,486 @@
+"""The dispatcher: one claim loop per consumer, woken by Procrastinate jobs and a slow sweep.
+
+The write path defers a `dispatcher.wake` job per consumer (one pending at a time, by its
+queueing lock). This process runs a Procrastinate worker on the "dispatch" queue whose
+task only sets that consumer's wake-up event. Each consumer's loop then claims a batch
+(one round trip), hands it to the consumer's transport, and completes it (one round
+trip), going again at once until a claim comes back empty. Without a wake-up a loop still
+claims every `sweep_interval`, and at the due time of any retry it scheduled itself, so a
+lost job costs a delay, never a row.
+
+Isolation: loops are independent tasks with their own transport pools, concurrency,
+circuit breaker and rate limit; a consumer that hangs holds up only its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import procrastinate
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from dispatcher import outbox
+from dispatcher.breaker import CircuitBreaker
+from dispatcher.http_transport import HttpTransport
+from dispatcher.rate_limit import TokenBucket
+from dispatcher.retry import retry_delay, trim_error
+from dispatcher.transport import Delivery, Outcome, Transport
+from service.config import Config, Consumer, DatabaseSettings, DispatcherSettings
+from service.database import CONNECTION_OPTIONS, make_pool
+from service.store import WAKE_QUEUE, WAKE_TASK
+
+log = logging.getLogger(__name__)
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+# After a database error the loop waits this long before trying again.
+DB_RETRY_S = 1.0
+COMPLETE_TRIES = 3
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def lease_for(consumer: Consumer, settings: DispatcherSettings) -> float:
+    """The claim's lease: the configured one, raised to outlast a batch's worst case.
+
+    A batch takes at most ceil(batch_size / concurrency) rounds of `timeout` each (every
+    request is bounded by the timeout); one more timeout of margin covers the claim and
+    the completion. A live dispatcher thus always completes before its lease ends, and
+    its rows are never claimed twice while it lives.
+    """
+    rounds = math.ceil(consumer.batch_size / consumer.concurrency)
+    worst = (rounds + 1) * consumer.timeout.total_seconds()
+    return max(settings.lease.total_seconds(), worst)
+
+
+class ConsumerLoop:
+    """Claims, delivers and completes one consumer's rows, forever."""
+
+    def __init__(
+        self,
+        name: str,
+        consumer: Consumer,
+        transport: Transport,
+        pool: Pool,
+        settings: DispatcherSettings,
+        *,
+        dispatcher: str,
+    ) -> None:
+        self.name = name
+        self.consumer = consumer
+        self.transport = transport
+        self.pool = pool
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.lease_s = lease_for(consumer, settings)
+        self.breaker = CircuitBreaker(consumer.breaker)
+        self.limiter = TokenBucket(consumer.rate_limit) if consumer.rate_limit else None
+        self.delivered = 0
+        self._event = asyncio.Event()
+        self._stopping = False
+        # Due times (monotonic) of retries this loop scheduled: it wakes itself for them.
+        self._retries: list[float] = []
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._publish_lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._event.set()
+
+    async def run(self) -> None:
+        await self._publish()
+        busy = True  # claim at once on start: rows may have waited for us
+        while not self._stopping:
+            delay = self._delay(busy)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._event.wait(), delay)
+                if self._stopping:
+                    break
+                if self._paused() > 0:
+                    busy = False  # woken while paused: wait out the rest of the pause
+                    continue
+            self._event.clear()
+            try:
+                busy = await self._batch()
+            except (PoolTimeout, psycopg.Error) as exc:
+                log.warning("consumer %s: database error, retrying: %s", self.name, exc)
+                busy = False
+                await asyncio.sleep(DB_RETRY_S)
+
+    def _paused(self) -> float:
+        """Seconds the breaker still holds claims back; publishes open -> half-open."""
+        state = self.breaker.state
+        paused = self.breaker.ready_in()
+        if self.breaker.state != state:
+            log.info("consumer %s: circuit half-open, probing with one row", self.name)
+            self._spawn_publish()
+        return paused
+
+    def _delay(self, busy: bool) -> float:
+        """Seconds to wait before the next claim (0: claim now)."""
+        paused = self._paused()
+        if paused > 0:
+            # Wake-ups while paused are moot: the first claim after the pause takes every
+            # due row anyway.
+            self._event.clear()
+            return paused
+        if busy or self._event.is_set():
+            return 0.0
+        now = time.monotonic()
+        while self._retries and self._retries[0] <= now:
+            heapq.heappop(self._retries)
+        if self._retries:
+            return max(
+                0.0, min(self.settings.sweep_interval.total_seconds(), self._retries[0] - now)
+            )
+        return self.settings.sweep_interval.total_seconds()
+
+    async def _batch(self) -> bool:
+        """Claim, deliver and complete one batch; True if it found rows."""
+        limit = self.breaker.claim_limit(self.consumer.batch_size, self.consumer.concurrency)
+        if self.limiter is not None:
+            limit = await self.limiter.take(limit)
+        claimed = 0
+        try:
+            batch = await outbox.claim(
+                self.pool,
+                self.name,
+                limit=limit,
+                lease_s=self.lease_s,
+                dispatcher=self.dispatcher,
+                ordered=self.consumer.ordered,
+            )
+            claimed = len(batch)
+        finally:
+            if self.limiter is not None:
+                self.limiter.refund(limit - claimed)
+        now = time.monotonic()
+        while self._retries and self._retries[0] <= now:
+            heapq.heappop(self._retries)
+        if not batch:
+            return False
+        outcomes = await self._deliver(batch)
+        completions = self._decide(batch, outcomes)
+        await self._complete(completions)
+        self._account(outcomes)
+        # Go again until a claim comes back empty: rows may have arrived meanwhile, and for
+        # an ordered consumer every completed row makes its successor the new head.
+        return True
+
+    async def _deliver(self, batch: Sequence[Delivery]) -> list[Outcome]:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        try:
+            outcomes = await self.transport.deliver(self.name, batch)
+        except Exception as exc:
+            # A transport bug must not kill the loop or lose the rows: retry them all.
+            log.exception("consumer %s: transport failed on a batch of %d", self.name, len(batch))
+            error = trim_error(f"transport error: {type(exc).__name__}: {exc}")
+            outcomes = []
+        else:
+            error = "transport returned no outcome for this row"
+        by_id = {o.outbox_id: o for o in outcomes}
+        took = (time.perf_counter() - t0) * 1000.0
+        return [
+            by_id.get(d.outbox_id) or Outcome(d.outbox_id, "retry", started_at, took, error=error)
+            for d in batch
+        ]
+
+    def _decide(
+        self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]
+    ) -> list[outbox.Completion]:
+        attempts = {d.outbox_id: d.attempt for d in batch}
+        completions = []
+        now = time.monotonic()
+        for outcome in outcomes:
+            attempt = attempts[outcome.outbox_id]
+            delay = None
+            if outcome.kind == "retry":
+                delay = retry_delay(self.consumer.backoff, attempt, outcome.retry_after)
+            completions.append(outbox.Completion(outcome, attempt, delay))
+        retry_delays = [c.delay_s for c in completions if c.delay_s is not None]
+        if retry_delays:
+            heapq.heappush(self._retries, now + min(retry_delays))
+            # Also the latest, so that a spread-out batch does not wait for the sweep.
+            heapq.heappush(self._retries, now + max(retry_delays))
+        return completions
+
+    async def _complete(self, completions: Sequence[outbox.Completion]) -> None:
+        for n in range(1, COMPLETE_TRIES + 1):
+            try:
+                recorded = await outbox.complete(
+                    self.pool, self.name, self.consumer, completions, dispatcher=self.dispatcher
+                )
+                break
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                if n == COMPLETE_TRIES:
+                    # The rows stay leased and come back when the lease ends: delivered
+                    # ones are delivered again (at least once), none is lost.
+                    log.error(
+                        "consumer %s: could not complete %d rows (%s); they return after the lease",
+                        self.name,
+                        len(completions),
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(DB_RETRY_S * n)
+        lost = sum(1 for r in recorded if not r.applied)
+        if lost:
+            log.warning(
+                "consumer %s: %d rows had been claimed again after our lease ran out",
+                self.name,
+                lost,
+            )
+        self.delivered += sum(1 for r in recorded if r.applied and r.outcome == "delivered")
+        dead = [r.outbox_id for r in recorded if r.applied and r.outcome in ("dead", "failed")]
+        if dead:
+            log.warning(
+                "consumer %s: %d rows dead, e.g. outbox id %d", self.name, len(dead), dead[0]
+            )
+
+    def _account(self, outcomes: Sequence[Outcome]) -> None:
+        failures = [o for o in outcomes if o.kind == "retry"]
+        successes = len(outcomes) - len(failures)
+        error = failures[0].error if failures else None
+        if self.breaker.record(successes, len(failures), error):
+            if self.breaker.state == "open":
+                log.warning(
+                    "consumer %s: circuit open after %d failures in a row (last: %s); "
+                    "paused, probing in %.1f s",
+                    self.name,
+                    self.breaker.failures,
+                    error,
+                    self.breaker.ready_in(),
+                )
+            elif self.breaker.state == "closed" and not self.breaker.failures:
+                log.info("consumer %s: circuit closed, delivering again", self.name)
+            self._spawn_publish()
+
+    def _spawn_publish(self) -> None:
+        task = asyncio.create_task(self._publish())
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def flush(self) -> None:
+        """Wait for state updates still being written."""
+        if self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    async def _publish(self) -> None:
+        # Serialised, and each write takes the state as it is when it runs: the last write
+        # is always the current state, whatever order the triggers came in.
+        async with self._publish_lock:
+            await self._write_state()
+
+    async def _write_state(self) -> None:
+        breaker = self.breaker
+        opened_at = None
+        if breaker.opened_at is not None:
+            opened_at = datetime.now(UTC) - timedelta(seconds=time.monotonic() - breaker.opened_at)
+        try:
+            await outbox.save_consumer_state(
+                self.pool,
+                self.name,
+                status="active",
+                breaker=breaker.state,
+                failures=breaker.failures,
+                opened_at=opened_at,
+                last_error=breaker.last_error if breaker.failures else None,
+                dispatcher=self.dispatcher,
+            )
+        except (PoolTimeout, psycopg.Error) as exc:
+            log.warning("consumer %s: could not publish its state: %s", self.name, exc)
+
+
+def build_transports(config: Config) -> dict[str, Transport]:
+    """The transport of each enabled consumer: one HTTP and one Kafka instance shared."""
+    enabled = {n: c for n, c in config.consumers.items() if c.enabled}
+    transports: dict[str, Transport] = {}
+    http = {n: c for n, c in enabled.items() if c.transport == "http"}
+    if http:
+        shared: Transport = HttpTransport(http)
+        transports |= dict.fromkeys(http, shared)
+    kafka = {n: c for n, c in enabled.items() if c.transport == "kafka"}
+    if kafka:
+        # Imported only when used: aiokafka is heavy, and HTTP-only dispatchers skip it.
+        from dispatcher.kafka_transport import KafkaTransport
+
+        shared = KafkaTransport(config.kafka, kafka)
+        transports |= dict.fromkeys(kafka, shared)
+    return transports
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        database_url: str,
+        *,
+        name: str | None = None,
+        transports: Mapping[str, Transport] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.dispatcher
+        self.database_url = database_url
+        self.name = name or self.settings.name or default_name()
+        self._transports = dict(transports) if transports is not None else None
+        self.loops: dict[str, ConsumerLoop] = {}
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the batches in flight, then return from run()."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wake(self, consumer: str) -> None:
+        loop = self.loops.get(consumer)
+        if loop is not None:
+            loop.wake()
+        else:
+            log.debug("wake-up for %r, which this dispatcher does not deliver to", consumer)
+
+    async def run(self) -> None:
+        transports = self._transports
+        if transports is None:
+            transports = build_transports(self.config)
+        pool_settings = DatabaseSettings(
+            pool_min=1,
+            pool_max=self.settings.pool_max,
+            connect_timeout=self.config.database.connect_timeout,
+            acquire_timeout=self.config.database.acquire_timeout,
+        )
+        pool = make_pool(self.database_url, pool_settings, name=f"dispatcher-{self.name}")
+        await pool.open(wait=True)
+        try:
+            for name, consumer in self.config.consumers.items():
+                if consumer.enabled and name in transports:
+                    self.loops[name] = ConsumerLoop(
+                        name, consumer, transports[name], pool, self.settings, dispatcher=self.name
+                    )
+            await self._run(pool)
+        finally:
+            for transport in {id(t): t for t in transports.values()}.values():
+                with contextlib.suppress(Exception):
+                    await transport.close()
+            await pool.close()
+
+    async def _run(self, pool: Pool) -> None:
+        for name, loop in self.loops.items():
+            log.info(
+                "dispatcher %s: consumer %s via %s, lease %.1f s%s",
+                self.name,
+                name,
+                loop.consumer.transport,
+                loop.lease_s,
+                ", ordered" if loop.consumer.ordered else "",
+            )
+        tasks = [
+            asyncio.create_task(loop.run(), name=f"loop-{n}") for n, loop in self.loops.items()
+        ]
+        side = [
+            asyncio.create_task(self._wake_worker(), name="wake-worker"),
+            asyncio.create_task(self._census(pool), name="census"),
+        ]
+        self.ready.set()
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for loop in self.loops.values():
+                loop.stop()
+            # Loops finish the batch in hand (bounded by the consumer's timeout), so that
+            # a clean stop leaves nothing to wait a lease out for.
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in [stopper, *side]:
+                task.cancel()
+            await asyncio.gather(stopper, *side, return_exceptions=True)
+            for loop in self.loops.values():
+                await loop.flush()
+
+    def _procrastinate_app(self) -> procrastinate.App:
+        connector = procrastinate.PsycopgConnector(
+            conninfo=self.database_url,
+            min_size=1,
+            max_size=3,
+            kwargs={"options": CONNECTION_OPTIONS, "application_name": f"wake-{self.name}"},
+        )
+        app = procrastinate.App(connector=connector)
+
+        @app.task(name=WAKE_TASK, queue=WAKE_QUEUE)
+        async def wake(consumer: str) -> None:
+            self.wake(consumer)
+
+        return app
+
+    async def _wake_worker(self) -> None:
+        """Run the Procrastinate worker; restart it if it fails (the sweep covers the gap)."""
+        pause = DB_RETRY_S
+        while True:
+            app = self._procrastinate_app()
+            try:
+                async with app.open_async():
+                    await app.run_worker_async(
+                        queues=[WAKE_QUEUE],
+                        name=f"dispatcher-{self.name}",
+                        concurrency=1,
+                        wait=True,
+                        listen_notify=True,
+                        fetch_job_polling_interval=self.settings.sweep_interval.total_seconds(),
+                        delete_jobs="successful",
+                        install_signal_handlers=False,
+                    )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("wake-up worker failed (%s); restarting in %.0f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+
+    async def _census(self, pool: Pool) -> None:
+        """Report rows waiting for consumers this dispatcher does not deliver to."""
+        active = sorted(self.loops)
+        disabled = sorted(n for n, c in self.config.consumers.items() if not c.enabled)
+        while True:
+            try:
+                waiting = await outbox.census(
+                    pool, active=active, disabled=disabled, dispatcher=self.name
+                )
+            except (PoolTimeout, psycopg.Error) as exc:
+                log.warning("census failed: %s", exc)
+            else:
+                for w in waiting:
+                    if w.waiting:
+                        log.warning(
+                            "%d rows wait for %s consumer %r (oldest from %s); they are kept "
+                            "until it is configured and enabled",
+                            w.waiting,
+                            w.status,
+                            w.consumer,
+                            w.oldest.isoformat() if w.oldest else "?",
+                        )
+            await asyncio.sleep(self.settings.census_interval.total_seconds())

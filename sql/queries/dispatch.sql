@@ -1,0 +1,242 @@
+-- name: claim_outbox
+-- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
+--   created_at timestamptz): the claimed rows; attempts is this attempt's number.
+-- purpose: claim up to `limit` due rows of one consumer for this dispatcher, oldest due
+--   first. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
+--   next_attempt_at to the lease end, so the rows are due again only if this dispatcher
+--   dies before completing them. The attempts counter is also the fencing token that
+--   complete_outbox checks.
+WITH due AS (
+    SELECT id FROM outbox
+    WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox AS o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_until = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_by = %(dispatcher)s,
+    updated_at = now()
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+
+-- name: claim_outbox_ordered
+-- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
+--   created_at timestamptz), as claim_outbox.
+-- purpose: claim_outbox for an ordered consumer: only the head (lowest pending id) of each
+--   ordering key, and only while no other row of that key is leased, so one subject's rows
+--   go one at a time in id order (the next waits until the previous is delivered or dead)
+--   while different subjects go in parallel. The conditions on `o` sit in the locking
+--   query so that a row another dispatcher claimed meanwhile is re-checked and skipped.
+WITH due AS (
+    SELECT o.id FROM outbox AS o
+    WHERE o.consumer = %(consumer)s AND o.status = 'pending' AND o.next_attempt_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox AS p
+          WHERE p.consumer = o.consumer AND p.ordering_key = o.ordering_key
+            AND p.status = 'pending' AND p.id <> o.id
+            AND (p.id < o.id OR p.claimed_until > now())
+      )
+    ORDER BY o.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox AS o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_until = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_by = %(dispatcher)s,
+    updated_at = now()
+FROM due
+WHERE o.id = due.id
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+
+-- name: claim_outbox_ids
+-- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
+--   created_at timestamptz), as claim_outbox.
+-- purpose: claim the given pending rows, whether due or not; the baseline of
+--   bench/dispatch.py (one Procrastinate job per row) claims its one row with it.
+WITH picked AS (
+    SELECT id FROM outbox
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox AS o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_until = now() + make_interval(secs => %(lease_s)s::float8),
+    claimed_by = %(dispatcher)s,
+    updated_at = now()
+FROM picked
+WHERE o.id = picked.id
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+
+-- name: complete_outbox
+-- returns: rows (id bigint, outcome text, applied boolean): the recorded outcome of each
+--   attempt ('retry' turned 'dead' past max_attempts or max_age), and whether the row was
+--   still this dispatcher's claim (false: the lease ran out and another took it over).
+-- purpose: record a delivered batch in one statement: every attempt becomes a
+--   delivery_attempts row, and each row still held by this claim becomes delivered, due
+--   again after its backoff delay, or dead. Input arrays are parallel, one per attempt.
+WITH input AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
+                %(delays_s)s::float8[], %(status_codes)s::int[], %(errors)s::text[],
+                %(started_at)s::timestamptz[], %(durations_ms)s::float8[])
+         AS t(id, attempt, outcome, delay_s, status_code, error, started_at, duration_ms)
+),
+decided AS (
+    SELECT i.id, i.attempt, i.delay_s, i.status_code, left(i.error, 1000) AS error,
+           i.started_at, i.duration_ms,
+           CASE WHEN i.outcome = 'retry'
+                 AND (i.attempt - o.attempt_base >= %(max_attempts)s::int
+                      OR coalesce(o.requeued_at, o.created_at)
+                         + make_interval(secs => %(max_age_s)s::float8)
+                         <= now() + make_interval(secs => i.delay_s))
+                THEN 'dead'
+                ELSE i.outcome
+           END AS outcome
+    FROM input AS i JOIN outbox AS o ON o.id = i.id
+),
+changed AS (
+    UPDATE outbox AS o
+    SET status = CASE d.outcome WHEN 'delivered' THEN 'delivered'
+                                WHEN 'retry' THEN 'pending'
+                                ELSE 'dead' END,
+        next_attempt_at = CASE WHEN d.outcome = 'retry'
+                               THEN now() + make_interval(secs => d.delay_s)
+                               ELSE now() END,
+        claimed_until = NULL,
+        last_error = CASE WHEN d.outcome = 'delivered' THEN NULL ELSE d.error END,
+        delivered_at = CASE WHEN d.outcome = 'delivered' THEN now() END,
+        updated_at = now()
+    FROM decided AS d
+    WHERE o.id = d.id AND o.status = 'pending' AND o.attempts = d.attempt
+      AND o.claimed_by = %(dispatcher)s
+    RETURNING o.id
+),
+logged AS (
+    INSERT INTO delivery_attempts
+           (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code, error)
+    SELECT id, attempt, %(consumer)s, started_at, duration_ms, outcome, status_code, error
+    FROM decided
+    ORDER BY id
+    ON CONFLICT (outbox_id, attempt) DO NOTHING
+)
+SELECT d.id, d.outcome, c.id IS NOT NULL AS applied
+FROM decided AS d LEFT JOIN changed AS c ON c.id = d.id;
+
+-- name: save_consumer_state
+-- returns: nothing
+-- purpose: publish a dispatcher's view of one consumer (breaker state, failure streak) to
+--   consumer_state for ops; written on changes only, so it costs nothing per batch.
+INSERT INTO consumer_state AS s
+       (consumer, status, breaker, consecutive_failures, opened_at, waiting, last_error,
+        dispatcher)
+VALUES (%(consumer)s, %(status)s, %(breaker)s, %(failures)s, %(opened_at)s, NULL,
+        left(%(last_error)s::text, 1000), %(dispatcher)s)
+ON CONFLICT (consumer) DO UPDATE
+    SET status = excluded.status, breaker = excluded.breaker,
+        consecutive_failures = excluded.consecutive_failures, opened_at = excluded.opened_at,
+        waiting = NULL, last_error = excluded.last_error, dispatcher = excluded.dispatcher,
+        updated_at = now();
+
+-- name: census_waiting
+-- returns: rows (consumer text, status text, waiting bigint, oldest timestamptz): consumers
+--   this dispatcher does not deliver to (disabled in its config, or not in it at all), with
+--   how many pending rows wait for them and since when.
+-- purpose: make waiting rows visible instead of silently parked: the result goes to the
+--   log and into consumer_state (status 'disabled' / 'unknown', waiting = count).
+WITH waiting AS (
+    SELECT consumer, count(*) AS waiting, min(created_at) AS oldest
+    FROM outbox
+    WHERE status = 'pending' AND consumer <> ALL(%(active)s::text[])
+    GROUP BY consumer
+),
+listed AS (
+    SELECT c.consumer, coalesce(w.waiting, 0) AS waiting, w.oldest
+    FROM unnest(%(disabled)s::text[]) AS c(consumer)
+    LEFT JOIN waiting AS w ON w.consumer = c.consumer
+    UNION ALL
+    SELECT consumer, waiting, oldest FROM waiting
+    WHERE consumer <> ALL(%(disabled)s::text[])
+),
+recorded AS (
+    INSERT INTO consumer_state AS s (consumer, status, waiting, dispatcher)
+    SELECT consumer,
+           CASE WHEN consumer = ANY(%(disabled)s::text[]) THEN 'disabled' ELSE 'unknown' END,
+           waiting, %(dispatcher)s
+    FROM listed
+    ON CONFLICT (consumer) DO UPDATE
+        SET status = excluded.status, waiting = excluded.waiting,
+            dispatcher = excluded.dispatcher, updated_at = now()
+),
+drained AS (
+    UPDATE consumer_state
+    SET waiting = 0, updated_at = now()
+    WHERE status = 'unknown' AND waiting <> 0
+      AND consumer <> ALL(ARRAY(SELECT consumer FROM listed))
+)
+SELECT consumer,
+       CASE WHEN consumer = ANY(%(disabled)s::text[]) THEN 'disabled' ELSE 'unknown' END
+           AS status,
+       waiting, oldest
+FROM listed
+ORDER BY consumer;
+
+-- name: redeliver_candidates
+-- returns: rows (id bigint, consumer text, tag text, class text, created_at timestamptz):
+--   rows that bin/redeliver would requeue; class is 'dead' (retries exhausted or too
+--   old), 'failed' (the consumer refused it: permanent 4xx) or 'delivered'.
+-- purpose: bin/redeliver's selection. Every filter is optional (NULL = any). In the
+--   requeue transaction the rows are locked, so two concurrent runs cannot both take one.
+WITH classified AS (
+    SELECT o.id, o.consumer, o.payload ->> 'tag' AS tag, o.created_at,
+           CASE WHEN o.status = 'delivered' THEN 'delivered'
+                WHEN last.outcome = 'failed' THEN 'failed'
+                ELSE 'dead' END AS class
+    FROM outbox AS o
+    LEFT JOIN LATERAL (
+        SELECT a.outcome FROM delivery_attempts AS a
+        WHERE a.outbox_id = o.id
+        ORDER BY a.attempt DESC
+        LIMIT 1
+    ) AS last ON true
+    WHERE o.status IN ('dead', 'delivered')
+      AND (%(consumers)s::text[] IS NULL OR o.consumer = ANY(%(consumers)s::text[]))
+      AND (%(tags)s::text[] IS NULL OR o.payload ->> 'tag' = ANY(%(tags)s::text[]))
+      AND (%(ids)s::bigint[] IS NULL OR o.id = ANY(%(ids)s::bigint[]))
+      AND (%(since)s::timestamptz IS NULL OR o.created_at >= %(since)s::timestamptz)
+      AND (%(until)s::timestamptz IS NULL OR o.created_at < %(until)s::timestamptz)
+    FOR UPDATE OF o
+)
+SELECT id, consumer, tag, class, created_at
+FROM classified
+WHERE class = ANY(%(classes)s::text[])
+ORDER BY id;
+
+-- name: redeliver_requeue
+-- returns: rows (consumer text, requeued bigint)
+-- purpose: put dead or delivered rows back in the queue with a fresh retry budget
+--   (attempt_base, requeued_at), and wake one dispatcher per consumer as the write path
+--   does. Rows that are pending already are left alone, so running it twice is harmless.
+WITH requeued AS (
+    UPDATE outbox AS o
+    SET status = 'pending', attempt_base = o.attempts, requeued_at = now(),
+        next_attempt_at = now(), claimed_until = NULL, last_error = NULL,
+        delivered_at = NULL, updated_at = now()
+    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status IN ('dead', 'delivered')
+    RETURNING o.consumer
+),
+woken AS (
+    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
+    SELECT DISTINCT %(wake_queue)s::text, %(wake_task)s::text,
+           %(wake_queue)s::text || ':' || consumer, jsonb_build_object('consumer', consumer)
+    FROM requeued
+    ORDER BY 3
+    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+)
+SELECT consumer, count(*) AS requeued FROM requeued GROUP BY consumer ORDER BY consumer;

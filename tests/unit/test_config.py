@@ -1,0 +1,289 @@
+"""Config: TOML files parsed into msgspec Structs, the environment on top, clear errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from service.config import (
+    ROOT,
+    Backoff,
+    Config,
+    ConfigError,
+    Consumer,
+    Tag,
+    apply_env,
+    load_config,
+    parse_config,
+)
+from tests.support import WEBHOOK_SECRET, config_data
+
+EXAMPLE = ROOT / "config" / "example.toml"
+
+MINIMAL = """
+environment = "test"
+
+[consumers.promotions]
+transport = "http"
+url = "http://127.0.0.1:8001/seen"
+secret = "whsec_c2VjcmV0"
+
+[tags.promotions]
+consumer = "promotions"
+event_type = "client"
+remember_for = "P30D"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mark-notify.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert isinstance(config, Config)
+    assert config.environment == "development"
+    assert config.database.url is None
+    assert config.database.pool_max == 16
+    assert config.api.max_batch == 100
+    # Consumer/tag routing.
+    assert set(config.tags) == {"promotions", "personal-goals", "cashback-offers", "fs-banners"}
+    for name, tag in config.tags.items():
+        assert isinstance(tag, Tag)
+        assert tag.consumer in config.consumers, name
+    assert config.tags["promotions"] == Tag(
+        consumer="promotions", event_type="client", remember_for=timedelta(days=30)
+    )
+    assert config.tags["personal-goals"].event_type == "driver"
+    assert config.tags["fs-banners"].event_type == "anonymous"
+    promotions = config.consumers["promotions"]
+    assert isinstance(promotions, Consumer)
+    assert promotions.transport == "http"
+    assert promotions.timeout == timedelta(seconds=5)
+    assert promotions.max_attempts == 12
+    assert promotions.backoff == Backoff(
+        initial=timedelta(seconds=1), factor=2.0, cap=timedelta(minutes=10)
+    )
+    cashback = config.consumers["cashback"]
+    assert (cashback.transport, cashback.max_age) == ("kafka", timedelta(days=2))
+    # Identity settings.
+    jwt = config.identity.jwt
+    assert jwt is not None
+    assert (jwt.algorithms, jwt.audience, jwt.issuer) == (["HS256"], "mark-notify", "auth.example")
+    assert config.identity.gateway.enabled is False
+    assert config.identity.gateway.trusted_peers == ["127.0.0.1/32"]
+
+
+def test_config_file_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL, "other.toml")
+    config = load_config(environ={"MARK_NOTIFY_CONFIG": str(path)})
+    assert config.environment == "test"
+    assert list(config.tags) == ["promotions"]
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[database]\nurl = "postgresql:///from-file"\n')
+    environ = {
+        "DATABASE_URL": "postgresql:///from-env",
+        "MARK_NOTIFY_ENV": "production",
+        "MARK_NOTIFY__database__pool_max": "32",
+        "MARK_NOTIFY__database__acquire_timeout": "PT7S",
+        "MARK_NOTIFY__api__max_batch": "7",
+        "MARK_NOTIFY__consumers__promotions__secret": "whsec_ZnJvbS1lbnY=",
+        "MARK_NOTIFY__consumers__promotions__max_attempts": "5",
+        "MARK_NOTIFY__consumers__promotions__backoff__factor": "1.5",
+        "MARK_NOTIFY__consumers__promotions__enabled": "false",
+        "MARK_NOTIFY__tags__promotions__remember_for": "3600",
+        "MARK_NOTIFY__identity__jwt__audience": "aud-from-env",
+        "MARK_NOTIFY__identity__jwt__issuer": "iss-from-env",
+        "MARK_NOTIFY__identity__jwt__algorithms": '["HS256", "RS256"]',
+        # A secret made of digits is still a string, not the number 1234567890.
+        "MARK_NOTIFY__identity__jwt__secret": "1234567890",
+        "MARK_NOTIFY__identity__gateway__enabled": "true",
+        "MARK_NOTIFY__identity__gateway__trusted_peers": '["10.0.0.0/8", "::1"]',
+        "UNRELATED": "ignored",
+    }
+    config = load_config(path, environ=environ)
+    assert config.database.url == "postgresql:///from-env"
+    assert config.environment == "production"
+    assert config.database.pool_max == 32
+    assert config.database.acquire_timeout == timedelta(seconds=7)
+    assert config.api.max_batch == 7
+    promotions = config.consumers["promotions"]
+    assert promotions.secret == "whsec_ZnJvbS1lbnY="
+    assert promotions.max_attempts == 5
+    assert promotions.backoff.factor == 1.5
+    assert promotions.enabled is False
+    assert config.tags["promotions"].remember_for == timedelta(hours=1)
+    jwt = config.identity.jwt
+    assert jwt is not None
+    assert (jwt.audience, jwt.issuer, jwt.algorithms) == (
+        "aud-from-env",
+        "iss-from-env",
+        ["HS256", "RS256"],
+    )
+    assert jwt.secret == "1234567890"
+    assert config.identity.gateway.enabled is True
+    assert config.identity.gateway.trusted_peers == ["10.0.0.0/8", "::1"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("plain text", "plain text"),
+        ("12", "12"),
+        ("true", "true"),
+        ('"quoted"', "quoted"),
+        ("[1, 2]", [1, 2]),
+        ('{ a = "b" }', {"a": "b"}),
+        ("[not toml", "[not toml"),
+    ],
+)
+def test_environment_values(raw: str, expected: Any) -> None:
+    assert apply_env({}, {"MARK_NOTIFY__section__key": raw}) == {"section": {"key": expected}}
+
+
+def test_environment_path_through_a_value_fails() -> None:
+    with pytest.raises(ConfigError, match=r"MARK_NOTIFY__api__max_batch__x.*'max_batch'"):
+        apply_env({"api": {"max_batch": 5}}, {"MARK_NOTIFY__api__max_batch__x": "1"})
+
+
+def test_test_config_is_a_struct_tree() -> None:
+    config = parse_config(config_data("postgresql:///x"), "test-config")
+    assert isinstance(config, msgspec.Struct)
+    assert config.tags["personal-goals"].remember_for == timedelta(hours=1)
+    assert config.consumers["goals"].secret == WEBHOOK_SECRET
+    assert config.database.acquire_timeout == timedelta(seconds=2)
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such config file"):
+        load_config(missing, environ={})
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[api]\nmax_batch = = 3\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert f"line {text.count(chr(10))}" in message
+
+
+# (text appended to MINIMAL or replacing it, expected fragments: the key and the reason)
+BAD_FILES: list[tuple[str, str, list[str]]] = [
+    (
+        "unknown key",
+        MINIMAL + "\n[database]\npool_maxx = 3\n",
+        ["unknown field `pool_maxx`", "$.database"],
+    ),
+    ("wrong type", MINIMAL + "\n[database]\npool_max = 'many'\n", ["`int`", "$.database.pool_max"]),
+    ("out of range", MINIMAL + "\n[api]\nmax_batch = 5000\n", ["<= 1000", "$.api.max_batch"]),
+    ("bad environment", 'environment = "staging"\n', ["'staging'", "$.environment"]),
+    (
+        "bad duration",
+        MINIMAL.replace('"P30D"', '"soon"'),
+        ["ISO8601 duration", "$.tags.promotions.remember_for"],
+    ),
+    (
+        "zero duration",
+        MINIMAL.replace('"P30D"', '"PT0S"'),
+        ["tags.promotions.remember_for", "must be positive"],
+    ),
+    (
+        "bad event type",
+        MINIMAL.replace('"client"', '"robot"'),
+        ["'robot'", "$.tags.promotions.event_type"],
+    ),
+    (
+        "unknown consumer",
+        MINIMAL.replace('consumer = "promotions"', 'consumer = "nobody"'),
+        ["tags.promotions.consumer", "no consumer named 'nobody'"],
+    ),
+    (
+        "tag lacks a field",
+        MINIMAL.replace('event_type = "client"\n', ""),
+        ["missing required field `event_type`", "$.tags.promotions"],
+    ),
+    (
+        "unknown consumer field",
+        MINIMAL.replace('transport = "http"', 'transport = "http"\nretries = 3'),
+        ["unknown field `retries`", "$.consumers.promotions"],
+    ),
+    (
+        "bad transport",
+        MINIMAL.replace('"http"\n', '"smtp"\n'),
+        ["'smtp'", "$.consumers.promotions.transport"],
+    ),
+    (
+        "http consumer without url",
+        MINIMAL.replace('url = "http://127.0.0.1:8001/seen"\n', ""),
+        ["consumers.promotions.url", "http(s) URL"],
+    ),
+    (
+        "http consumer without secret",
+        MINIMAL.replace('secret = "whsec_c2VjcmV0"\n', ""),
+        ["consumers.promotions.secret", "signing secret"],
+    ),
+    (
+        "secret not in whsec form",
+        MINIMAL.replace("whsec_c2VjcmV0", "hunter2"),
+        ["consumers.promotions.secret", "whsec_"],
+    ),
+    (
+        "bad tag name",
+        MINIMAL.replace("[tags.promotions]", "[tags.Promotions]"),
+        ["tags.'Promotions'", "a name is"],
+    ),
+    (
+        "bad trusted peer",
+        MINIMAL + "\n[identity.gateway]\ntrusted_peers = ['localhost']\n",
+        ["identity.gateway.trusted_peers", "'localhost'"],
+    ),
+    (
+        "gateway without peers",
+        MINIMAL + "\n[identity.gateway]\nenabled = true\n",
+        ["identity.gateway.trusted_peers", "required when the gateway is on"],
+    ),
+    (
+        "jwt without issuer",
+        MINIMAL + "\n[identity.jwt]\naudience = 'a'\n",
+        ["missing required field `issuer`", "$.identity.jwt"],
+    ),
+    (
+        "unsupported algorithm",
+        MINIMAL + "\n[identity.jwt]\naudience = 'a'\nissuer = 'i'\nalgorithms = ['none']\n",
+        ["'none'", "$.identity.jwt.algorithms"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"), [(t, f) for _, t, f in BAD_FILES], ids=[i for i, _, _ in BAD_FILES]
+)
+def test_wrong_file_fails_with_file_key_and_reason(
+    tmp_path: Path, text: str, fragments: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    message = str(err.value)
+    assert message.startswith(f"{path}: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_wrong_environment_value_fails_with_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={"MARK_NOTIFY__database__pool_max": "lots"})
+    assert "$.database.pool_max" in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")

@@ -175,6 +175,7 @@ def run_api(
             "--workers",
             str(workers),
             "--no-access-log",
+            "--no-proxy-headers",
             "--log-level",
             "warning",
         ],

@@ -53,9 +53,11 @@ class State:
         self.auth = Authenticator(config.identity, config.environment)
         self.committer = writer
         self.head = head_revision()
-        self.unavailable = api_error(
-            "database_unavailable", retry_after=str(config.api.retry_after_s)
-        )
+
+    def unavailable(self) -> ApiError:
+        # A new error each time: raising one shared instance would chain every request's
+        # traceback (and the frames it holds) onto it for as long as the outage lasts.
+        return api_error("database_unavailable", retry_after=str(self.config.api.retry_after_s))
 
 
 def _state(request: Request) -> State:
@@ -149,7 +151,7 @@ async def post_seen(request: Request) -> Response:
     try:
         new = await state.committer.submit(rows)
     except StorageUnavailable:
-        raise state.unavailable from None
+        raise state.unavailable() from None
     except Exception:
         # Answered here rather than by on_unexpected, which Starlette follows by re-raising
         # to the server: one log record with the trace, and a plain JSON 500 to the client.
@@ -206,7 +208,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, PoolTimeout | psycopg.OperationalError):
-        return error_response(_state(request).unavailable)
+        return error_response(_state(request).unavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(api_error("internal_error"))
 

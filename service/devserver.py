@@ -95,6 +95,9 @@ def main() -> int:
             "--workers",
             str(workers),
             "--no-access-log",
+            # The gateway trust check reads the direct peer; letting uvicorn rewrite it from
+            # X-Forwarded-For would let any local caller claim a trusted address.
+            "--no-proxy-headers",
             "--timeout-graceful-shutdown",
             "5",
         ],

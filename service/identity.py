@@ -48,8 +48,12 @@ def caller_for(subject: Subject) -> Caller:
 
 
 def _nonempty(value: Any) -> str | None:
+    # Control characters (NUL above all, which PostgreSQL refuses in text) never make a
+    # valid id, even in a correctly signed token.
     if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-        return str(value)
+        text = str(value)
+        if not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            return text
     return None
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import types
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ import jwt
 import psycopg
 import pytest
 
-from service.app import create_app
+from service.app import create_app, post_seen
 from service.config import ConfigError
 from service.errors import ERROR_CODES
 from service.sql import q
@@ -582,6 +584,14 @@ async def test_database_unavailable_is_503_with_retry_after() -> None:
             }
         assert ready.status_code == 503
         assert ready.json()["status"] == "unavailable"
+
+        # Each 503 is a new error: one shared error would collect every request's frames.
+        gc.collect()
+        assert not [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, types.FrameType) and o.f_code is post_seen.__code__
+        ]
 
         # 4xx do not depend on the database, and liveness does not either.
         response = await post(client, {"tag": "nope", "id": "x"}, client_token())

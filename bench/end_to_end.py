@@ -20,11 +20,11 @@ from bench.harness import (
     Figure,
     counts,
     free_port,
-    fresh_database,
     loadgen,
     print_table,
     run_api,
     run_process,
+    scratch_database,
     server_url,
     tempdir,
     tokens_file,
@@ -51,7 +51,19 @@ def one_run(server: str, directory: Path, args: argparse.Namespace, run: int) ->
     receipts_file = directory / f"arrivals-{run}.json"
     config = write_config(directory, sink_config(sink_port))
     tokens = tokens_file(directory)
-    db = fresh_database(server, "e2e")
+    with scratch_database(server, "e2e") as db:
+        return _measure(db, config, tokens, sink_port, receipts_file, args, run)
+
+
+def _measure(
+    db: str,
+    config: Path,
+    tokens: Path,
+    sink_port: int,
+    receipts_file: Path,
+    args: argparse.Namespace,
+    run: int,
+) -> dict[str, float]:
     env = {"DATABASE_URL": db, "MARK_NOTIFY_CONFIG": str(config)}
     with run_process(
         [PYTHON, "-m", "bench.sink", "--port", str(sink_port), "--out", str(receipts_file)], {}

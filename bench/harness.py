@@ -26,7 +26,7 @@ import jwt
 import psutil
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.sql import bq
 from service import migrate
@@ -48,12 +48,9 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def fresh_database(server: str, label: str) -> str:
-    """A new database at schema head; old bench databases are dropped first."""
+    """A new database at schema head (see scratch_database to have it dropped after)."""
     name = f"mn_bench_{label}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
-        stale = conn.execute(bq("bench_databases"))
-        for (old,) in stale.fetchall():
-            conn.execute(sql.SQL(bq("drop_database")).format(name=sql.Identifier(old)))
         conn.execute(sql.SQL(bq("create_database")).format(name=sql.Identifier(name)))
     url = with_dbname(server, name)
     migrate.upgrade(url)
@@ -297,3 +294,18 @@ def median(values: Sequence[float]) -> float:
 
 
 Check = Callable[[], None]
+
+
+@contextmanager
+def scratch_database(server: str, label: str) -> Iterator[str]:
+    url = fresh_database(server, label)
+    try:
+        yield url
+    finally:
+        drop_database(server, url)
+
+
+def drop_database(server: str, url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL(bq("drop_database")).format(name=sql.Identifier(str(name))))

@@ -34,11 +34,6 @@ SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(
     jsonb_build_object('outbox_id', %(outbox_id)s::bigint), NULL
 )::procrastinate_job_to_defer_v1]) AS ids;
 
--- name: bench_databases
--- returns: rows (datname name)
--- purpose: databases left by earlier benchmark runs, to drop before a new one.
-SELECT datname FROM pg_database WHERE datname LIKE 'mn\_bench\_%';
-
 -- name: drop_database
 -- returns: nothing
 -- purpose: drop a benchmark database ({name} is composed as an identifier).
@@ -48,3 +43,18 @@ DROP DATABASE IF EXISTS {name} WITH (FORCE);
 -- returns: nothing
 -- purpose: create a benchmark database ({name} is composed as an identifier).
 CREATE DATABASE {name};
+
+-- name: bench_clear_jobs
+-- returns: nothing
+-- purpose: drop the write path's wake-up jobs before a timed run, so they add no noise.
+DELETE FROM procrastinate_jobs;
+
+-- name: bench_pending_ids
+-- returns: rows (id bigint)
+-- purpose: the outbox rows one benchmark round filled (item ids start with its prefix).
+SELECT id FROM outbox WHERE status = 'pending' AND payload->>'id' LIKE %(prefix)s ORDER BY id;
+
+-- name: bench_delivered_between
+-- returns: one row (delivered bigint)
+-- purpose: progress of a timed run: delivered rows in the round's id range.
+SELECT count(*) FROM outbox WHERE id BETWEEN %(lo)s AND %(hi)s AND status = 'delivered';

@@ -23,10 +23,10 @@ from bench.harness import (
     Figure,
     Service,
     counts,
-    fresh_database,
     loadgen,
     print_table,
     run_api,
+    scratch_database,
     server_url,
     tempdir,
     tokens_file,
@@ -107,9 +107,11 @@ def main() -> None:
         config = write_config(directory)
         for run in range(args.runs):
             for name, app in VARIANTS.items():
-                db = fresh_database(server, "intake")
                 recorded = 0
-                with run_api(config, db, app=app, workers=args.workers) as api:
+                with (
+                    scratch_database(server, "intake") as db,
+                    run_api(config, db, app=app, workers=args.workers) as api,
+                ):
                     warm = loadgen(
                         api.url, tokens, connections=args.connections, duration=1, prefix=f"w{run}"
                     )
@@ -130,7 +132,7 @@ def main() -> None:
                             prefix=f"s{run}",
                         )
                     recorded = warm["recorded"] + full["recorded"] + steady["recorded"]
-                check_counts(db, name, recorded)
+                    check_counts(db, name, recorded)
                 s = samples[name]
                 s.rps.append(full["rps"])
                 s.p50.append(full["p50_ms"])

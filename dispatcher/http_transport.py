@@ -9,14 +9,16 @@ event Struct of service/messages.py (the shapes docs/consumer-api.yaml publishes
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 
-import httpx
 import msgspec
 from standardwebhooks import Webhook
 
+from dispatcher.http_wire import WebhookPool, WireError, WireTimeout
 from dispatcher.retry import classify_status, parse_retry_after, trim_error
 from dispatcher.transport import Delivery, Outcome, OutcomeKind
 from service.config import Consumer
@@ -26,6 +28,12 @@ USER_AGENT = "mark-notify-dispatcher/1"
 _encode = msgspec.json.Encoder().encode
 
 
+@cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA store costs tens of milliseconds; every client shares one context.
+    return ssl.create_default_context()
+
+
 class _Target:
     def __init__(self, consumer: Consumer) -> None:
         assert consumer.url is not None and consumer.secret is not None
@@ -33,14 +41,13 @@ class _Target:
         self.timeout = consumer.timeout.total_seconds()
         self.signer = Webhook(consumer.secret)
         self.slots = asyncio.Semaphore(consumer.concurrency)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(
-                max_connections=consumer.concurrency,
-                max_keepalive_connections=consumer.concurrency,
-            ),
-            headers={"user-agent": USER_AGENT, "content-type": "application/json"},
-            follow_redirects=False,
+        # One keep-alive pool per consumer, as wide as its concurrency, so a slow consumer
+        # only ever holds its own connections (dispatcher/http_wire.py says why not httpx).
+        self.pool = WebhookPool(
+            consumer.url,
+            consumer.concurrency,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+            tls=_tls_context() if consumer.url.startswith("https:") else None,
         )
 
     async def send(self, delivery: Delivery) -> Outcome:
@@ -56,6 +63,8 @@ class _Target:
                 0.0,
                 error=trim_error(f"undeliverable payload: {exc}"),
             )
+        # Signed only once a connection slot is ours, so webhook-timestamp is fresh even
+        # for the tail of a large batch (consumers reject stale timestamps).
         async with self.slots:
             started_at = datetime.now(UTC)
             t0 = time.perf_counter()
@@ -65,25 +74,23 @@ class _Target:
                 "webhook-signature": self.signer.sign(delivery.event_id, started_at, body.decode()),
             }
             try:
-                # httpx's timeout applies per read; this bounds the whole exchange, so a
-                # consumer trickling bytes cannot hold a row past the claim's lease.
-                async with asyncio.timeout(self.timeout):
-                    response = await self.client.post(self.url, content=body, headers=headers)
-            except (TimeoutError, httpx.TimeoutException):
+                # Bounds the whole exchange, so a consumer trickling bytes cannot hold a
+                # row past the claim's lease.
+                response = await self.pool.post(headers, body, self.timeout)
+            except WireTimeout:
                 return self._outcome(delivery, "retry", started_at, t0, error="timeout")
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                return self._outcome(delivery, "retry", started_at, t0, error=error)
-        kind = classify_status(response.status_code)
+            except WireError as exc:
+                return self._outcome(delivery, "retry", started_at, t0, error=str(exc))
+        kind = classify_status(response.status)
         if kind == "delivered":
-            return self._outcome(delivery, kind, started_at, t0, status=response.status_code)
+            return self._outcome(delivery, kind, started_at, t0, status=response.status)
         return self._outcome(
             delivery,
             kind,
             started_at,
             t0,
-            status=response.status_code,
-            error=f"HTTP {response.status_code}: {response.text}",
+            status=response.status,
+            error=f"HTTP {response.status}: {response.body.decode('utf-8', 'replace')}",
             retry_after=parse_retry_after(response.headers.get("retry-after"))
             if kind == "retry"
             else None,
@@ -127,4 +134,4 @@ class HttpTransport:
 
     async def close(self) -> None:
         for target in self._targets.values():
-            await target.client.aclose()
+            await target.pool.close()

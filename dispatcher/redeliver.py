@@ -111,7 +111,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(_summary(rows, "would requeue"))
             shown = ", ".join(str(row[0]) for row in rows[:20])
             more = f" and {len(rows) - 20} more" if len(rows) > 20 else ""
-            console.print(f"would requeue {len(rows)} rows (dry run, nothing changed): ids {shown}{more}")
+            console.print(
+                f"would requeue {len(rows)} rows (dry run, nothing changed): ids {shown}{more}"
+            )
             return 0
         ids = [row[0] for row in rows]
         requeued = 0

@@ -18,11 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dispatcher.worker import Dispatcher
-from service.config import Config
+from service.config import Config, parse_config
 from service.identity import caller_for
 from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from service.store import MarkRow, record_marks
-from service.config import parse_config
 from tests.support import WEBHOOK_SECRET, config_data
 
 
@@ -133,13 +132,13 @@ async def add_marks(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float, what: str, step: float = 0.05
+    check: Callable[[], Awaitable[bool]], within: float, what: str, step: float = 0.05
 ) -> float:
     """Poll `check` until true; the seconds it took. Fails the test on timeout."""
     start = time.monotonic()
     while not await check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() - start > within:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(step)
     return time.monotonic() - start
 
@@ -200,3 +199,26 @@ def dispatch_config(
         name: tag for name, tag in data["tags"].items() if tag["consumer"] in consumers
     } | (tags or {})
     return parse_config(data, "test-config")
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """Enough TOML for a test config: scalars, lists of scalars and nested tables."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return msgspec.json.encode(v).decode()
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    scalars = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
+    for k, v in data.items():
+        if isinstance(v, dict):
+            key = k if all(c.isalnum() or c in "_-" for c in k) else msgspec.json.encode(k).decode()
+            text += to_toml(v, f"{prefix}.{key}" if prefix else key)
+    return text

@@ -23,6 +23,7 @@ import atexit
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,6 +73,8 @@ class TansuBroker:
     ) -> None:
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="tansu-", dir=parent_dir))
+        # Without a parent (outside pytest's tmp_path) the directory is ours to remove.
+        self._own_dir = parent_dir is None
         self.log_path = self._dir / "broker.log"
         # Tansu's embedded schema registry: a message produced to a topic with a schema
         # file is checked against it, and rejected (INVALID_RECORD) if it does not conform.
@@ -166,6 +169,8 @@ class TansuBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @atexit.register

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -15,12 +16,12 @@ from service.app import create_app
 from service.config import Backoff
 from service.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
 from tests.consumers import (
-    RecordingConsumer,
     Received,
+    RecordingConsumer,
     Reply,
     add_marks,
-    dispatch_config,
     client,
+    dispatch_config,
     http_consumer,
     outbox_status,
     running,
@@ -174,7 +175,7 @@ async def test_503_four_times_then_200_is_delivered_once_after_five_attempts(
     assert all(a[3].startswith("HTTP 503") for a in attempts[:4]) and attempts[4][3] is None
     assert attempts[-1][6] == 5 and attempts[-1][7]
     bounds = Backoff(initial=timedelta(seconds=0.05), factor=2.0, cap=timedelta(seconds=0.3))
-    for n, (before, after) in enumerate(zip(attempts, attempts[1:], strict=False), start=1):
+    for n, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
         gap = (after[4] - before[4]).total_seconds() - before[5] / 1000.0
         # Full jitter: anywhere in [0, bound]; plus scheduling slack (claim, wake-up).
         assert -0.01 <= gap <= backoff_bound(bounds, n) + 0.25, (n, gap)

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 from tests.consumers import (
-    RecordingConsumer,
     Received,
+    RecordingConsumer,
     Reply,
     add_marks,
     client,

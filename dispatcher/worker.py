@@ -37,15 +37,17 @@ from dispatcher.http_transport import HttpTransport
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
 from dispatcher.transport import Delivery, Outcome, Transport
-from service.config import Config, Consumer, DatabaseSettings, DispatcherSettings
+from service.config import Config, Consumer, DatabaseSettings, DispatcherSettings, KafkaSettings
 from service.database import CONNECTION_OPTIONS, make_pool
-from service.store import WAKE_QUEUE, WAKE_TASK
+from service.store import WAKE_QUEUE, WAKE_TASK, purge_expired_marks
 
 log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 # After a database error the loop waits this long before trying again.
 DB_RETRY_S = 1.0
+PURGE_TASK = "maintenance.purge_expired_seen_marks"
+PURGE_CRON = "*/10 * * * *"
 COMPLETE_TRIES = 3
 
 
@@ -53,7 +55,9 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def lease_for(consumer: Consumer, settings: DispatcherSettings) -> float:
+def lease_for(
+    consumer: Consumer, settings: DispatcherSettings, kafka: KafkaSettings | None = None
+) -> float:
     """The claim's lease: the configured one, raised to outlast a batch's worst case.
 
     A batch takes at most ceil(batch_size / concurrency) rounds of `timeout` each (every
@@ -61,6 +65,10 @@ def lease_for(consumer: Consumer, settings: DispatcherSettings) -> float:
     the completion. A live dispatcher thus always completes before its lease ends, and
     its rows are never claimed twice while it lives.
     """
+    if consumer.transport == "kafka" and kafka is not None:
+        # A Kafka batch is one bounded call (kafka.request_timeout), not rounds of requests.
+        worst = 2 * max(kafka.request_timeout, consumer.timeout).total_seconds()
+        return max(settings.lease.total_seconds(), worst)
     rounds = math.ceil(consumer.batch_size / consumer.concurrency)
     worst = (rounds + 1) * consumer.timeout.total_seconds()
     return max(settings.lease.total_seconds(), worst)
@@ -78,6 +86,7 @@ class ConsumerLoop:
         settings: DispatcherSettings,
         *,
         dispatcher: str,
+        kafka: KafkaSettings | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -85,7 +94,7 @@ class ConsumerLoop:
         self.pool = pool
         self.settings = settings
         self.dispatcher = dispatcher
-        self.lease_s = lease_for(consumer, settings)
+        self.lease_s = lease_for(consumer, settings, kafka)
         self.breaker = CircuitBreaker(consumer.breaker)
         self.limiter = TokenBucket(consumer.rate_limit) if consumer.rate_limit else None
         self.delivered = 0
@@ -376,7 +385,13 @@ class Dispatcher:
             for name, consumer in self.config.consumers.items():
                 if consumer.enabled and name in transports:
                     self.loops[name] = ConsumerLoop(
-                        name, consumer, transports[name], pool, self.settings, dispatcher=self.name
+                        name,
+                        consumer,
+                        transports[name],
+                        pool,
+                        self.settings,
+                        dispatcher=self.name,
+                        kafka=self.config.kafka,
                     )
             await self._run(pool)
         finally:
@@ -433,6 +448,19 @@ class Dispatcher:
         @app.task(name=WAKE_TASK, queue=WAKE_QUEUE)
         async def wake(consumer: str) -> None:
             self.wake(consumer)
+
+        # Expired marks are purged here because pg_cron is not everywhere (the embedded
+        # default lacks it). Procrastinate defers one job per tick however many
+        # dispatchers run, and the queueing lock keeps a slow purge from piling up.
+        @app.periodic(cron=PURGE_CRON, periodic_id="purge-expired-marks")
+        @app.task(name=PURGE_TASK, queue=WAKE_QUEUE, queueing_lock=PURGE_TASK, pass_context=False)
+        async def purge(timestamp: int) -> None:
+            async with await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, options=CONNECTION_OPTIONS
+            ) as conn:
+                purged = await purge_expired_marks(conn)
+            if purged:
+                log.info("purged %d expired seen marks", purged)
 
         return app
 

@@ -188,6 +188,17 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                 raise ValueError(f"tags.{name}.consumer: no consumer named {tag.consumer!r}")
             if tag.remember_for <= timedelta(0):
                 raise ValueError(f"tags.{name}.remember_for: must be positive")
+            consumer = self.consumers[tag.consumer]
+            if (
+                consumer.transport == "kafka"
+                and not consumer.topic
+                and tag.event_type not in self.kafka.topics
+            ):
+                # Caught here rather than as "failed" rows at delivery time.
+                raise ValueError(
+                    f"tags.{name}: consumer {tag.consumer!r} has no topic and kafka.topics "
+                    f"has none for {tag.event_type!r} events"
+                )
         for name, consumer in self.consumers.items():
             where = f"consumers.{name}"
             if consumer.transport == "http":

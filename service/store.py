@@ -186,3 +186,19 @@ def _settle(waiter: _Waiter, outcome: set[MarkKey] | BaseException) -> None:
         waiter.future.set_exception(outcome)
     else:
         waiter.future.set_result(outcome)
+
+
+PURGE_CHUNK = 5000
+
+
+async def purge_expired_marks(conn: psycopg.AsyncConnection[Any], chunk: int = PURGE_CHUNK) -> int:
+    """Forget every mark past its remember_for, in chunks (each its own short statement on
+    an autocommit connection, so a big backlog never holds locks for long)."""
+    total = 0
+    while True:
+        cur = await conn.execute(q("purge_expired_seen_marks"), {"limit": chunk})
+        row = await cur.fetchone()
+        purged = int(row[0]) if row else 0
+        total += purged
+        if purged < chunk:
+            return total

@@ -287,3 +287,15 @@ def test_wrong_environment_value_fails_with_key(tmp_path: Path) -> None:
         load_config(path, environ={"MARK_NOTIFY__database__pool_max": "lots"})
     assert "$.database.pool_max" in str(err.value)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def test_a_kafka_tag_without_any_topic_is_refused_at_start_up() -> None:
+    from service.config import ConfigError, parse_config
+
+    data = {
+        "kafka": {"topics": {"client": "seen.client"}},
+        "consumers": {"cashback": {"transport": "kafka"}},
+        "tags": {"offers": {"consumer": "cashback", "event_type": "driver", "remember_for": 60}},
+    }
+    with pytest.raises(ConfigError, match="has no topic"):
+        parse_config(data, "t.toml")

@@ -184,3 +184,13 @@ def test_the_consumer_contract_covers_every_event_type() -> None:
         "id",
         "seen_at",
     }
+
+
+def test_a_kafka_lease_outlasts_the_kafka_request_timeout_not_request_rounds() -> None:
+    from service.config import Consumer, DispatcherSettings, KafkaSettings
+
+    settings = DispatcherSettings(lease=timedelta(seconds=5))
+    kafka = KafkaSettings(request_timeout=timedelta(seconds=30))
+    consumer = Consumer(transport="kafka", timeout=timedelta(seconds=1), batch_size=5000)
+    # One bounded producer call per batch: twice the request timeout, whatever the batch.
+    assert lease_for(consumer, settings, kafka) == 60

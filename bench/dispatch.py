@@ -32,7 +32,7 @@ from typing import Any
 import procrastinate
 import psycopg
 
-from bench.harness import scratch_database
+from bench.harness import Figure, print_table, scratch_database
 from bench.sql import bq
 from dispatcher import outbox
 from dispatcher.main import run
@@ -257,7 +257,9 @@ async def bench_case(case: Case, args: argparse.Namespace, server: str) -> tuple
         ids = await fill(url, args.rows, "dispatcher")
         took = await run_dispatcher(config, url, ids, args.timeout)
         batched = len(ids) / took
-        ids = await fill(url, args.rows, "jobs")
+        # The per-row baseline is two orders slower; its rate does not depend on the row
+        # count, so it gets fewer rows to keep a full run within minutes.
+        ids = await fill(url, args.baseline_rows, "jobs")
         took = await run_jobs(config, url, ids, args.timeout)
         per_job = len(ids) / took
     return batched, per_job
@@ -265,20 +267,45 @@ async def bench_case(case: Case, args: argparse.Namespace, server: str) -> tuple
 
 async def main_async(args: argparse.Namespace) -> None:
     server = os.environ.get("DATABASE_URL") or start_embedded(DEV_DATA_DIR, stop_at_exit=True)
-    print(f"{args.rows} rows per run, concurrency {args.concurrency}, batch {args.batch_size}")
-    print(f"{'case':<8} {'dispatcher rows/s':>18} {'job per row rows/s':>19} {'ratio':>7}")
+    rows: list[tuple[str, list[Figure]]] = []
     for case in CASES:
         if not case.enabled(args):
             continue
-        batched, per_job = await bench_case(case, args, server)
-        ratio = batched / per_job if per_job else float("inf")
-        print(f"{case.name:<8} {batched:>18.0f} {per_job:>19.0f} {ratio:>6.1f}x", flush=True)
+        batched: list[float] = []
+        per_job: list[float] = []
+        for run_no in range(args.runs):
+            fast, slow = await bench_case(case, args, server)
+            batched.append(fast)
+            per_job.append(slow)
+            print(
+                f"run {run_no + 1}/{args.runs} {case.name}: dispatcher {fast:,.0f} rows/s, "
+                f"job per row {slow:,.0f} rows/s",
+                flush=True,
+            )
+        ratios = [b / j for b, j in zip(batched, per_job, strict=True) if j]
+        rows.append(
+            (
+                case.name,
+                [
+                    Figure("dispatcher", "rows/s", batched),
+                    Figure("job per row", "rows/s", per_job),
+                    Figure("ratio", "x", ratios),
+                ],
+            )
+        )
+    print_table(
+        f"dispatch: {args.rows:,} rows (baseline {args.baseline_rows:,}), concurrency "
+        f"{args.concurrency}, batch {args.batch_size}; median (min-max) of {args.runs}",
+        rows,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a small run (2,000 rows)")
     parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--baseline-rows", type=int, default=2_000)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--kafka", help="bootstrap servers: also run the Kafka case")
@@ -294,7 +321,7 @@ def main() -> None:
         run_sink(args.sink)
         return
     if args.quick:
-        args.rows = min(args.rows, 2000)
+        args.rows, args.baseline_rows, args.runs = min(args.rows, 2000), 500, 1
     if args.tansu:
         from tests.kafka_broker import TansuBroker
 

@@ -25,6 +25,7 @@ WAKE_QUEUE = "dispatch"
 WAKE_TASK = "dispatcher.wake"
 
 MarkKey = tuple[str, str, str]
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +57,8 @@ class StorageUnavailable(Exception):
 
 def _params(rows: Sequence[MarkRow]) -> dict[str, object]:
     return {
-        "tags": [r.tag for r in rows],
-        "item_ids": [r.item_id for r in rows],
-        "subject_keys": [r.subject_key for r in rows],
-        "subject_kinds": [r.subject_kind for r in rows],
-        "subjects": [msgspec.json.encode(r.subject).decode() for r in rows],
-        "consumers": [r.consumer for r in rows],
-        "remember_for_s": [r.remember_for_s for r in rows],
+        # MarkRow's fields are the recordset's columns (see record_seen_marks).
+        "marks": _encode(rows).decode(),
         "wake_queue": WAKE_QUEUE,
         "wake_task": WAKE_TASK,
     }

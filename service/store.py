@@ -101,13 +101,13 @@ class GroupCommitter:
 
     async def submit(self, rows: Sequence[MarkRow]) -> set[MarkKey]:
         waiter = _Waiter(rows)
-        # A client that hangs up still gets its rows written; mark the outcome as read so
-        # a failure nobody awaits any more is not reported as "never retrieved".
-        waiter.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append(waiter)
         if not self._drainer_waiting:
             self._spawn()
-        return await asyncio.shield(waiter.future)
+        # A client that hangs up cancels only its own future: its rows are still written
+        # with the batch (the retry it may send is then a duplicate), and _settle skips a
+        # future that is already done, so no outcome is left unretrieved.
+        return await waiter.future
 
     def _spawn(self) -> None:
         self._drainer_waiting = True

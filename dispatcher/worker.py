@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 # After a database error the loop waits this long before trying again.
 DB_RETRY_S = 1.0
+# Completions of an unordered consumer written in the background while it goes on.
+MAX_PENDING_COMPLETIONS = 2
+# After a claim that found rows, empty claims are retried every HOT_POLL_S for up to
+# HOT_WINDOW_S (see ConsumerLoop._delay).
+HOT_WINDOW_S = 1.0
+HOT_POLL_S = 0.02
 PURGE_TASK = "maintenance.purge_expired_seen_marks"
 PURGE_CRON = "*/10 * * * *"
 COMPLETE_TRIES = 3
@@ -103,6 +109,8 @@ class ConsumerLoop:
         # Due times (monotonic) of retries this loop scheduled: it wakes itself for them.
         self._retries: list[float] = []
         self._publishing: set[asyncio.Task[None]] = set()
+        self._completing: set[asyncio.Task[None]] = set()
+        self._last_rows_at = -HOT_WINDOW_S
         self._publish_lock = asyncio.Lock()
 
     def wake(self) -> None:
@@ -132,6 +140,9 @@ class ConsumerLoop:
                 log.warning("consumer %s: database error, retrying: %s", self.name, exc)
                 busy = False
                 await asyncio.sleep(DB_RETRY_S)
+        # A stopped loop has written everything it delivered.
+        if self._completing:
+            await asyncio.gather(*self._completing, return_exceptions=True)
 
     def _paused(self) -> float:
         """Seconds the breaker still holds claims back; publishes open -> half-open."""
@@ -153,6 +164,14 @@ class ConsumerLoop:
         if busy or self._event.is_set():
             return 0.0
         now = time.monotonic()
+        if now - self._last_rows_at < HOT_WINDOW_S:
+            # Under load a claim found rows moments ago, so more are surely on their way:
+            # look again shortly rather than trust every wake-up to arrive. Procrastinate's
+            # worker can lose one (it clears its notification flag after a fetch that found
+            # nothing, dropping a NOTIFY that came during that fetch) and the queueing lock
+            # then swallows the wake-ups behind it until its next poll. Idle consumers are
+            # not polled: they wait for a wake-up or the sweep.
+            return HOT_POLL_S
         while self._retries and self._retries[0] <= now:
             heapq.heappop(self._retries)
         if self._retries:
@@ -185,10 +204,23 @@ class ConsumerLoop:
             heapq.heappop(self._retries)
         if not batch:
             return False
+        self._last_rows_at = time.monotonic()
         outcomes = await self._deliver(batch)
         completions = self._decide(batch, outcomes)
-        await self._complete(completions)
         self._account(outcomes)
+        if self.consumer.ordered:
+            # A subject's next row becomes claimable only once this one is completed.
+            await self._complete(completions)
+        else:
+            # The completion is written while the next batch is claimed and sent: rows
+            # that arrived meanwhile do not also wait for this round trip. Safe, because
+            # this batch's rows stay leased until it lands; bounded, so a slow database
+            # slows the loop rather than piling up writes.
+            while len(self._completing) >= MAX_PENDING_COMPLETIONS:
+                await asyncio.wait(self._completing, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self._complete(completions))
+            self._completing.add(task)
+            task.add_done_callback(self._completing.discard)
         # Go again until a claim comes back empty: rows may have arrived meanwhile, and for
         # an ordered consumer every completed row makes its successor the new head.
         return True
@@ -217,19 +249,25 @@ class ConsumerLoop:
     ) -> list[outbox.Completion]:
         attempts = {d.outbox_id: d.attempt for d in batch}
         completions = []
-        now = time.monotonic()
         for outcome in outcomes:
             attempt = attempts[outcome.outbox_id]
             delay = None
             if outcome.kind == "retry":
                 delay = retry_delay(self.consumer.backoff, attempt, outcome.retry_after)
             completions.append(outbox.Completion(outcome, attempt, delay))
+        return completions
+
+    def _schedule_retries(self, completions: Sequence[outbox.Completion]) -> None:
+        """Wake this loop when the retried rows are due. Armed once their completion is
+        written (the retry time counts from then), never before: a timer firing while the
+        rows were still leased would be spent on an empty claim."""
         retry_delays = [c.delay_s for c in completions if c.delay_s is not None]
         if retry_delays:
+            now = time.monotonic()
             heapq.heappush(self._retries, now + min(retry_delays))
             # Also the latest, so that a spread-out batch does not wait for the sweep.
             heapq.heappush(self._retries, now + max(retry_delays))
-        return completions
+            self._event.set()
 
     async def _complete(self, completions: Sequence[outbox.Completion]) -> None:
         for n in range(1, COMPLETE_TRIES + 1):
@@ -250,6 +288,7 @@ class ConsumerLoop:
                     )
                     return
                 await asyncio.sleep(DB_RETRY_S * n)
+        self._schedule_retries(completions)
         lost = sum(1 for r in recorded if not r.applied)
         if lost:
             log.warning(

@@ -33,6 +33,8 @@ from bench.harness import (
 )
 from bench.loadgen import percentile
 
+WARMUP_S = 2.0
+
 
 def sink_config(port: int) -> str:
     return f"""
@@ -73,6 +75,16 @@ def _measure(
             run_api(config, db, workers=args.workers) as api,
             run_process([PYTHON, "-m", "dispatcher.main"], env) as dispatcher,
         ):
+            # Warm-up at the same rate, not measured (like the intake bench): the first
+            # second pays for new connections and first statement plans everywhere.
+            warm = loadgen(
+                api.url,
+                tokens,
+                connections=64,
+                duration=WARMUP_S,
+                rate=args.rate,
+                prefix=f"w{run}",
+            )
             load = loadgen(
                 api.url,
                 tokens,
@@ -82,7 +94,7 @@ def _measure(
                 prefix=f"e{run}",
                 keep_receipts=True,
             )
-            recorded = load["recorded"]
+            recorded = load["recorded"] + warm["recorded"]
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if counts(db)["delivered"] >= recorded:
@@ -93,10 +105,13 @@ def _measure(
     arrivals: dict[str, list[float]] = json.loads(receipts_file.read_text())
     answered = {item: at for item, at in load["receipts"]}
     missing = [i for i in answered if i not in arrivals]
+    if len(arrivals) != recorded:
+        raise SystemExit(f"{recorded} marks recorded but {len(arrivals)} reached the consumer")
     duplicates = sum(len(v) - 1 for v in arrivals.values())
     lat = [arrivals[i][0] - at for i, at in answered.items() if i in arrivals]
     print(
-        f"run {run + 1}: {recorded} marks at {args.rate:.0f}/s; delivered {len(lat)}, "
+        f"run {run + 1}: {len(answered)} measured marks at {args.rate:.0f}/s (after "
+        f"{WARMUP_S:.0f} s of warm-up); delivered {len(lat)}, "
         f"missing {len(missing)}, duplicates {duplicates}; "
         f"p50 {percentile(lat, 0.5) * 1000:.1f} ms "
         f"p99 {percentile(lat, 0.99) * 1000:.1f} ms; RSS api {api_rss:.0f} MB, "

@@ -116,13 +116,9 @@ def main() -> None:
                         api.url, tokens, connections=args.connections, duration=1, prefix=f"w{run}"
                     )
                     with PeakRss(api) as rss:
-                        full: dict[str, Any] = loadgen(
-                            api.url,
-                            tokens,
-                            connections=args.connections,
-                            duration=args.duration,
-                            prefix=f"f{run}",
-                        )
+                        # Steady-rate latency first: measured after the flood it would be
+                        # the latency of recovering from overload (autovacuum and a
+                        # checkpoint over the rows the flood just wrote).
                         steady = loadgen(
                             api.url,
                             tokens,
@@ -130,6 +126,13 @@ def main() -> None:
                             duration=args.steady_duration,
                             rate=args.steady_rate,
                             prefix=f"s{run}",
+                        )
+                        full: dict[str, Any] = loadgen(
+                            api.url,
+                            tokens,
+                            connections=args.connections,
+                            duration=args.duration,
+                            prefix=f"f{run}",
                         )
                     recorded = warm["recorded"] + full["recorded"] + steady["recorded"]
                     check_counts(db, name, recorded)

@@ -33,8 +33,8 @@ import procrastinate
 import psycopg
 
 from bench.harness import Figure, print_table, scratch_database
+from bench.naive import deliver_one_row
 from bench.sql import bq
-from dispatcher import outbox
 from dispatcher.main import run
 from dispatcher.transport import Transport
 from dispatcher.worker import Dispatcher, build_transports
@@ -223,12 +223,7 @@ async def run_jobs(config: Config, url: str, ids: list[int], limit_s: float) -> 
 
     @app.task(name="bench.deliver_row", queue=JOB_QUEUE)
     async def deliver_row(outbox_id: int) -> None:
-        batch = await outbox.claim_ids(db, CONSUMER, [outbox_id], lease_s=60, dispatcher="job")
-        if not batch:
-            return
-        outcomes = await transport.deliver(CONSUMER, batch)
-        completions = [outbox.Completion(o, batch[0].attempt, 1.0) for o in outcomes]
-        await outbox.complete(db, CONSUMER, consumer, completions, dispatcher="job")
+        await deliver_one_row(db, transport, CONSUMER, consumer, outbox_id)
 
     try:
         async with app.open_async(), watch(url, ids, limit_s) as until_done:

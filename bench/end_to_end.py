@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
@@ -34,6 +37,7 @@ from bench.harness import (
 from bench.loadgen import percentile
 
 WARMUP_S = 2.0
+DRAIN_LIMIT_S = 180.0
 
 
 def sink_config(port: int) -> str:
@@ -48,13 +52,34 @@ backoff = {{ initial = "PT0.2S", factor = 2.0, cap = "PT2S" }}
 """
 
 
-def one_run(server: str, directory: Path, args: argparse.Namespace, run: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class Variant:
+    app: str  # the API's writer
+    delivery: list[str]  # the delivering process
+    duration_s: Callable[[argparse.Namespace], float]
+
+
+VARIANTS = {
+    "outbox + dispatcher": Variant(
+        "service.asgi:app", ["-m", "dispatcher.main"], lambda a: float(a.duration)
+    ),
+    # One Procrastinate job per mark, each delivering its row. It cannot keep up with
+    # 1,000/s, so it runs shorter (its backlog must drain before the run is counted).
+    "naive: job per mark": Variant(
+        "bench.naive:app", ["-m", "bench.naive_worker"], lambda a: float(a.naive_duration)
+    ),
+}
+
+
+def one_run(
+    server: str, directory: Path, args: argparse.Namespace, run: int, variant: Variant
+) -> dict[str, float]:
     sink_port = free_port()
-    receipts_file = directory / f"arrivals-{run}.json"
+    receipts_file = directory / f"arrivals-{run}-{uuid.uuid4().hex[:6]}.json"
     config = write_config(directory, sink_config(sink_port))
     tokens = tokens_file(directory)
     with scratch_database(server, "e2e") as db:
-        return _measure(db, config, tokens, sink_port, receipts_file, args, run)
+        return _measure(db, config, tokens, sink_port, receipts_file, args, run, variant)
 
 
 def _measure(
@@ -65,6 +90,7 @@ def _measure(
     receipts_file: Path,
     args: argparse.Namespace,
     run: int,
+    variant: Variant,
 ) -> dict[str, float]:
     env = {"DATABASE_URL": db, "MARK_NOTIFY_CONFIG": str(config)}
     with run_process(
@@ -72,8 +98,8 @@ def _measure(
     ) as sink:
         wait_http(f"http://127.0.0.1:{sink_port}/count", sink.process)
         with (
-            run_api(config, db, workers=args.workers) as api,
-            run_process([PYTHON, "-m", "dispatcher.main"], env) as dispatcher,
+            run_api(config, db, app=variant.app, workers=args.workers) as api,
+            run_process([PYTHON, *variant.delivery], env) as dispatcher,
         ):
             # Warm-up at the same rate, not measured (like the intake bench): the first
             # second pays for new connections and first statement plans everywhere.
@@ -89,13 +115,13 @@ def _measure(
                 api.url,
                 tokens,
                 connections=64,
-                duration=args.duration,
+                duration=variant.duration_s(args),
                 rate=args.rate,
                 prefix=f"e{run}",
                 keep_receipts=True,
             )
             recorded = load["recorded"] + warm["recorded"]
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + DRAIN_LIMIT_S
             while time.monotonic() < deadline:
                 if counts(db)["delivered"] >= recorded:
                     break
@@ -138,15 +164,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--naive-duration", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.duration = 1, 3.0
+        args.runs, args.duration, args.naive_duration = 1, 3.0, 2.0
     server = server_url()
-    results: list[dict[str, float]] = []
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     with tempdir() as tmp:
         for run in range(args.runs):
-            results.append(one_run(server, Path(tmp), args, run))
+            for name, variant in VARIANTS.items():
+                print(f"{name}:", end=" ", flush=True)
+                results[name].append(one_run(server, Path(tmp), args, run, variant))
     keys = [
         ("p50", "ms"),
         ("p99", "ms"),
@@ -156,9 +185,12 @@ def main() -> None:
         ("dispatcher_rss", "MB"),
     ]
     print_table(
-        f"seen → HTTP consumer at {args.rate:.0f} marks/s, {args.duration:.0f} s per run, "
-        f"median (min-max) of {args.runs}",
-        [("outbox + dispatcher", [Figure(k, u, [r[k] for r in results]) for k, u in keys])],
+        f"seen → HTTP consumer at {args.rate:.0f} marks/s, {args.duration:.0f} s per run "
+        f"(naive {args.naive_duration:.0f} s), median (min-max) of {args.runs}",
+        [
+            (name, [Figure(k, u, [r[k] for r in rows]) for k, u in keys])
+            for name, rows in results.items()
+        ],
     )
 
 

@@ -10,8 +10,10 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bench.sql import bq
+from dispatcher import outbox
+from dispatcher.transport import Transport
 from service.app import create_app
-from service.config import Config
+from service.config import Config, Consumer
 from service.store import MarkKey, MarkRow, MarkWriter, StorageUnavailable
 
 
@@ -54,3 +56,20 @@ def naive_writer(pool: AsyncConnectionPool, config: Config) -> MarkWriter:
 
 
 app = create_app(writer=naive_writer)
+
+
+async def deliver_one_row(
+    pool: AsyncConnectionPool,
+    transport: Transport,
+    name: str,
+    consumer: Consumer,
+    outbox_id: int,
+) -> None:
+    """The naive delivery baseline's unit of work, one Procrastinate job: claim this one row,
+    send it, complete it (three round trips and a job for every row)."""
+    batch = await outbox.claim_ids(pool, name, [outbox_id], lease_s=60, dispatcher="job")
+    if not batch:
+        return
+    outcomes = await transport.deliver(name, batch)
+    completions = [outbox.Completion(o, batch[0].attempt, 1.0) for o in outcomes]
+    await outbox.complete(pool, name, consumer, completions, dispatcher="job")

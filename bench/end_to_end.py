@@ -22,7 +22,6 @@ from bench.harness import (
     WEBHOOK_SECRET,
     Figure,
     counts,
-    free_port,
     loadgen,
     print_table,
     run_api,
@@ -35,6 +34,7 @@ from bench.harness import (
     write_config,
 )
 from bench.loadgen import percentile
+from tests.support import free_port
 
 WARMUP_S = 2.0
 DRAIN_LIMIT_S = 180.0

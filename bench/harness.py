@@ -26,12 +26,13 @@ import jwt
 import psutil
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from bench.sql import bq
 from service import migrate
 from service.config import ROOT
-from service.database import start_embedded
+from service.database import start_embedded, with_dbname
+from tests.support import free_port
 
 BENCH_DATA_DIR = ROOT / ".data" / "pg-bench"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
@@ -41,10 +42,6 @@ PYTHON = sys.executable
 
 def server_url() -> str:
     return os.environ.get("DATABASE_URL") or start_embedded(BENCH_DATA_DIR, stop_at_exit=True)
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return make_conninfo(url, dbname=dbname)
 
 
 def fresh_database(server: str, label: str) -> str:
@@ -116,15 +113,6 @@ transport = "http"
 url = "http://127.0.0.1:9/unused"
 secret = "{WEBHOOK_SECRET}"
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

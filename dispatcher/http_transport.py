@@ -37,7 +37,6 @@ def _tls_context() -> ssl.SSLContext:
 class _Target:
     def __init__(self, consumer: Consumer) -> None:
         assert consumer.url is not None and consumer.secret is not None
-        self.url = consumer.url
         self.timeout = consumer.timeout.total_seconds()
         self.signer = Webhook(consumer.secret)
         self.slots = asyncio.Semaphore(consumer.concurrency)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from service.config import ROOT, DatabaseSettings
@@ -37,6 +37,11 @@ def resolve_url(settings: DatabaseSettings, data_dir: Path = DEV_DATA_DIR) -> st
     if settings.url:
         return settings.url
     return start_embedded(data_dir, stop_at_exit=True)
+
+
+def with_dbname(conninfo: str, dbname: str) -> str:
+    """The same server (a URL or a key=value DSN) with another database."""
+    return make_conninfo(conninfo, dbname=dbname)
 
 
 def sqlalchemy_url(conninfo: str) -> str:

@@ -15,21 +15,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from service import migrate
-from service.database import TEST_DATA_DIR, start_embedded
+from service.database import TEST_DATA_DIR, start_embedded, with_dbname
 
 TEMPLATE = f"mn_template_{os.getpid()}"
 
 
 def _server_url() -> str:
     return os.environ.get("DATABASE_URL") or start_embedded(TEST_DATA_DIR, stop_at_exit=True)
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    return make_conninfo(url, dbname=dbname)
 
 
 def _janitor(url: str, dbname: str, **kwargs: Any) -> DatabaseJanitor:

@@ -14,10 +14,10 @@ import jwt
 import psycopg
 import uvicorn
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.types import ASGIApp
 
 from service.config import Config, parse_config
+from service.database import with_dbname
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 AUDIENCE = "mark-notify"
@@ -123,12 +123,6 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
         sock.close()
 
 
-def url_with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo("", **params)
-
-
 @contextmanager
 def scratch_database(server_url: str, template: str | None = None) -> Iterator[str]:
     """A new database on the test server, dropped afterwards; yields its URL.
@@ -142,7 +136,7 @@ def scratch_database(server_url: str, template: str | None = None) -> Iterator[s
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(create)
     try:
-        yield url_with_dbname(server_url, name)
+        yield with_dbname(server_url, name)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(

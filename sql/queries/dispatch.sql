@@ -232,11 +232,11 @@ WITH requeued AS (
     RETURNING o.consumer
 ),
 woken AS (
-    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
-    SELECT DISTINCT %(wake_queue)s::text, %(wake_task)s::text,
-           %(wake_queue)s::text || ':' || consumer, jsonb_build_object('consumer', consumer)
+    SELECT wake_dispatchers(array_agg(consumer), %(wake_queue)s::text, %(wake_task)s::text)
     FROM requeued
-    ORDER BY 3
-    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+    HAVING count(*) > 0
 )
-SELECT consumer, count(*) AS requeued FROM requeued GROUP BY consumer ORDER BY consumer;
+SELECT consumer, count(*) AS requeued
+-- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
+FROM requeued LEFT JOIN woken ON true
+GROUP BY consumer ORDER BY consumer;

@@ -42,14 +42,12 @@ queued AS (
     RETURNING consumer
 ),
 woken AS (
-    INSERT INTO procrastinate_jobs (queue_name, task_name, queueing_lock, args)
-    SELECT DISTINCT %(wake_queue)s::text, %(wake_task)s::text,
-           %(wake_queue)s::text || ':' || consumer, jsonb_build_object('consumer', consumer)
+    SELECT wake_dispatchers(array_agg(consumer), %(wake_queue)s::text, %(wake_task)s::text)
     FROM queued
-    ORDER BY 3
-    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+    HAVING count(*) > 0
 )
-SELECT tag, item_id, subject_key FROM marks;
+-- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
+SELECT tag, item_id, subject_key FROM marks LEFT JOIN woken ON true;
 
 -- name: purge_expired_seen_marks
 -- returns: one row (purged bigint)

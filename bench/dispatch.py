@@ -37,7 +37,8 @@ from bench.naive import deliver_one_row
 from bench.sql import bq
 from dispatcher.main import run
 from dispatcher.transport import Transport
-from dispatcher.worker import Dispatcher, build_transports
+from dispatcher.transports import build_transports
+from dispatcher.worker import Dispatcher
 from service.config import Config, DatabaseSettings, parse_config
 from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, make_pool, start_embedded
 from service.messages import ClientSubject

@@ -15,7 +15,7 @@ import procrastinate
 
 from bench.naive import deliver_one_row
 from dispatcher.main import run
-from dispatcher.worker import build_transports
+from dispatcher.transports import build_transports
 from service.config import load_config
 from service.database import make_pool
 

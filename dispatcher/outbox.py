@@ -14,8 +14,17 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.transport import Delivery, Outcome
-from service.config import Consumer
+from service.config import DeliveryPolicy
 from service.sql import q
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClaim:
+    """What a notification channel's claim needs beyond a consumer's: the contact kind it
+    delivers to and the seen tag that suppresses escalations."""
+
+    kind: str
+    seen_tag: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +79,34 @@ async def claim(
     lease_s: float,
     dispatcher: str,
     ordered: bool = False,
+    channel: ChannelClaim | None = None,
 ) -> list[Delivery]:
-    query = q("claim_outbox_ordered") if ordered else q("claim_outbox")
     params: dict[str, object] = {
         "consumer": consumer,
         "limit": limit,
         "lease_s": lease_s,
         "dispatcher": dispatcher,
     }
+    if channel is not None:
+        query = q("claim_notifications")
+        params |= {"kind": channel.kind, "seen_tag": channel.seen_tag}
+    else:
+        query = q("claim_outbox_ordered") if ordered else q("claim_outbox")
     return await _claim(pool, query, consumer, params)
+
+
+async def remove_push_devices(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], devices: Sequence[tuple[str, str]]
+) -> int:
+    """Forget (user id, token) pairs a push provider called invalid."""
+    params: dict[str, object] = {
+        "user_ids": [user for user, _ in devices],
+        "tokens": [token for _, token in devices],
+    }
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(q("remove_push_devices"), params)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def claim_ids(
@@ -96,7 +124,7 @@ async def claim_ids(
 async def complete(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
     consumer_name: str,
-    consumer: Consumer,
+    consumer: DeliveryPolicy,
     completions: Sequence[Completion],
     *,
     dispatcher: str,
@@ -112,6 +140,7 @@ async def complete(
         "errors": [c.outcome.error for c in completions],
         "started_at": [c.outcome.started_at for c in completions],
         "durations_ms": [c.outcome.duration_ms for c in completions],
+        "providers": [c.outcome.provider for c in completions],
         "max_attempts": consumer.max_attempts,
         "max_age_s": consumer.max_age.total_seconds() if consumer.max_age else None,
         "consumer": consumer_name,

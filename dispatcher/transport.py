@@ -1,4 +1,5 @@
-"""The contract between the claim loop and the transports (HTTP, Kafka).
+"""The contract between the claim loop and the transports (HTTP, Kafka, and the
+notification channels: SMTP, SMS and push providers, inbox).
 
 The loop claims a batch of one consumer's outbox rows and hands it to that consumer's
 transport, which returns one Outcome per Delivery; the loop records attempts and decides
@@ -38,6 +39,10 @@ class Outcome:
     error: str | None = None
     # Seconds the consumer asked us to wait (HTTP Retry-After), if any.
     retry_after: float | None = None
+    # The provider that took (or last refused) the attempt, for channels that fail over.
+    provider: str | None = None
+    # Push tokens the provider called invalid (404/410): the loop forgets them.
+    invalid_tokens: tuple[str, ...] = ()
 
 
 class Transport(Protocol):

@@ -33,12 +33,22 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
-from dispatcher.http_transport import HttpTransport
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
 from dispatcher.transport import Delivery, Outcome, Transport
-from service.config import Config, Consumer, DatabaseSettings, DispatcherSettings, KafkaSettings
+from dispatcher.transports import build_transports, destinations
+from service.config import (
+    Channel,
+    Config,
+    Consumer,
+    DatabaseSettings,
+    DispatcherSettings,
+    KafkaSettings,
+)
 from service.database import CONNECTION_OPTIONS, make_pool
+from service.notify.catalog import sync_catalog
+from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_event
+from service.notify.templates import load_templates
 from service.store import WAKE_QUEUE, WAKE_TASK, purge_expired_marks
 
 log = logging.getLogger(__name__)
@@ -55,6 +65,8 @@ HOT_POLL_S = 0.02
 PURGE_TASK = "maintenance.purge_expired_seen_marks"
 PURGE_CRON = "*/10 * * * *"
 COMPLETE_TRIES = 3
+# The most devices a push is sent to in one attempt (dispatcher/provider_transport.py).
+PUSH_DEVICES_MAX = 5
 
 
 def default_name() -> str:
@@ -62,7 +74,7 @@ def default_name() -> str:
 
 
 def lease_for(
-    consumer: Consumer, settings: DispatcherSettings, kafka: KafkaSettings | None = None
+    consumer: Consumer | Channel, settings: DispatcherSettings, kafka: KafkaSettings | None = None
 ) -> float:
     """The claim's lease: the configured one, raised to outlast a batch's worst case.
 
@@ -76,7 +88,12 @@ def lease_for(
         worst = 2 * max(kafka.request_timeout, consumer.timeout).total_seconds()
         return max(settings.lease.total_seconds(), worst)
     rounds = math.ceil(consumer.batch_size / consumer.concurrency)
-    worst = (rounds + 1) * consumer.timeout.total_seconds()
+    # A provider channel may try each of its providers (failover) within one attempt, and
+    # push sends to each of a user's devices.
+    tries = 1
+    if isinstance(consumer, Channel) and consumer.providers:
+        tries = len(consumer.providers) * (PUSH_DEVICES_MAX if consumer.kind == "push" else 1)
+    worst = (rounds + 1) * tries * consumer.timeout.total_seconds()
     return max(settings.lease.total_seconds(), worst)
 
 
@@ -86,16 +103,18 @@ class ConsumerLoop:
     def __init__(
         self,
         name: str,
-        consumer: Consumer,
+        consumer: Consumer | Channel,
         transport: Transport,
         pool: Pool,
         settings: DispatcherSettings,
         *,
         dispatcher: str,
         kafka: KafkaSettings | None = None,
+        channel: outbox.ChannelClaim | None = None,
     ) -> None:
         self.name = name
         self.consumer = consumer
+        self.channel = channel
         self.transport = transport
         self.pool = pool
         self.settings = settings
@@ -194,6 +213,7 @@ class ConsumerLoop:
                 lease_s=self.lease_s,
                 dispatcher=self.dispatcher,
                 ordered=self.consumer.ordered,
+                channel=self.channel,
             )
             claimed = len(batch)
         finally:
@@ -206,6 +226,7 @@ class ConsumerLoop:
             return False
         self._last_rows_at = time.monotonic()
         outcomes = await self._deliver(batch)
+        await self._forget_invalid_devices(batch, outcomes)
         completions = self._decide(batch, outcomes)
         self._account(outcomes)
         if self.consumer.ordered:
@@ -243,6 +264,23 @@ class ConsumerLoop:
             by_id.get(d.outbox_id) or Outcome(d.outbox_id, "retry", started_at, took, error=error)
             for d in batch
         ]
+
+    async def _forget_invalid_devices(
+        self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]
+    ) -> None:
+        users = {d.outbox_id: str(d.payload.get("user_id")) for d in batch}
+        invalid = [(users[o.outbox_id], t) for o in outcomes for t in o.invalid_tokens]
+        if not invalid:
+            return
+        try:
+            removed = await outbox.remove_push_devices(self.pool, invalid)
+        except (PoolTimeout, psycopg.Error) as exc:
+            # The next push to them fails the same way and tries again.
+            log.warning("consumer %s: could not remove invalid devices: %s", self.name, exc)
+        else:
+            log.info(
+                "consumer %s: removed %d push devices the provider refused", self.name, removed
+            )
 
     def _decide(
         self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]
@@ -357,24 +395,6 @@ class ConsumerLoop:
             log.warning("consumer %s: could not publish its state: %s", self.name, exc)
 
 
-def build_transports(config: Config) -> dict[str, Transport]:
-    """The transport of each enabled consumer: one HTTP and one Kafka instance shared."""
-    enabled = {n: c for n, c in config.consumers.items() if c.enabled}
-    transports: dict[str, Transport] = {}
-    http = {n: c for n, c in enabled.items() if c.transport == "http"}
-    if http:
-        shared: Transport = HttpTransport(http)
-        transports |= dict.fromkeys(http, shared)
-    kafka = {n: c for n, c in enabled.items() if c.transport == "kafka"}
-    if kafka:
-        # Imported only when used: aiokafka is heavy, and HTTP-only dispatchers skip it.
-        from dispatcher.kafka_transport import KafkaTransport
-
-        shared = KafkaTransport(config.kafka, kafka)
-        transports |= dict.fromkeys(kafka, shared)
-    return transports
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -409,9 +429,11 @@ class Dispatcher:
             log.debug("wake-up for %r, which this dispatcher does not deliver to", consumer)
 
     async def run(self) -> None:
+        templates = load_templates(self.config)
         transports = self._transports
         if transports is None:
-            transports = build_transports(self.config)
+            transports = build_transports(self.config, templates)
+        seen_tag = self.config.notify.seen_tag
         pool_settings = DatabaseSettings(
             pool_min=1,
             pool_max=self.settings.pool_max,
@@ -421,16 +443,23 @@ class Dispatcher:
         pool = make_pool(self.database_url, pool_settings, name=f"dispatcher-{self.name}")
         await pool.open(wait=True)
         try:
-            for name, consumer in self.config.consumers.items():
-                if consumer.enabled and name in transports:
+            if self.config.event_types:
+                async with pool.connection() as conn:
+                    await sync_catalog(conn, self.config, templates)
+            for name, policy in destinations(self.config).items():
+                if policy.enabled and name in transports:
+                    channel = None
+                    if isinstance(policy, Channel):
+                        channel = outbox.ChannelClaim(policy.kind, seen_tag)
                     self.loops[name] = ConsumerLoop(
                         name,
-                        consumer,
+                        policy,
                         transports[name],
                         pool,
                         self.settings,
                         dispatcher=self.name,
                         kafka=self.config.kafka,
+                        channel=channel,
                     )
             await self._run(pool)
         finally:
@@ -453,9 +482,12 @@ class Dispatcher:
             asyncio.create_task(loop.run(), name=f"loop-{n}") for n, loop in self.loops.items()
         ]
         side = [
-            asyncio.create_task(self._wake_worker(), name="wake-worker"),
+            asyncio.create_task(self._worker(WAKE_QUEUE), name="wake-worker"),
             asyncio.create_task(self._census(pool), name="census"),
         ]
+        if self.config.event_types:
+            # Its own worker: a long fan-out must not hold up the wake-ups.
+            side.append(asyncio.create_task(self._worker(MATERIALIZE_QUEUE), name="fan-out"))
         self.ready.set()
         stopper = asyncio.create_task(self._stop.wait())
         try:
@@ -501,18 +533,29 @@ class Dispatcher:
             if purged:
                 log.info("purged %d expired seen marks", purged)
 
+        # A large audience (a topic, everyone) or a future send_at: notify_event() defers
+        # this job, and the chunks commit one by one, resuming at the event's cursor.
+        @app.task(name=MATERIALIZE_TASK, queue=MATERIALIZE_QUEUE, pass_context=False)
+        async def materialize(event_id: str) -> None:
+            async with await psycopg.AsyncConnection.connect(
+                self.database_url, autocommit=True, options=CONNECTION_OPTIONS
+            ) as conn:
+                covered = await materialize_event(conn, event_id, self.config.notify.chunk_size)
+            log.info("event %s: materialized for %d recipients", event_id, covered)
+
         return app
 
-    async def _wake_worker(self) -> None:
-        """Run the Procrastinate worker; restart it if it fails (the sweep covers the gap)."""
+    async def _worker(self, queue: str) -> None:
+        """Run a Procrastinate worker on one queue; restart it if it fails (for wake-ups,
+        the sweep covers the gap; a fan-out job is retried from its cursor)."""
         pause = DB_RETRY_S
         while True:
             app = self._procrastinate_app()
             try:
                 async with app.open_async():
                     await app.run_worker_async(
-                        queues=[WAKE_QUEUE],
-                        name=f"dispatcher-{self.name}",
+                        queues=[queue],
+                        name=f"dispatcher-{self.name}-{queue}",
                         concurrency=1,
                         wait=True,
                         listen_notify=True,
@@ -524,14 +567,14 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("wake-up worker failed (%s); restarting in %.0f s", exc, pause)
+                log.warning("%s worker failed (%s); restarting in %.0f s", queue, exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
 
     async def _census(self, pool: Pool) -> None:
         """Report rows waiting for consumers this dispatcher does not deliver to."""
         active = sorted(self.loops)
-        disabled = sorted(n for n, c in self.config.consumers.items() if not c.enabled)
+        disabled = sorted(n for n, c in destinations(self.config).items() if not c.enabled)
         while True:
             try:
                 waiting = await outbox.census(

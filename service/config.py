@@ -57,19 +57,14 @@ class Breaker(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     max_cooldown: timedelta = timedelta(minutes=5)
 
 
-class Consumer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """A service that owns some tags and receives their seen facts."""
+class DeliveryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How the dispatcher treats one outbox destination (a seen consumer or a channel):
+    timeouts, retry budget, concurrency, rate limit and circuit breaker."""
 
-    transport: Transport
-    url: str | None = None
-    # Kafka: overrides the per-event-type topic of [kafka.topics].
-    topic: str | None = None
     timeout: timedelta = timedelta(seconds=5)
     max_attempts: Positive | None = None
     max_age: timedelta | None = None
     backoff: Backoff = Backoff()
-    # Standard Webhooks signing secret, "whsec_<base64>"; keep it out of files (see above).
-    secret: str | None = None
     concurrency: Positive = 16
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
@@ -78,10 +73,24 @@ class Consumer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     breaker: Breaker = Breaker()
 
 
-class Tag(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """A notification type: who owns it, whose marks it takes, how long they are kept."""
+class Consumer(DeliveryPolicy, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A service that owns some tags and receives their seen facts."""
 
-    consumer: Name
+    transport: Transport
+    url: str | None = None
+    # Kafka: overrides the per-event-type topic of [kafka.topics].
+    topic: str | None = None
+    # Standard Webhooks signing secret, "whsec_<base64>"; keep it out of files (see above).
+    secret: str | None = None
+
+
+class Tag(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A notification type: who owns it, whose marks it takes, how long they are kept.
+
+    Without a consumer the marks are only remembered, not delivered anywhere: the tag of
+    the service's own notifications (see [notify].seen_tag) needs nobody to be told."""
+
+    consumer: Name | None = None
     event_type: EventType
     remember_for: timedelta
 
@@ -172,6 +181,103 @@ class DispatcherSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     pool_max: Positive = 8
 
 
+# The notification half: channels, categories and event types.
+
+ChannelTransport = Literal["smtp", "provider", "inbox"]
+ChannelKind = Literal["email", "sms", "push", "inbox"]
+CHANNEL_KINDS: tuple[ChannelKind, ...] = ("email", "sms", "push", "inbox")
+Priority = Literal["low", "normal", "high"]
+Mode = Literal["instant"]
+Locale = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")]
+
+
+class SmtpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 25
+    # Implicit TLS from the first byte (port 465), or STARTTLS after the greeting (587).
+    tls: bool = False
+    starttls: bool = False
+    username: str | None = None
+    # Keep it in the environment: MARK_NOTIFY__channels__email__smtp__password=...
+    password: str | None = None
+    sender: str = "mark-notify <notify@example.com>"
+    reply_to: str | None = None
+    # The domain of generated Message-IDs (default: the sender's).
+    message_id_domain: str | None = None
+    # How long an idle connection is kept for reuse.
+    idle_timeout: timedelta = timedelta(seconds=30)
+
+
+class Provider(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An HTTP SMS or push provider: our documented JSON request, Standard Webhooks signed."""
+
+    name: Name
+    url: str
+    secret: str
+    timeout: timedelta | None = None
+    breaker: Breaker | None = None
+
+
+class Channel(DeliveryPolicy, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A way to reach a user. `kind` says what it carries (the templates it renders and the
+    contact it needs), `transport` how: SMTP, HTTP providers tried in order (the first is
+    the primary, the rest fallbacks), or the in-app inbox (delivered = listed)."""
+
+    kind: ChannelKind
+    transport: ChannelTransport
+    smtp: SmtpSettings | None = None
+    providers: list[Provider] = msgspec.field(default_factory=list)
+
+
+class Category(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """What users switch on and off. A transactional category (receipts, confirmations)
+    cannot be switched off, muted or held by quiet hours."""
+
+    transactional: bool = False
+    # Channel name -> on unless the user says otherwise. Channels not listed are on.
+    defaults: dict[Name, bool] = msgspec.field(default_factory=dict)
+    description: str = ""
+
+
+class Escalation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Send on `channel` after `after` unless the notification has been seen by then."""
+
+    channel: Name
+    after: timedelta
+
+
+class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    category: Name
+    # In order of preference; every one that the user has on and a contact for is sent.
+    channels: Annotated[list[Name], msgspec.Meta(min_length=1)]
+    mode: Mode = "instant"
+    priority: Priority = "normal"
+    # A notification not sent within ttl of its event is dropped (suppressed: expired).
+    ttl: timedelta = timedelta(days=1)
+    default_locale: Locale = "en"
+    # The folder under config/templates/ (default: the type's name).
+    templates: Name | None = None
+    escalation: Escalation | None = None
+    # Template variables a producer may leave out (the templates must handle them).
+    optional_data: list[str] = msgspec.field(default_factory=list)
+    description: str = ""
+
+
+class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Where the links in notifications point (one-click unsubscribe).
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs unsubscribe links; keep it in the environment outside development.
+    unsubscribe_secret: str | None = None
+    unsubscribe_ttl: timedelta = timedelta(days=60)
+    # The seen tag whose marks (id = notification id) mean "the user saw this".
+    seen_tag: Name = "notifications"
+    max_data_bytes: Positive = 16 * 1024
+    # Longest explicit recipient list (user_ids or users) in one event.
+    max_recipients: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+    # Users materialized per transaction for topic / all audiences.
+    chunk_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 50_000
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     environment: Environment = "production"
     database: DatabaseSettings = DatabaseSettings()
@@ -181,13 +287,19 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     dispatcher: DispatcherSettings = DispatcherSettings()
     consumers: dict[Name, Consumer] = msgspec.field(default_factory=dict)
     tags: dict[Name, Tag] = msgspec.field(default_factory=dict)
+    notify: NotifySettings = NotifySettings()
+    channels: dict[Name, Channel] = msgspec.field(default_factory=dict)
+    categories: dict[Name, Category] = msgspec.field(default_factory=dict)
+    event_types: dict[Name, EventTypeSettings] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, tag in self.tags.items():
-            if tag.consumer not in self.consumers:
-                raise ValueError(f"tags.{name}.consumer: no consumer named {tag.consumer!r}")
             if tag.remember_for <= timedelta(0):
                 raise ValueError(f"tags.{name}.remember_for: must be positive")
+            if tag.consumer is None:
+                continue
+            if tag.consumer not in self.consumers:
+                raise ValueError(f"tags.{name}.consumer: no consumer named {tag.consumer!r}")
             consumer = self.consumers[tag.consumer]
             if (
                 consumer.transport == "kafka"
@@ -214,6 +326,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                 raise ValueError(f"{where}.backoff: initial and cap must be positive")
             if consumer.breaker.cooldown <= timedelta(0):
                 raise ValueError(f"{where}.breaker.cooldown: must be positive")
+        self._check_notify()
         for key in ("lease", "sweep_interval", "census_interval"):
             if getattr(self.dispatcher, key) <= timedelta(0):
                 raise ValueError(f"dispatcher.{key}: must be positive")
@@ -224,6 +337,73 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                 raise ValueError(f"identity.gateway.trusted_peers: {exc}") from None
         if self.identity.gateway.enabled and not self.identity.gateway.trusted_peers:
             raise ValueError("identity.gateway.trusted_peers: required when the gateway is on")
+
+    def _check_notify(self) -> None:
+        clash = set(self.channels) & set(self.consumers)
+        if clash:
+            # Both are outbox destinations, named in one column.
+            raise ValueError(f"channels.{min(clash)}: a consumer has the same name")
+        for name, channel in self.channels.items():
+            where = f"channels.{name}"
+            expected = {"email": "smtp", "sms": "provider", "push": "provider", "inbox": "inbox"}
+            if channel.transport != expected[channel.kind]:
+                raise ValueError(
+                    f"{where}.transport: a {channel.kind} channel uses {expected[channel.kind]!r}"
+                )
+            if channel.transport == "smtp" and channel.smtp is None:
+                raise ValueError(f"{where}.smtp: an smtp channel needs its server settings")
+            if channel.transport == "provider":
+                if not channel.providers:
+                    raise ValueError(f"{where}.providers: at least one provider is needed")
+                names = [p.name for p in channel.providers]
+                if len(set(names)) != len(names):
+                    raise ValueError(f"{where}.providers: provider names must differ")
+                for n, provider in enumerate(channel.providers):
+                    if not re.match(r"^https?://", provider.url):
+                        raise ValueError(f"{where}.providers[{n}].url: an http(s) URL is needed")
+                    if not provider.secret.startswith("whsec_"):
+                        raise ValueError(
+                            f"{where}.providers[{n}].secret: expected 'whsec_<base64>'"
+                        )
+            if channel.timeout <= timedelta(0):
+                raise ValueError(f"{where}.timeout: must be positive")
+        for name, category in self.categories.items():
+            for channel_name in category.defaults:
+                if channel_name not in self.channels:
+                    raise ValueError(
+                        f"categories.{name}.defaults: no channel named {channel_name!r}"
+                    )
+        for name, event_type in self.event_types.items():
+            where = f"event_types.{name}"
+            if event_type.category not in self.categories:
+                raise ValueError(f"{where}.category: no category named {event_type.category!r}")
+            for channel_name in event_type.channels:
+                if channel_name not in self.channels:
+                    raise ValueError(f"{where}.channels: no channel named {channel_name!r}")
+            if len(set(event_type.channels)) != len(event_type.channels):
+                raise ValueError(f"{where}.channels: a channel is listed twice")
+            if event_type.ttl <= timedelta(0):
+                raise ValueError(f"{where}.ttl: must be positive")
+            escalation = event_type.escalation
+            if escalation is not None:
+                if escalation.channel not in self.channels:
+                    raise ValueError(
+                        f"{where}.escalation.channel: no channel named {escalation.channel!r}"
+                    )
+                if escalation.channel in event_type.channels:
+                    raise ValueError(
+                        f"{where}.escalation.channel: {escalation.channel!r} is already one of "
+                        "the type's channels"
+                    )
+                if escalation.after <= timedelta(0):
+                    raise ValueError(f"{where}.escalation.after: must be positive")
+        if self.event_types:
+            tag = self.tags.get(self.notify.seen_tag)
+            if tag is None or tag.event_type != "client":
+                raise ValueError(
+                    f"notify.seen_tag: {self.notify.seen_tag!r} must be a configured tag of "
+                    "event_type 'client' (users mark notifications seen with it)"
+                )
 
 
 def _env_value(raw: str) -> Any:
@@ -261,7 +441,14 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 def parse_config(data: dict[str, Any], source: str) -> Config:
     # msgspec hides mapping keys in its error paths ("$.consumers[...]"); check the named
     # entries one by one first so the message names the consumer or tag.
-    for section, entry_type in (("consumers", Consumer), ("tags", Tag)):
+    named: tuple[tuple[str, type[msgspec.Struct]], ...] = (
+        ("consumers", Consumer),
+        ("tags", Tag),
+        ("channels", Channel),
+        ("categories", Category),
+        ("event_types", EventTypeSettings),
+    )
+    for section, entry_type in named:
         entries = data.get(section)
         for name, entry in entries.items() if isinstance(entries, dict) else ():
             try:

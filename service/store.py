@@ -35,7 +35,8 @@ class MarkRow:
     subject_key: str
     subject_kind: str
     subject: msgspec.Struct
-    consumer: str
+    # None: the tag has no consumer, the mark is only remembered.
+    consumer: str | None
     remember_for_s: float
 
     @property

@@ -62,11 +62,83 @@ def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
             "cashback": {"consumer": "promotions", "event_type": "client", "remember_for": 86400},
             "personal-goals": {"consumer": "goals", "event_type": "driver", "remember_for": 3600},
             "banners": {"consumer": "banners", "event_type": "anonymous", "remember_for": 600},
+            "notifications": {"event_type": "client", "remember_for": 86400},
         },
-    }
+    } | notify_data()
     for key, value in overrides.items():
         data[key] = value
     return data
+
+
+PROVIDER_SECRET = "whsec_dGVzdC1wcm92aWRlci1zZWNyZXQtMDEyMzQ1Njc4OQ=="
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789abcdef"
+FAST_RETRY: dict[str, Any] = {
+    "timeout": 2,
+    "backoff": {"initial": 0.05, "factor": 2.0, "cap": 0.4},
+    "breaker": {"failures": 50, "cooldown": 0.2},
+}
+
+
+def provider(name: str, url: str) -> dict[str, Any]:
+    return {"name": name, "url": url, "secret": PROVIDER_SECRET}
+
+
+def notify_data(
+    *,
+    smtp_port: int = 9,
+    providers_url: str = "http://127.0.0.1:9",
+    public_url: str = "http://127.0.0.1:9",
+) -> dict[str, Any]:
+    """The notification half of a test config: the example's channels, categories and
+    event types (whose templates are config/templates/), with test-sized timings and
+    these peers: an SMTP server and a base URL serving /providers/<name>."""
+    channels: dict[str, Any] = {
+        "email": {
+            "kind": "email",
+            "transport": "smtp",
+            "smtp": {"host": "127.0.0.1", "port": smtp_port, "sender": "Notify <n@test.example>"},
+        }
+        | FAST_RETRY,
+        "inbox": {"kind": "inbox", "transport": "inbox"} | FAST_RETRY,
+    }
+    for kind in ("sms", "push"):
+        channels[kind] = {
+            "kind": kind,
+            "transport": "provider",
+            "providers": [
+                provider(f"{kind}-primary", f"{providers_url}/providers/{kind}-primary"),
+                provider(f"{kind}-fallback", f"{providers_url}/providers/{kind}-fallback"),
+            ],
+        } | FAST_RETRY
+    return {
+        "notify": {
+            "public_url": public_url,
+            "unsubscribe_secret": UNSUBSCRIBE_SECRET,
+            "seen_tag": "notifications",
+        },
+        "channels": channels,
+        "categories": {
+            "content": {"defaults": {"email": True, "push": True, "inbox": True, "sms": False}},
+            "social": {"defaults": {"email": False}},
+            "account": {"transactional": True},
+            "billing": {"transactional": True},
+        },
+        "event_types": {
+            "new_episode": {"category": "content", "channels": ["push", "inbox", "email"]},
+            "registration_confirmation": {
+                "category": "account",
+                "channels": ["email"],
+                "priority": "high",
+            },
+            "payment_receipt": {
+                "category": "billing",
+                "channels": ["push", "inbox", "email"],
+                "priority": "high",
+                "escalation": {"channel": "sms", "after": 600},
+            },
+            "comment_likes": {"category": "social", "channels": ["push", "inbox"]},
+        },
+    }
 
 
 def make_config(database_url: str, **overrides: Any) -> Config:

@@ -85,12 +85,14 @@ WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
                 %(delays_s)s::float8[], %(status_codes)s::int[], %(errors)s::text[],
-                %(started_at)s::timestamptz[], %(durations_ms)s::float8[])
-         AS t(id, attempt, outcome, delay_s, status_code, error, started_at, duration_ms)
+                %(started_at)s::timestamptz[], %(durations_ms)s::float8[],
+                %(providers)s::text[])
+         AS t(id, attempt, outcome, delay_s, status_code, error, started_at, duration_ms,
+              provider)
 ),
 decided AS (
     SELECT i.id, i.attempt, i.delay_s, i.status_code, left(i.error, 1000) AS error,
-           i.started_at, i.duration_ms,
+           i.started_at, i.duration_ms, i.provider,
            CASE WHEN i.outcome = 'retry'
                  AND (i.attempt - o.attempt_base >= %(max_attempts)s::int
                       OR coalesce(o.requeued_at, o.created_at)
@@ -120,8 +122,10 @@ changed AS (
 ),
 logged AS (
     INSERT INTO delivery_attempts
-           (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code, error)
-    SELECT id, attempt, %(consumer)s, started_at, duration_ms, outcome, status_code, error
+           (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code, error,
+            provider)
+    SELECT id, attempt, %(consumer)s, started_at, duration_ms, outcome, status_code, error,
+           provider
     FROM decided
     ORDER BY id
     ON CONFLICT (outbox_id, attempt) DO NOTHING
@@ -240,3 +244,93 @@ SELECT consumer, count(*) AS requeued
 -- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
 FROM requeued LEFT JOIN woken ON true
 GROUP BY consumer ORDER BY consumer;
+
+-- name: claim_notifications
+-- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
+--   created_at timestamptz), as claim_outbox; payload is what a channel transport needs:
+--   notification_id, event_id, type, category, transactional, user_id, locale, data, and
+--   the contact of the channel's kind (email, phone, or devices [{token, platform}]).
+-- purpose: claim_outbox for a notification channel. Contacts are read now, not at the
+--   fan-out, so a changed address is used and an erased one is not. Due rows that must
+--   not be sent are suppressed instead of claimed, in the same statement: an escalation
+--   whose notification was seen (a seen mark of the notification tag by its user), a
+--   notification past its type's ttl, a recipient whose contact for this kind is gone.
+WITH due AS (
+    SELECT id FROM outbox
+    WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+facts AS (
+    SELECT o.id, n.id AS notification_id, n.event_id, n.type, n.category, n.user_id,
+           coalesce(c.transactional, false) AS transactional, e.data, u.locale, u.email,
+           u.phone, dev.devices, coalesce((o.payload ->> 'escalation')::boolean, false)
+               AS escalation,
+           CASE
+               WHEN coalesce((o.payload ->> 'escalation')::boolean, false) AND EXISTS (
+                        SELECT 1 FROM seen_marks AS m
+                        WHERE m.tag = %(seen_tag)s AND m.item_id = n.id::text
+                          AND m.subject_key = 'client:' || n.user_id)
+                   THEN 'seen'
+               WHEN e.send_at + make_interval(secs => t.ttl_s) < now() THEN 'expired'
+               WHEN u.id IS NULL
+                    OR (%(kind)s = 'email' AND u.email IS NULL)
+                    OR (%(kind)s = 'sms' AND u.phone IS NULL)
+                    OR (%(kind)s = 'push' AND dev.devices IS NULL)
+                   THEN 'no_contact'
+           END AS suppress
+    FROM due
+    JOIN outbox AS o ON o.id = due.id
+    JOIN notifications AS n ON n.id = o.notification_id
+    JOIN events AS e ON e.id = n.event_id
+    LEFT JOIN notify_event_types AS t ON t.name = n.type
+    LEFT JOIN notify_categories AS c ON c.name = n.category
+    LEFT JOIN users AS u ON u.id = n.user_id
+    LEFT JOIN LATERAL (
+        SELECT jsonb_agg(jsonb_build_object('token', d.token, 'platform', d.platform)
+                         ORDER BY d.created_at) AS devices
+        FROM push_devices AS d
+        WHERE %(kind)s = 'push' AND d.user_id = n.user_id
+    ) AS dev ON true
+),
+suppressed AS (
+    UPDATE outbox AS o
+    SET status = 'suppressed', reason = f.suppress, claimed_until = NULL, updated_at = now()
+    FROM facts AS f
+    WHERE o.id = f.id AND f.suppress IS NOT NULL
+),
+claimed AS (
+    UPDATE outbox AS o
+    SET attempts = o.attempts + 1,
+        next_attempt_at = now() + make_interval(secs => %(lease_s)s::float8),
+        claimed_until = now() + make_interval(secs => %(lease_s)s::float8),
+        claimed_by = %(dispatcher)s,
+        reason = NULL,
+        updated_at = now()
+    FROM facts AS f
+    WHERE o.id = f.id AND f.suppress IS NULL
+    RETURNING o.id, o.event_id::text AS row_event_id, o.ordering_key, o.attempts, o.created_at
+)
+SELECT c.id, c.row_event_id, c.ordering_key,
+       jsonb_build_object(
+           'notification_id', f.notification_id, 'event_id', f.event_id, 'type', f.type,
+           'category', f.category, 'transactional', f.transactional, 'user_id', f.user_id,
+           'locale', f.locale, 'data', f.data, 'escalation', f.escalation,
+           'email', CASE WHEN %(kind)s = 'email' THEN f.email END,
+           'phone', CASE WHEN %(kind)s = 'sms' THEN f.phone END,
+           'devices', f.devices) AS payload,
+       c.attempts, c.created_at
+FROM claimed AS c JOIN facts AS f ON f.id = c.id;
+
+-- name: remove_push_devices
+-- returns: one row (removed bigint)
+-- purpose: forget push tokens a provider called invalid (404/410), so no later
+--   notification is sent to them. Input arrays are parallel (user id, token).
+WITH gone AS (
+    DELETE FROM push_devices AS d
+    USING unnest(%(user_ids)s::text[], %(tokens)s::text[]) AS x(user_id, token)
+    WHERE d.user_id = x.user_id AND d.token = x.token
+    RETURNING 1
+)
+SELECT count(*) AS removed FROM gone;

@@ -3,7 +3,7 @@
 --   that had expired and were revived; every other input position was a repeat.
 -- purpose: the whole seen write path as one set-based statement, so a request, a batch or
 --   a group-committed set of requests costs one round trip: upsert the marks, add one
---   outbox row per new mark, and defer one dispatcher wake-up per consumer that got rows.
+--   outbox row per new mark of a tag with a consumer, and defer one dispatcher wake-up per consumer that got rows.
 --   The wake-up is a Procrastinate job with a queueing lock per consumer, so a burst adds
 --   at most one pending job per consumer. The input is one JSON array of mark objects
 --   (one parameter that Python encodes and PostgreSQL unpacks in C, where parallel arrays
@@ -22,7 +22,7 @@ marks AS (
            (tag, item_id, subject_key, subject_kind, subject, seen_at, expires_at, outbox_id)
     SELECT tag, item_id, subject_key, subject_kind, subject, now(),
            now() + make_interval(secs => remember_for_s),
-           nextval(pg_get_serial_sequence('outbox', 'id'))
+           CASE WHEN consumer IS NOT NULL THEN nextval(pg_get_serial_sequence('outbox', 'id')) END
     FROM input
     ORDER BY tag, item_id, subject_key
     ON CONFLICT (tag, item_id, subject_key) DO UPDATE
@@ -38,6 +38,7 @@ queued AS (
            jsonb_build_object('event_type', mk.subject_kind, 'tag', mk.tag, 'id', mk.item_id,
                               'seen_at', mk.seen_at, 'subject', mk.subject)
     FROM marks AS mk JOIN input AS i USING (tag, item_id, subject_key)
+    WHERE mk.outbox_id IS NOT NULL
     ORDER BY mk.outbox_id
     RETURNING consumer
 ),

@@ -146,32 +146,38 @@ def test_migrated_schema_equals_declared_schema(pg_server_url: str) -> None:
     assert "outbox_id_seq" in {row[0] for row in a["sequences"]}
 
 
+REVISIONS = ["0001_procrastinate", "0002_core", "0003_notify"]
+
+
 def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
+    """Each revision's downgrade restores exactly the schema of the one before, and going
+    up again gives the same schema as the first time."""
+    assert migrate.head_revision() == REVISIONS[-1]
     with scratch_database(pg_server_url) as empty, scratch_database(pg_server_url) as url:
         blank = snapshot_of(empty)
         assert revision_of(url) is None
-
-        migrate.upgrade(url)
-        assert revision_of(url) == migrate.head_revision() == "0002_core"
-        at_head = snapshot_of(url)
-
-        migrate.downgrade(url, "0001_procrastinate")
-        assert revision_of(url) == "0001_procrastinate"
-        procrastinate_only = snapshot_of(url)
-        tables = {row[0] for row in procrastinate_only["relations"]}
+        going_up: list[Snapshot] = []
+        for revision in REVISIONS:
+            migrate.upgrade(url, revision)
+            assert revision_of(url) == revision
+            going_up.append(snapshot_of(url))
+        tables = {row[0] for row in going_up[0]["relations"]}
         assert "procrastinate_jobs" in tables and "outbox" not in tables
+        assert "notifications" in {row[0] for row in going_up[-1]["relations"]}
 
+        for n in range(len(REVISIONS) - 1, 0, -1):
+            migrate.downgrade(url, REVISIONS[n - 1])
+            assert revision_of(url) == REVISIONS[n - 1]
+            assert differences(going_up[n - 1], snapshot_of(url)) == {}, REVISIONS[n - 1]
         migrate.downgrade(url, "base")
         assert revision_of(url) is None
         # Nothing is left behind: the database is as empty as a new one.
         assert differences(blank, snapshot_of(url)) == {}
 
-        migrate.upgrade(url, "0001_procrastinate")
-        assert differences(procrastinate_only, snapshot_of(url)) == {}
         migrate.upgrade(url)
-        assert revision_of(url) == "0002_core"
-        assert differences(at_head, snapshot_of(url)) == {}
-    assert at_head != blank
+        assert revision_of(url) == REVISIONS[-1]
+        assert differences(going_up[-1], snapshot_of(url)) == {}
+    assert going_up[-1] != blank
 
 
 DRIFTS: list[tuple[str, LiteralString, set[str]]] = [

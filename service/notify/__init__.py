@@ -1,0 +1,1 @@
+"""Notifications: events in, notifications per user out through channels."""

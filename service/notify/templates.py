@@ -1,0 +1,171 @@
+"""Notification templates: one TOML file per event type and locale, rendered with Jinja2.
+
+    config/templates/<type>/<locale>.toml
+        [email]  subject, text, html
+        [sms]    text
+        [push]   title, body, data (a table of templated strings)
+        [inbox]  title, body, link
+
+Every string is a template for Jinja2's sandboxed environment with StrictUndefined: the
+event's `data` keys are its variables, plus the reserved `recipient` (id, locale),
+`notification_id`, `event_id` and, in email, `unsubscribe_url`. HTML is autoescaped. Data
+values are only ever substituted, never compiled, so template code sent in an event is
+shown as text. Everything is compiled at start-up; a template that does not compile, or a
+type whose channels lack their template in the default locale, stops the process with
+the file and the reason. The variables each type needs are read off its templates, so
+the API refuses an event whose data lacks one before anything is stored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from service.config import ROOT, Config, ConfigError
+
+TEMPLATES_DIR = ROOT / "config" / "templates"
+
+PARTS: dict[str, tuple[str, ...]] = {
+    "email": ("subject", "text", "html"),
+    "sms": ("text",),
+    "push": ("title", "body", "data"),
+    "inbox": ("title", "body", "link"),
+}
+REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
+    "email": ("subject", "text", "html"),
+    "sms": ("text",),
+    "push": ("title", "body"),
+    "inbox": ("title", "body"),
+}
+RESERVED = frozenset({"recipient", "notification_id", "event_id", "unsubscribe_url"})
+
+_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+
+
+class RenderError(Exception):
+    """A template failed on this notification's data (e.g. an optional variable left out)."""
+
+
+Compiled = dict[str, Template | dict[str, Template]]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTemplates:
+    """The compiled templates of one event type, by locale, then channel kind, then part."""
+
+    type_name: str
+    default_locale: str
+    locales: dict[str, dict[str, Compiled]]
+    # Data keys every event of this type must carry.
+    required_data: frozenset[str] = field(default_factory=frozenset)
+
+    def pick_locale(self, locale: str | None, kind: str) -> str:
+        """The recipient's locale, else its language, else the type's default."""
+        if locale:
+            for candidate in (locale, locale.split("-")[0]):
+                if kind in self.locales.get(candidate, {}):
+                    return candidate
+        return self.default_locale
+
+    def render(self, kind: str, locale: str | None, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The rendered parts of one channel kind: strings, and push `data` as a dict."""
+        chosen = self.pick_locale(locale, kind)
+        parts = self.locales[chosen][kind]
+        try:
+            rendered: dict[str, Any] = {}
+            for part, template in parts.items():
+                if isinstance(template, dict):
+                    rendered[part] = {k: t.render(context) for k, t in template.items()}
+                else:
+                    rendered[part] = template.render(context)
+        except TemplateError as exc:
+            raise RenderError(f"{self.type_name}/{chosen}.toml [{kind}]: {exc}") from None
+        return rendered
+
+
+def _compile(source: Any, where: str, html: bool) -> tuple[Template, set[str]]:
+    if not isinstance(source, str):
+        raise ConfigError(f"{where}: a template must be a string")
+    env = _html_env if html else _text_env
+    try:
+        names = meta.find_undeclared_variables(env.parse(source))
+        return env.from_string(source), names
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        at = f" (line {line})" if line else ""
+        raise ConfigError(f"{where}: does not compile{at}: {exc}") from None
+
+
+def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str]]:
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{rel}: {exc}") from None
+    compiled: dict[str, Compiled] = {}
+    names: set[str] = set()
+    for kind, table in data.items():
+        if kind not in PARTS or not isinstance(table, dict):
+            raise ConfigError(f"{rel}: [{kind}]: expected one of {', '.join(PARTS)}")
+        parts: Compiled = {}
+        for part, source in table.items():
+            where = f"{rel}: [{kind}].{part}"
+            if part not in PARTS[kind]:
+                raise ConfigError(f"{where}: unknown part (a {kind} has {', '.join(PARTS[kind])})")
+            if part == "data":
+                if not isinstance(source, dict):
+                    raise ConfigError(f"{where}: push data must be a table of strings")
+                sub: dict[str, Template] = {}
+                for key, value in source.items():
+                    sub[key], used = _compile(value, f"{where}.{key}", html=False)
+                    names |= used
+                parts[part] = sub
+            else:
+                parts[part], used = _compile(source, where, html=part == "html")
+                names |= used
+        missing = [p for p in REQUIRED_PARTS[kind] if p not in parts]
+        if missing:
+            raise ConfigError(f"{rel}: [{kind}] lacks {', '.join(missing)}")
+        compiled[kind] = parts
+    return compiled, names
+
+
+def load_type(config: Config, type_name: str, directory: Path = TEMPLATES_DIR) -> TypeTemplates:
+    settings = config.event_types[type_name]
+    folder = directory / (settings.templates or type_name)
+    files = sorted(folder.glob("*.toml"))
+    where = f"event_types.{type_name}"
+    if not files:
+        raise ConfigError(f"{where}: no templates in {folder} (want <locale>.toml files)")
+    locales: dict[str, dict[str, Compiled]] = {}
+    names: set[str] = set()
+    for path in files:
+        locales[path.stem], used = _load_file(path, type_name)
+        names |= used
+    if settings.default_locale not in locales:
+        raise ConfigError(
+            f"{where}: no {settings.default_locale}.toml (its default_locale) in {folder}"
+        )
+    kinds = {config.channels[c].kind for c in settings.channels}
+    if settings.escalation is not None:
+        kinds.add(config.channels[settings.escalation.channel].kind)
+    for kind in sorted(kinds):
+        if kind not in locales[settings.default_locale]:
+            raise ConfigError(
+                f"{folder / settings.default_locale}.toml: no [{kind}] section, but the type "
+                f"is sent by {kind}"
+            )
+    required = frozenset(names - RESERVED - set(settings.optional_data))
+    return TypeTemplates(type_name, settings.default_locale, locales, required)
+
+
+def load_templates(config: Config, directory: Path = TEMPLATES_DIR) -> dict[str, TypeTemplates]:
+    """Compile every event type's templates; ConfigError names the file and the reason."""
+    return {name: load_type(config, name, directory) for name in sorted(config.event_types)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -25,6 +26,9 @@ from service.errors import ApiError, api_error
 from service.identity import ANONYMOUS, Authenticator, check_caller
 from service.messages import ErrorBody, Health, SeenBatchResult, SeenItem, SeenRequest, SeenResult
 from service.migrate import head_revision
+from service.notify.catalog import sync_catalog
+from service.notify.routes import ROUTES as NOTIFY_ROUTES
+from service.notify.templates import load_templates
 from service.sql import q
 from service.store import GroupCommitter, MarkRow, MarkWriter, StorageUnavailable
 
@@ -54,6 +58,9 @@ class State:
         self.auth = Authenticator(config.identity, config.environment)
         self.committer = writer
         self.head = head_revision()
+        # Compiled at start-up: a broken template stops the process, naming the file.
+        self.templates = load_templates(config)
+        self.background: set[asyncio.Task[None]] = set()
 
     def unavailable(self) -> ApiError:
         # A new error each time: raising one shared instance would chain every request's
@@ -275,6 +282,33 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(api_error("internal_error"))
 
 
+async def _sync_catalog_soon(state: State) -> None:
+    """Mirror the event types into the database; if it is down, keep trying in the
+    background (the events endpoint answers 503 until the database is back anyway)."""
+    try:
+        async with state.pool.connection(
+            timeout=state.config.database.connect_timeout.total_seconds()
+        ) as conn:
+            await sync_catalog(conn, state.config, state.templates)
+    except (PoolTimeout, psycopg.Error) as exc:
+        log.warning("could not sync the notification catalog yet (%s); retrying", exc)
+        task = asyncio.create_task(_sync_catalog_later(state))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+
+async def _sync_catalog_later(state: State) -> None:
+    while True:
+        await asyncio.sleep(state.config.api.retry_after_s)
+        try:
+            async with state.pool.connection() as conn:
+                await sync_catalog(conn, state.config, state.templates)
+        except (PoolTimeout, psycopg.Error):
+            continue
+        log.info("notification catalog synced")
+        return
+
+
 WriterFactory = Callable[[AsyncConnectionPool, Config], MarkWriter]
 
 
@@ -295,9 +329,13 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         app.state.mn = State(cfg, pool, writer(pool, cfg))
         # The API starts even with the database down: it answers 503 until it is back.
         await pool.open(wait=False)
+        if cfg.event_types:
+            await _sync_catalog_soon(app.state.mn)
         try:
             yield
         finally:
+            for task in app.state.mn.background:
+                task.cancel()
             await app.state.mn.committer.close()
             await pool.close()
 
@@ -306,6 +344,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *NOTIFY_ROUTES,
     ]
     handlers: dict[Any, Any] = {
         ApiError: on_api_error,

@@ -53,7 +53,20 @@ def test_example_config_loads() -> None:
     assert config.database.pool_max == 16
     assert config.api.max_batch == 100
     # Consumer/tag routing.
-    assert set(config.tags) == {"promotions", "personal-goals", "cashback-offers", "fs-banners"}
+    assert set(config.tags) == {
+        "promotions",
+        "personal-goals",
+        "cashback-offers",
+        "fs-banners",
+        "notifications",
+    }
+    assert config.tags["notifications"].consumer is None
+    assert set(config.event_types) == {
+        "new_episode",
+        "registration_confirmation",
+        "payment_receipt",
+        "comment_likes",
+    }
     for name, tag in config.tags.items():
         assert isinstance(tag, Tag)
         assert tag.consumer in config.consumers, name

@@ -58,3 +58,68 @@ SELECT id FROM outbox WHERE status = 'pending' AND payload->>'id' LIKE %(prefix)
 -- returns: one row (delivered bigint)
 -- purpose: progress of a timed run: delivered rows in the round's id range.
 SELECT count(*) FROM outbox WHERE id BETWEEN %(lo)s AND %(hi)s AND status = 'delivered';
+
+-- name: fanout_seed_users
+-- returns: nothing
+-- purpose: bench/fanout.py's audience: `users` users with ids u0000001..., 90 % with an
+--   email, half with a phone, 60 % with one push device; 5 % with preferences (some
+--   muted, some with content email off, some with quiet hours on push), so the fan-out
+--   applies every rule it has on a realistic mix.
+WITH seeded AS (
+    INSERT INTO users (id, email, phone, locale, timezone)
+    SELECT 'u' || lpad(n::text, 7, '0'),
+           CASE WHEN n %% 10 <> 0 THEN 'u' || n || '@example.test' END,
+           CASE WHEN n %% 2 = 0 THEN '+1555' || lpad(n::text, 7, '0') END,
+           CASE WHEN n %% 3 = 0 THEN 'ru' ELSE 'en' END,
+           CASE WHEN n %% 4 = 0 THEN 'Europe/Moscow' END
+    FROM generate_series(1, %(users)s) AS n
+    RETURNING id
+),
+devices AS (
+    INSERT INTO push_devices (user_id, token, platform)
+    SELECT id, 'tok-' || id, 'android' FROM seeded WHERE right(id, 1) IN ('0', '1', '2', '3', '4', '5')
+)
+INSERT INTO preferences (user_id, muted, channels, quiet_hours)
+SELECT id, right(id, 2) = '07',
+       CASE WHEN right(id, 2) = '17' THEN '{"content": {"email": false}}'::jsonb ELSE '{}' END,
+       CASE WHEN right(id, 2) = '27'
+            THEN '{"push": {"start": "00:00", "end": "23:59"}}'::jsonb ELSE '{}' END
+FROM seeded WHERE right(id, 2) IN ('07', '17', '27', '37', '47');
+
+-- name: fanout_create_database_from
+-- returns: nothing
+-- purpose: a copy of the seeded template database for one run ({name}, {template}).
+CREATE DATABASE {name} TEMPLATE {template};
+
+-- name: fanout_counts
+-- returns: one row (notifications bigint, outbox bigint)
+-- purpose: what a run materialized.
+SELECT (SELECT count(*) FROM notifications) AS notifications,
+       (SELECT count(*) FROM outbox) AS outbox;
+
+-- name: naive_user_facts
+-- returns: one row (email text, phone text, devices bigint, muted boolean, channels jsonb,
+--   quiet_hours jsonb), or none for an unknown user
+-- purpose: the per-user baseline reads one recipient's contacts and preferences.
+SELECT u.email, u.phone, (SELECT count(*) FROM push_devices AS d WHERE d.user_id = u.id),
+       coalesce(p.muted, false), coalesce(p.channels, '{}'), coalesce(p.quiet_hours, '{}')
+FROM users AS u LEFT JOIN preferences AS p ON p.user_id = u.id
+WHERE u.id = %(user_id)s;
+
+-- name: naive_insert_notification
+-- returns: one row (id bigint)
+-- purpose: the per-user baseline: one notification per statement.
+INSERT INTO notifications (event_id, user_id, type, category, suppressed)
+VALUES (%(event_id)s, %(user_id)s, %(type)s, %(category)s, %(suppressed)s::jsonb)
+RETURNING id;
+
+-- name: naive_insert_delivery
+-- returns: nothing
+-- purpose: the per-user baseline: one outbox row per statement.
+INSERT INTO outbox (kind, consumer, ordering_key, payload, notification_id)
+VALUES ('notification', %(channel)s, %(user_id)s, '{}', %(notification_id)s);
+
+-- name: naive_user_ids
+-- returns: rows (id text): the first `limit` users in id order
+-- purpose: the per-user baseline's audience.
+SELECT id FROM users ORDER BY id LIMIT %(limit)s;

@@ -367,6 +367,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                         )
             if channel.timeout <= timedelta(0):
                 raise ValueError(f"{where}.timeout: must be positive")
+            if channel.ordered:
+                raise ValueError(f"{where}.ordered: only seen consumers can be ordered")
         for name, category in self.categories.items():
             for channel_name in category.defaults:
                 if channel_name not in self.channels:

@@ -102,6 +102,9 @@ def main() -> int:
             "5",
         ],
         "dispatcher": [python, "-m", "dispatcher.main"],
+        # Local stand-ins for SMTP, SMS/push providers and seen consumers, so the example
+        # configuration delivers somewhere (service/devpeers.py).
+        "peers": [python, "-m", "service.devpeers"],
     }
     children: list[Child] = []
     stopping = False
@@ -122,6 +125,7 @@ def main() -> int:
     _say(f"API        {base_url}  (workers: {workers})")
     _say(f"OpenAPI    {base_url}/openapi.json")
     _say(f"health     {base_url}/healthz  {base_url}/readyz")
+    _say("peers      SMTP 127.0.0.1:8025, providers and consumers http://127.0.0.1:8001")
     _say("Ctrl-C stops everything")
 
     exit_code = 0

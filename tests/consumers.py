@@ -196,7 +196,9 @@ def dispatch_config(
     """The test config with only these consumers, and the standard tags that map to them."""
     data = config_data(db_url, consumers=consumers, **overrides)
     data["tags"] = {
-        name: tag for name, tag in data["tags"].items() if tag["consumer"] in consumers
+        name: tag
+        for name, tag in data["tags"].items()
+        if "consumer" not in tag or tag["consumer"] in consumers
     } | (tags or {})
     return parse_config(data, "test-config")
 

@@ -15,6 +15,10 @@ DROP TABLE IF EXISTS notify_categories;
 DROP TABLE IF EXISTS notify_channels;
 DROP TABLE IF EXISTS api_keys;
 ALTER TABLE delivery_attempts DROP COLUMN provider;
+DROP INDEX outbox_ordering_idx;
+CREATE INDEX outbox_ordering_idx ON outbox (consumer, ordering_key, id) WHERE status = 'pending';
+ALTER TABLE outbox ALTER COLUMN event_id SET DEFAULT gen_random_uuid();
+DROP FUNCTION uuid_v7();
 -- Notification rows cannot exist under 0002's schema.
 DELETE FROM outbox WHERE kind = 'notification';
 DROP INDEX IF EXISTS outbox_notification_idx;

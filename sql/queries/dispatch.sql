@@ -29,15 +29,17 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 -- purpose: claim_outbox for an ordered consumer: only the head (lowest pending id) of each
 --   ordering key, and only while no other row of that key is leased, so one subject's rows
 --   go one at a time in id order (the next waits until the previous is delivered or dead)
---   while different subjects go in parallel. The conditions on `o` sit in the locking
+--   while different subjects go in parallel (only seen consumers are ordered: kind =
+--   'seen' lets it use outbox_ordering_idx). The conditions on `o` sit in the locking
 --   query so that a row another dispatcher claimed meanwhile is re-checked and skipped.
 WITH due AS (
     SELECT o.id FROM outbox AS o
     WHERE o.consumer = %(consumer)s AND o.status = 'pending' AND o.next_attempt_at <= now()
+      AND o.kind = 'seen'
       AND NOT EXISTS (
           SELECT 1 FROM outbox AS p
           WHERE p.consumer = o.consumer AND p.ordering_key = o.ordering_key
-            AND p.status = 'pending' AND p.id <> o.id
+            AND p.status = 'pending' AND p.kind = 'seen' AND p.id <> o.id
             AND (p.id < o.id OR p.claimed_until > now())
       )
     ORDER BY o.next_attempt_at

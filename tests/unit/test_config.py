@@ -191,6 +191,43 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert f"line {text.count(chr(10))}" in message
 
 
+NOTIFY = (
+    MINIMAL
+    + """
+[tags.notifications]
+event_type = "client"
+remember_for = "P365D"
+
+[channels.push]
+kind = "push"
+transport = "provider"
+providers = [{ name = "p1", url = "http://127.0.0.1:8001/p1", secret = "whsec_c2VjcmV0" }]
+
+[channels.sms]
+kind = "sms"
+transport = "provider"
+providers = [{ name = "s1", url = "http://127.0.0.1:8001/s1", secret = "whsec_c2VjcmV0" }]
+
+[categories.content]
+defaults = { push = true }
+
+[event_types.new_episode]
+category = "content"
+channels = ["push"]
+escalation = { channel = "sms", after = "PT10M" }
+"""
+)
+
+
+def test_a_notification_config_parses() -> None:
+    import tomllib
+
+    config = parse_config(tomllib.loads(NOTIFY), "x")
+    assert config.channels["push"].providers[0].name == "p1"
+    escalation = config.event_types["new_episode"].escalation
+    assert escalation is not None and escalation.after == timedelta(minutes=10)
+
+
 # (text appended to MINIMAL or replacing it, expected fragments: the key and the reason)
 BAD_FILES: list[tuple[str, str, list[str]]] = [
     (
@@ -275,6 +312,70 @@ BAD_FILES: list[tuple[str, str, list[str]]] = [
         "unsupported algorithm",
         MINIMAL + "\n[identity.jwt]\naudience = 'a'\nissuer = 'i'\nalgorithms = ['none']\n",
         ["'none'", "$.identity.jwt.algorithms"],
+    ),
+    (
+        "channel kind and transport disagree",
+        NOTIFY.replace('kind = "push"', 'kind = "email"'),
+        ["channels.push.transport", "email channel uses 'smtp'"],
+    ),
+    (
+        "provider channel without providers",
+        NOTIFY.replace(
+            'providers = [{ name = "p1", url = "http://127.0.0.1:8001/p1", '
+            'secret = "whsec_c2VjcmV0" }]',
+            "providers = []",
+        ),
+        ["channels.push.providers", "at least one provider"],
+    ),
+    (
+        "provider secret",
+        NOTIFY.replace(
+            '"p1", url = "http://127.0.0.1:8001/p1", secret = "whsec_c2VjcmV0"',
+            '"p1", url = "http://127.0.0.1:8001/p1", secret = "plain"',
+        ),
+        ["channels.push.providers[0].secret", "whsec_"],
+    ),
+    (
+        "ordered channel",
+        NOTIFY.replace('kind = "push"', 'kind = "push"\nordered = true'),
+        ["channels.push.ordered", "only seen consumers"],
+    ),
+    (
+        "unknown category",
+        NOTIFY.replace('category = "content"', 'category = "news"'),
+        ["event_types.new_episode.category", "no category named 'news'"],
+    ),
+    (
+        "unknown channel in a type",
+        NOTIFY.replace('channels = ["push"]', 'channels = ["push", "fax"]'),
+        ["event_types.new_episode.channels", "no channel named 'fax'"],
+    ),
+    (
+        "escalation to one of the type's channels",
+        NOTIFY.replace('channel = "sms"', 'channel = "push"'),
+        ["event_types.new_episode.escalation.channel", "already one of"],
+    ),
+    (
+        "unknown channel in category defaults",
+        NOTIFY.replace("defaults = { push = true }", "defaults = { fax = true }"),
+        ["categories.content.defaults", "no channel named 'fax'"],
+    ),
+    (
+        "seen tag missing",
+        NOTIFY.replace("[tags.notifications]", "[tags.other]"),
+        ["notify.seen_tag", "must be a configured tag"],
+    ),
+    (
+        "channel named like a consumer",
+        NOTIFY.replace("[channels.sms]", "[channels.promotions]").replace(
+            'channel = "sms"', 'channel = "promotions"'
+        ),
+        ["channels.promotions", "a consumer has the same name"],
+    ),
+    (
+        "bad priority",
+        NOTIFY.replace('category = "content"', 'category = "content"\npriority = "urgent"'),
+        ["'urgent'", "$.event_types.new_episode.priority"],
     ),
 ]
 

@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
+from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
 from dispatcher.transport import Delivery, Outcome, Transport
@@ -65,8 +66,6 @@ HOT_POLL_S = 0.02
 PURGE_TASK = "maintenance.purge_expired_seen_marks"
 PURGE_CRON = "*/10 * * * *"
 COMPLETE_TRIES = 3
-# The most devices a push is sent to in one attempt (dispatcher/provider_transport.py).
-PUSH_DEVICES_MAX = 5
 
 
 def default_name() -> str:
@@ -90,10 +89,11 @@ def lease_for(
     rounds = math.ceil(consumer.batch_size / consumer.concurrency)
     # A provider channel may try each of its providers (failover) within one attempt, and
     # push sends to each of a user's devices.
-    tries = 1
+    tries, timeout = 1, consumer.timeout
     if isinstance(consumer, Channel) and consumer.providers:
         tries = len(consumer.providers) * (PUSH_DEVICES_MAX if consumer.kind == "push" else 1)
-    worst = (rounds + 1) * tries * consumer.timeout.total_seconds()
+        timeout = max(p.timeout or consumer.timeout for p in consumer.providers)
+    worst = (rounds + 1) * tries * timeout.total_seconds()
     return max(settings.lease.total_seconds(), worst)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from dispatcher import contracts
 from dispatcher.breaker import CircuitBreaker
+from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import (
     backoff_bound,
@@ -18,7 +19,7 @@ from dispatcher.retry import (
     trim_error,
 )
 from dispatcher.worker import lease_for
-from service.config import Backoff, Breaker, Consumer, DispatcherSettings
+from service.config import Backoff, Breaker, Channel, Consumer, DispatcherSettings, Provider
 
 BACKOFF = Backoff(initial=timedelta(seconds=1), factor=2.0, cap=timedelta(seconds=30))
 
@@ -154,6 +155,35 @@ def test_lease_covers_a_batch_worst_case() -> None:
         transport="kafka", timeout=timedelta(seconds=10), batch_size=500, concurrency=16
     )
     assert lease_for(slow, settings) == (32 + 1) * 10
+
+
+def test_a_provider_channels_lease_covers_failover_and_the_slowest_provider() -> None:
+    settings = DispatcherSettings(lease=timedelta(seconds=1))
+    providers = [
+        Provider(name="a", url="http://127.0.0.1:1/a", secret="whsec_eA=="),
+        Provider(
+            name="b", url="http://127.0.0.1:1/b", secret="whsec_eA==", timeout=timedelta(seconds=9)
+        ),
+    ]
+    sms = Channel(
+        kind="sms",
+        transport="provider",
+        providers=providers,
+        timeout=timedelta(seconds=2),
+        batch_size=100,
+        concurrency=100,
+    )
+    # 1 round + 1 of margin, each trying both providers, bounded by the slower one's 9 s.
+    assert lease_for(sms, settings) == 2 * 2 * 9
+    push = Channel(
+        kind="push",
+        transport="provider",
+        providers=providers,
+        timeout=timedelta(seconds=2),
+        batch_size=100,
+        concurrency=100,
+    )
+    assert lease_for(push, settings) == 2 * 2 * PUSH_DEVICES_MAX * 9
 
 
 def test_the_committed_consumer_contract_is_current() -> None:

@@ -110,7 +110,7 @@ def naive(url: str, users: int) -> float:
         for n, user_id in enumerate(ids, 1):
             facts = conn.execute(bq("naive_user_facts"), {"user_id": user_id}).fetchone()
             assert facts is not None
-            email, phone, devices, muted, channels, _quiet = facts
+            email, _phone, devices, muted, channels, _quiet = facts
             suppressed: dict[str, str] = {}
             owed = []
             for channel in CHANNELS:
@@ -185,8 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     med = sorted(seconds)[len(seconds) // 2]
     ratio = sorted(rates)[len(rates) // 2] / sorted(naive_rates)[len(naive_rates) // 2]
-    print(f"set-based: {args.users:,} users materialized in {med:.1f} s (median); "
-          f"{ratio:.1f}x the naive per-user rate")
+    print(
+        f"set-based: {args.users:,} users materialized in {med:.1f} s (median); "
+        f"{ratio:.1f}x the naive per-user rate"
+    )
 
 
 if __name__ == "__main__":

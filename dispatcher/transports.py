@@ -47,7 +47,9 @@ def channel_transports(
     if smtp := by_transport.get("smtp"):
         from dispatcher.smtp_transport import SmtpTransport
 
-        shared: Transport = SmtpTransport(smtp, config.notify, compiled)
+        shared: Transport = SmtpTransport(
+            smtp, config.notify, compiled, environment=config.environment
+        )
         transports |= dict.fromkeys(smtp, shared)
     if providers := by_transport.get("provider"):
         from dispatcher.provider_transport import ProviderTransport

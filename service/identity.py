@@ -6,6 +6,11 @@ Two sources, tried in order:
 2. Identity headers from a trusted gateway, only when enabled and only from
    `trusted_peers`: anyone else could set these headers themselves.
 With neither, the caller is anonymous.
+
+Producer services use API keys instead (`mn_<prefix>_<secret>`, service/notify/apikeys.py),
+on their own endpoints only. A key is told from a JWT by its format alone, so a user
+endpoint refuses one clearly (`client_identity_required`) rather than as a bad JWT, and
+a service endpoint refuses a JWT as `service_key_required`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Sub
 TOKEN_CACHE_SIZE = 50_000
 DEV_SECRET_PREFIX = "dev-"  # noqa: S105 (a marker that refuses dev secrets, not a secret)
 
+# API keys: "mn_" + 8 hex characters (the public prefix that finds the key's row) + "_" +
+# 43 base64url characters (256 random bits). A JWT always starts with "eyJ" (its header
+# is a base64 JSON object), so the two never look alike.
+API_KEY_PREFIX = "mn_"
+API_KEY_ID_LENGTH = 8
+API_KEY_SECRET_LENGTH = 43
+API_KEY_LENGTH = len(API_KEY_PREFIX) + API_KEY_ID_LENGTH + 1 + API_KEY_SECRET_LENGTH
+_HEX = frozenset("0123456789abcdef")
+_BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -45,6 +60,24 @@ def caller_for(subject: Subject) -> Caller:
     if isinstance(subject, DriverSubject):
         return Caller("driver", subject, f"driver:{subject.db_id}:{subject.uuid}")
     return ANONYMOUS
+
+
+def looks_like_api_key(token: str) -> bool:
+    """Whether a bearer token is meant as a service API key (well-formed or not)."""
+    return token.startswith(API_KEY_PREFIX)
+
+
+def split_api_key(token: str) -> str | None:
+    """The public prefix of a well-formed API key, or None."""
+    if len(token) != API_KEY_LENGTH or not token.startswith(API_KEY_PREFIX):
+        return None
+    start = len(API_KEY_PREFIX)
+    prefix = token[start : start + API_KEY_ID_LENGTH]
+    separator = token[start + API_KEY_ID_LENGTH]
+    secret = token[start + API_KEY_ID_LENGTH + 1 :]
+    if separator != "_" or not set(prefix) <= _HEX or not set(secret) <= _BASE64URL:
+        return None
+    return prefix
 
 
 def _nonempty(value: Any) -> str | None:
@@ -134,6 +167,12 @@ class Authenticator:
             if now <= expires:
                 return caller
             del self._cache[token]
+        # Only reached on a cache miss, so the hot path never pays for this check.
+        if looks_like_api_key(token):
+            raise api_error(
+                "client_identity_required",
+                "This endpoint takes a user's token; a service API key is not accepted here.",
+            )
         subject, expires = self._verify(token)
         caller = caller_for(subject)
         if len(self._cache) >= TOKEN_CACHE_SIZE:

@@ -206,6 +206,9 @@ def dispatch_config(
 def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """Enough TOML for a test config: scalars, lists of scalars and nested tables."""
 
+    def key(k: str) -> str:
+        return k if all(c.isalnum() or c in "_-" for c in k) else msgspec.json.encode(k).decode()
+
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -215,12 +218,13 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
             return msgspec.json.encode(v).decode()
         if isinstance(v, list):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):  # inside a list: an inline table
+            return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
         raise TypeError(f"cannot write {v!r} as TOML")
 
     scalars = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
     for k, v in data.items():
         if isinstance(v, dict):
-            key = k if all(c.isalnum() or c in "_-" for c in k) else msgspec.json.encode(k).decode()
-            text += to_toml(v, f"{prefix}.{key}" if prefix else key)
+            text += to_toml(v, f"{prefix}.{key(k)}" if prefix else key(k))
     return text

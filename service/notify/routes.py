@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from service.notify.events import ROUTES as EVENT_ROUTES
+from service.notify.inbox import ROUTES as INBOX_ROUTES
+from service.notify.preferences import ROUTES as PREFERENCE_ROUTES
 from service.notify.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
+from service.notify.users import ROUTES as USER_ROUTES
 
-ROUTES: list[BaseRoute] = [*UNSUBSCRIBE_ROUTES]
+ROUTES: list[BaseRoute] = [
+    *UNSUBSCRIBE_ROUTES,
+    *EVENT_ROUTES,
+    *USER_ROUTES,
+    *PREFERENCE_ROUTES,
+    *INBOX_ROUTES,
+]

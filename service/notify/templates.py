@@ -162,6 +162,12 @@ def load_type(config: Config, type_name: str, directory: Path = TEMPLATES_DIR) -
                 f"{folder / settings.default_locale}.toml: no [{kind}] section, but the type "
                 f"is sent by {kind}"
             )
+    if "unsubscribe_url" in names and config.categories[settings.category].transactional:
+        # Transactional mail has no unsubscribe link to give (it cannot be switched off).
+        raise ConfigError(
+            f"{folder}: uses unsubscribe_url, but category {settings.category!r} is "
+            "transactional and cannot be unsubscribed from"
+        )
     required = frozenset(names - RESERVED - set(settings.optional_data))
     return TypeTemplates(type_name, settings.default_locale, locales, required)
 

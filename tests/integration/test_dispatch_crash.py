@@ -48,7 +48,7 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
         # batch 8 / concurrency 4 = 2 rounds of 1 s, plus 1 s: the lease stays at 3 s.
         dispatcher = {"lease": LEASE_S, "sweep_interval": 0.5}
         data = config_data(db_url, consumers=consumers, dispatcher=dispatcher)
-        data["tags"] = {"promotions": data["tags"]["promotions"]}
+        data["tags"] = {k: data["tags"][k] for k in ("promotions", "notifications")}
         config_file = tmp_path / "dispatcher.toml"
         config_file.write_text(to_toml(data))
         await add_marks(

@@ -167,8 +167,10 @@ async def test_rows_of_disabled_and_unknown_consumers_wait_and_are_reported(
         async with running(config, db_url):
 
             async def reported() -> bool:
+                # The notification channels of the test config report too; not asked here.
                 cur = await db.execute(
-                    "SELECT consumer, status, waiting FROM consumer_state ORDER BY consumer"
+                    "SELECT consumer, status, waiting FROM consumer_state"
+                    " WHERE consumer NOT IN ('email', 'sms', 'push', 'inbox') ORDER BY consumer"
                 )
                 return await cur.fetchall() == [
                     ("goals", "disabled", 1),

@@ -93,6 +93,7 @@ def make_config(db_url: str, broker: TansuBroker) -> Config:
         "promotions": {"consumer": CONSUMER, "event_type": "client", "remember_for": 3600},
         "personal-goals": {"consumer": CONSUMER, "event_type": "driver", "remember_for": 3600},
         "banners": {"consumer": CONSUMER, "event_type": "anonymous", "remember_for": 3600},
+        "notifications": {"event_type": "client", "remember_for": 3600},
     }
     return parse_config(data, "kafka-outage-test")
 

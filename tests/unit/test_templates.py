@@ -115,3 +115,14 @@ def test_optional_data_is_not_required(tmp_path: Path) -> None:
     compiled = load_type(cfg, "new_episode", tmp_path)
     assert compiled.required_data == {"series"}
     assert compiled.render("push", "en", {"series": "S"}) == {"title": "S", "body": ""}
+
+
+def test_a_transactional_type_cannot_offer_an_unsubscribe_link(tmp_path: Path) -> None:
+    write(
+        tmp_path / "receipt",
+        "en.toml",
+        '[email]\nsubject = "s"\ntext = "{{ unsubscribe_url }}"\nhtml = "h"\n',
+    )
+    cfg = config(receipt={"category": "billing", "channels": ["email"]})
+    with pytest.raises(ConfigError, match="transactional and cannot be unsubscribed"):
+        load_type(cfg, "receipt", tmp_path)

@@ -1,0 +1,308 @@
+"""API keys of producer services: minting, verifying, and the `bin/apikey` command.
+
+    bin/apikey create billing --scope events:write --scope users:write
+    KEY=$(bin/apikey create demo --scope events:write --quiet)
+    bin/apikey list
+    bin/apikey revoke 1a2b3c4d
+
+A key is `mn_<8 hex: prefix>_<43 base64url: 256 random bits>`. It is shown once; the
+table keeps its prefix (which finds the row and names the key in lists) and the SHA-256 of
+the whole key. A fast hash is enough here: slow hashes protect guessable passwords, and
+256 random bits cannot be guessed, so only a brute force of the hash itself remains, which
+SHA-256 resists as well as any password hash.
+
+Scopes: `events:write` (post events, read their status), `users:write` (recipients,
+topics, preferences), `users:read`. A key belongs to a `producer`: events' idempotency
+keys are unique per producer, and a producer sees only its own events, so a rotated key
+(new key, same producer) keeps both.
+
+Verification finds the row by prefix, compares hashes in constant time and refuses
+revoked keys. A verified key is remembered per process for CACHE_TTL_S seconds, so a
+revoked key is refused by every API process within that time, and a busy producer costs
+one lookup per key, process and period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sys
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from service import migrate
+from service.config import ConfigError, load_config
+from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, resolve_url
+from service.errors import api_error
+from service.identity import (
+    API_KEY_ID_LENGTH,
+    API_KEY_PREFIX,
+    looks_like_api_key,
+    split_api_key,
+)
+from service.notify.http import state_of
+from service.sql import q
+
+if TYPE_CHECKING:
+    from service.app import State
+
+Scope = Literal["events:write", "users:write", "users:read"]
+SCOPES: tuple[Scope, ...] = ("events:write", "users:write", "users:read")
+PRODUCER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+CACHE_TTL_S = 5.0
+CACHE_SIZE = 10_000
+# last_used_at is a hint for ops ("is this key still in use?"), not an audit log.
+TOUCH_AFTER_S = 60.0
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A new key and its prefix."""
+    prefix = secrets.token_hex(API_KEY_ID_LENGTH // 2)
+    return f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: str
+    prefix: str
+    producer: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    prefix: str
+    producer: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def create_key(conn: psycopg.Connection[Any], producer: str, scopes: Sequence[str]) -> CreatedKey:
+    if not PRODUCER.fullmatch(producer):
+        raise ValueError("a producer name is 1-64 of a-z 0-9 _ . -, starting with a-z or 0-9")
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}")
+    wanted = tuple(s for s in SCOPES if s in scopes)
+    for _ in range(5):
+        key, prefix = generate_key()
+        params = {
+            "producer": producer,
+            "prefix": prefix,
+            "secret_hash": hash_key(key),
+            "scopes": list(wanted),
+        }
+        try:
+            with conn.transaction():
+                conn.execute(q("insert_api_key"), params)
+        except psycopg.errors.UniqueViolation:
+            # Two keys with one 32-bit prefix: rare, and a new draw fixes it.
+            continue
+        return CreatedKey(key, prefix, producer, wanted)
+    raise RuntimeError("could not draw an unused key prefix")
+
+
+def list_keys(conn: psycopg.Connection[Any]) -> list[KeyInfo]:
+    rows = conn.execute(q("list_api_keys")).fetchall()
+    return [KeyInfo(r[0], r[1], tuple(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def revoke_key(conn: psycopg.Connection[Any], prefix: str) -> datetime | None:
+    """When the key was revoked (now, or earlier if it already was); None if unknown."""
+    with conn.transaction():
+        row = conn.execute(q("revoke_api_key"), {"prefix": prefix}).fetchone()
+    return row[1] if row else None
+
+
+# -- verification --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCaller:
+    key_id: str
+    prefix: str
+    producer: str
+    scopes: frozenset[str]
+
+
+class KeyVerifier:
+    """Verified keys, remembered for `ttl_s` (see the module docstring)."""
+
+    def __init__(self, ttl_s: float = CACHE_TTL_S, size: int = CACHE_SIZE) -> None:
+        self.ttl_s = ttl_s
+        self._size = size
+        # Keyed by the key's hash: the cache never holds a key itself.
+        self._cache: dict[bytes, tuple[ServiceCaller, float]] = {}
+
+    async def verify(self, pool: AsyncConnectionPool, key: str) -> ServiceCaller:
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            del self._cache[digest]
+        prefix = split_api_key(key)
+        if prefix is None:
+            raise api_error("invalid_api_key", "The API key is malformed.")
+        async with pool.connection() as conn:
+            cur = await conn.execute(q("find_api_key"), {"prefix": prefix})
+            row = await cur.fetchone()
+            # The comparison runs even for an unknown prefix, so timing does not tell
+            # whether a prefix exists.
+            stored = bytes(row[2]) if row else b"\0" * len(digest)
+            if not hmac.compare_digest(stored, digest) or row is None:
+                raise api_error("invalid_api_key", "Unknown API key.")
+            key_id, producer, _, scopes, revoked_at, last_used_at = row
+            if revoked_at is not None:
+                raise api_error("invalid_api_key", "This API key has been revoked.")
+            if last_used_at is None or time.time() - last_used_at.timestamp() > TOUCH_AFTER_S:
+                await conn.execute(q("touch_api_key"), {"id": key_id})
+        caller = ServiceCaller(str(key_id), prefix, producer, frozenset(scopes))
+        if len(self._cache) >= self._size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[digest] = (caller, now + self.ttl_s)
+        return caller
+
+
+# One per State (per app lifespan); service.app's State is not this module's to extend.
+_verifiers: weakref.WeakKeyDictionary[State, KeyVerifier] = weakref.WeakKeyDictionary()
+
+
+def verifier_for(state: State) -> KeyVerifier:
+    verifier = _verifiers.get(state)
+    if verifier is None:
+        verifier = _verifiers[state] = KeyVerifier()
+    return verifier
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and token.startswith("eyJ")
+
+
+async def require_scope(request: Request, scope: Scope) -> ServiceCaller:
+    """The producer service calling, holding `scope`; otherwise a 401 or 403."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        raise api_error(
+            "invalid_api_key", "Send 'Authorization: Bearer <API key>'.", www_authenticate="Bearer"
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise api_error("invalid_api_key", "Authorization must be 'Bearer <API key>'.")
+    if not looks_like_api_key(token):
+        if _looks_like_jwt(token):
+            raise api_error("service_key_required")
+        raise api_error("invalid_api_key", "The API key is malformed.")
+    state = state_of(request)
+    caller = await verifier_for(state).verify(state.pool, token)
+    if scope not in caller.scopes:
+        raise api_error(
+            "insufficient_scope",
+            f"This endpoint needs scope {scope!r}; the key has {', '.join(sorted(caller.scopes))}.",
+        )
+    return caller
+
+
+# -- bin/apikey ----------------------------------------------------------------------------
+
+
+def _database_url() -> str:
+    """The database bin/dev uses: DATABASE_URL, else the config's, else the embedded one
+    (migrated, as bin/dev would, so a fresh checkout can mint a key first)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    try:
+        settings = load_config().database
+    except ConfigError as exc:
+        raise SystemExit(f"apikey: no DATABASE_URL and no usable config: {exc}") from None
+    if settings.url:
+        return settings.url
+    url = resolve_url(settings, Path(os.environ.get("MARK_NOTIFY_DATA_DIR", DEV_DATA_DIR)))
+    migrate.upgrade(url)
+    return url
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bin/apikey",
+        description="Create, list and revoke producer API keys.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[1] if __doc__ else None,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="mint a key (shown once)")
+    create.add_argument("producer", help="the producer service's name, e.g. billing")
+    create.add_argument("--scope", action="append", choices=SCOPES, required=True)
+    create.add_argument("--quiet", action="store_true", help="print only the key")
+    commands.add_parser("list", help="every key, by prefix")
+    revoke = commands.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("prefix", help="the 8 characters after 'mn_'")
+    args = parser.parse_args(argv)
+    with psycopg.connect(_database_url(), autocommit=True, options=CONNECTION_OPTIONS) as conn:
+        if args.command == "create":
+            try:
+                created = create_key(conn, args.producer, args.scope)
+            except ValueError as exc:
+                parser.error(str(exc))
+            print(created.key)
+            if not args.quiet:
+                print(
+                    f"API key {created.prefix} for producer {created.producer!r}, scopes "
+                    f"{', '.join(created.scopes)}. It is shown only this once: keep it in the "
+                    f"producer's secret store. Revoke with: bin/apikey revoke {created.prefix}",
+                    file=sys.stderr,
+                )
+        elif args.command == "list":
+            rows = [("PREFIX", "PRODUCER", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
+            rows += [
+                (
+                    k.prefix,
+                    k.producer,
+                    ",".join(k.scopes),
+                    _when(k.created_at),
+                    _when(k.last_used_at),
+                    _when(k.revoked_at),
+                )
+                for k in list_keys(conn)
+            ]
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            for r in rows:
+                print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        else:
+            prefix = args.prefix.removeprefix(API_KEY_PREFIX).split("_")[0]
+            revoked = revoke_key(conn, prefix)
+            if revoked is None:
+                print(f"apikey: no key with prefix {prefix!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {prefix} (at {_when(revoked)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

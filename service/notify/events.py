@@ -1,0 +1,222 @@
+"""Event intake and status, for producer services (scope `events:write`).
+
+- `POST /v1/events` takes `{type, idempotency_key, recipients, data, send_at?}`, checks
+  everything before writing anything, then stores and fans the event out through the
+  same SQL function producers sharing the database call (notify_event()). A new event is
+  **202** `{id, status, created: true}`; a repeat of the producer's idempotency key is
+  **200** with the first event's id and status and `created: false`, and writes nothing,
+  whatever else the repeat carries.
+- `GET /v1/events/{id}`: the event and its deliveries counted per channel and state.
+- `GET /v1/notifications/{id}`: one notification, per channel.
+Both read only the calling producer's events; anyone else's are 404.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from service.errors import api_error
+from service.notify.apikeys import require_scope
+from service.notify.http import json_response, read_json, state_of
+from service.notify.messages import (
+    ChannelCounts,
+    ChannelDelivery,
+    EventAccepted,
+    EventRequest,
+    EventStatus,
+    NotificationStatus,
+    RecipientCounts,
+)
+from service.notify.users import check_time_zones
+from service.sql import q
+
+# Beyond data and the recipient list, an event body is a few short fields; an inline
+# user is at most ~600 bytes of JSON. Bodies larger than this cannot be valid.
+BODY_OVERHEAD_BYTES = 16 * 1024
+BYTES_PER_RECIPIENT = 640
+# A body error about these fields gets the field's own code.
+FIELD_CODES = {
+    "$.type": "unknown_event_type",
+    "$.idempotency_key": "invalid_idempotency_key",
+    "$.recipients": "invalid_recipients",
+    "$.send_at": "invalid_send_at",
+}
+# notify_event()'s refusals (all SQLSTATE 22023), by the start of their message.
+SQL_REFUSALS = {"unknown event type": "unknown_event_type", "event data lacks": "missing_data"}
+
+_decode_event = msgspec.json.Decoder(EventRequest).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def _check_recipients(event: EventRequest, limit: int) -> None:
+    r = event.recipients
+    given = [
+        name
+        for name, value in (
+            ("user_ids", r.user_ids),
+            ("users", r.users),
+            ("topic", r.topic),
+            ("all", r.all),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise api_error(
+            "invalid_recipients",
+            f"Give exactly one of user_ids, users, topic, all (got {', '.join(given) or 'none'}).",
+        )
+    if r.all is False:
+        raise api_error("invalid_recipients", "`all` can only be true.")
+    listed = r.user_ids or r.users or []
+    if len(listed) > limit:
+        raise api_error(
+            "invalid_recipients", f"{len(listed)} recipients; at most {limit} per event."
+        )
+    if r.users and len({u.id for u in r.users}) != len(r.users):
+        raise api_error("invalid_recipients", "A user is listed twice in recipients.users.")
+
+
+async def post_event(request: Request) -> Response:
+    caller = await require_scope(request, "events:write")
+    state = state_of(request)
+    notify = state.config.notify
+    limit = max(
+        state.config.api.max_body_bytes,
+        BODY_OVERHEAD_BYTES + notify.max_data_bytes + notify.max_recipients * BYTES_PER_RECIPIENT,
+    )
+    event = await read_json(request, _decode_event, limit, FIELD_CODES)
+
+    templates = state.templates.get(event.type)
+    if templates is None:
+        raise api_error("unknown_event_type", f"No event type {event.type!r}.")
+    data = _encode(event.data)
+    if len(data) > notify.max_data_bytes:
+        raise api_error(
+            "data_too_large",
+            f"data is {len(data)} bytes as compact JSON; at most {notify.max_data_bytes}.",
+        )
+    missing = sorted(templates.required_data - event.data.keys())
+    if missing:
+        raise api_error(
+            "missing_data",
+            f"data lacks {', '.join(missing)}, used by the {event.type} templates.",
+        )
+    _check_recipients(event, notify.max_recipients)
+    await check_time_zones(
+        request,
+        (
+            (f"recipients.users[{n}]", u.timezone)
+            for n, u in enumerate(event.recipients.users or ())
+        ),
+        "invalid_recipients",
+    )
+
+    params = {
+        "producer": caller.producer,
+        "idempotency_key": event.idempotency_key,
+        "type": event.type,
+        "recipients": _encode(event.recipients).decode(),
+        "data": data.decode(),
+        "send_at": event.send_at,
+        "chunk": notify.chunk_size,
+    }
+    try:
+        # One statement, so one transaction even on the autocommit pool.
+        async with state.pool.connection() as conn:
+            cur = await conn.execute(q("accept_event"), params)
+            row = await cur.fetchone()
+    except psycopg.errors.InvalidParameterValue as exc:
+        # The database's catalog disagrees with this process's configuration (e.g. the type
+        # was removed by a newer deployment): its refusal, as a 400.
+        message = exc.diag.message_primary or str(exc)
+        code = next(
+            (c for start, c in SQL_REFUSALS.items() if message.startswith(start)),
+            "invalid_recipients",
+        )
+        raise api_error(code, f"Refused by the database: {message}.") from None
+    assert row is not None
+    event_id, status, created = str(row[0]), row[1], bool(row[2])
+    return json_response(
+        EventAccepted(event_id, status, created),
+        202 if created else 200,
+        location=f"/v1/events/{event_id}",
+    )
+
+
+async def get_event(request: Request) -> Response:
+    caller = await require_scope(request, "events:write")
+    state = state_of(request)
+    raw_id: str = request.path_params["event_id"]
+    try:
+        event_id = uuid.UUID(raw_id)
+    except ValueError:
+        raise api_error("unknown_event", f"No event {raw_id!r}.") from None
+    params = {
+        "event_id": event_id,
+        "producer": caller.producer,
+        "seen_tag": state.config.notify.seen_tag,
+    }
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(q("event_status"), params)
+        row = await cur.fetchone()
+    if row is None:
+        raise api_error("unknown_event", f"No event {raw_id!r}.")
+    id_, type_, status, send_at, created_at, materialized_at, notified, no_recipient, channels = row
+    return json_response(
+        EventStatus(
+            id=str(id_),
+            type=type_,
+            status=status,
+            send_at=send_at,
+            created_at=created_at,
+            materialized_at=materialized_at,
+            recipients=RecipientCounts(notified, no_recipient),
+            channels=msgspec.convert(channels, dict[str, ChannelCounts]),
+        )
+    )
+
+
+async def get_notification(request: Request) -> Response:
+    caller = await require_scope(request, "events:write")
+    state = state_of(request)
+    raw_id: str = request.path_params["notification_id"]
+    # Notification ids are bigints; anything else cannot be one.
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
+        raise api_error("unknown_notification", f"No notification {raw_id!r}.")
+    params = {
+        "notification_id": int(raw_id),
+        "producer": caller.producer,
+        "seen_tag": state.config.notify.seen_tag,
+    }
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(q("notification_status"), params)
+        row = await cur.fetchone()
+    if row is None:
+        raise api_error("unknown_notification", f"No notification {raw_id!r}.")
+    id_, event_id, type_, category, user_id, created_at, seen_at, channels = row
+    return json_response(
+        NotificationStatus(
+            id=str(id_),
+            event_id=str(event_id),
+            type=type_,
+            category=category,
+            user_id=user_id,
+            created_at=created_at,
+            seen=seen_at is not None,
+            seen_at=seen_at,
+            channels=msgspec.convert(channels, dict[str, ChannelDelivery]),
+        )
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/events", post_event, methods=["POST"]),
+    Route("/v1/events/{event_id}", get_event, methods=["GET"]),
+    Route("/v1/notifications/{notification_id}", get_notification, methods=["GET"]),
+]

@@ -1,0 +1,148 @@
+"""Notification preferences: what a user receives, on which channel, and when.
+
+- `GET` / `PUT /v1/preferences`: the signed-in client's own (identified as for
+  POST /v1/seen: a client token, or a client from the trusted gateway).
+- `GET` / `PUT /v1/users/{id}/preferences`: any user's, for services (users:read /
+  users:write).
+
+Both answer the effective preferences: every configured category with every channel
+switched on or off (the user's switch, else the category's configured default, else on),
+the user's quiet hours, and which categories are transactional (always on: muting and
+quiet hours spare them too). PUT replaces the user's switches, so a switch left out falls
+back to its default; it answers like GET. An unknown category or channel, a transactional
+category switched off, or malformed quiet hours are refused and nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from service.config import Config
+from service.errors import api_error
+from service.notify.apikeys import require_scope
+from service.notify.http import client_user, json_response, read_json, state_of, user_id_param
+from service.notify.messages import Preferences, PreferencesBody, QuietHours
+from service.sql import q
+
+BODY_BYTES = 64 * 1024
+
+_decode_body = msgspec.json.Decoder(PreferencesBody).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def effective(config: Config, muted: bool, switches: Any, quiet: Any) -> Preferences:
+    """The configured defaults merged with what is stored for the user. Stored entries
+    the configuration no longer has are left out; they stay in the row, harmless."""
+    own: dict[str, Any] = switches if isinstance(switches, dict) else {}
+    categories: dict[str, dict[str, bool]] = {}
+    for name, category in config.categories.items():
+        mine = own.get(name)
+        mine = mine if isinstance(mine, dict) else {}
+        categories[name] = {
+            channel: True
+            if category.transactional
+            else bool(mine.get(channel, category.defaults.get(channel, True)))
+            for channel in config.channels
+        }
+    quiet_hours: dict[str, QuietHours] = {}
+    for channel, window in (quiet if isinstance(quiet, dict) else {}).items():
+        if channel in config.channels:
+            try:
+                quiet_hours[channel] = msgspec.convert(window, QuietHours)
+            except msgspec.ValidationError:
+                continue
+    transactional = sorted(n for n, c in config.categories.items() if c.transactional)
+    return Preferences(
+        muted=muted, categories=categories, quiet_hours=quiet_hours, transactional=transactional
+    )
+
+
+def check(config: Config, body: PreferencesBody) -> None:
+    for name, switches in body.categories.items():
+        category = config.categories.get(name)
+        if category is None:
+            raise api_error("unknown_category", f"No category {name!r}.")
+        for channel, on in switches.items():
+            if channel not in config.channels:
+                raise api_error("unknown_channel", f"categories.{name}: no channel {channel!r}.")
+            if category.transactional and not on:
+                raise api_error(
+                    "transactional_category",
+                    f"{name!r} is transactional: its notifications cannot be switched off.",
+                )
+    for channel, window in body.quiet_hours.items():
+        if channel not in config.channels:
+            raise api_error("unknown_channel", f"quiet_hours: no channel {channel!r}.")
+        if window.start == window.end:
+            raise api_error(
+                "invalid_quiet_hours", f"quiet_hours.{channel}: start and end are the same."
+            )
+
+
+async def _read(request: Request, user_id: str) -> Response:
+    state = state_of(request)
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(q("get_preferences"), {"user_id": user_id})
+        row = await cur.fetchone()
+    if row is None:
+        raise api_error("unknown_user", f"No user {user_id!r}.")
+    muted, switches, quiet = row
+    return json_response(effective(state.config, bool(muted), switches, quiet))
+
+
+async def _write(request: Request, user_id: str) -> Response:
+    state = state_of(request)
+    limit = max(state.config.api.max_body_bytes, BODY_BYTES)
+    body = await read_json(request, _decode_body, limit, {"$.quiet_hours": "invalid_quiet_hours"})
+    check(state.config, body)
+    params = {
+        "user_id": user_id,
+        "muted": body.muted,
+        "channels": _encode(body.categories).decode(),
+        "quiet_hours": _encode(body.quiet_hours).decode(),
+    }
+    try:
+        async with state.pool.connection() as conn:
+            cur = await conn.execute(q("put_preferences"), params)
+            row = await cur.fetchone()
+    except psycopg.errors.ForeignKeyViolation:
+        # The user was erased while this was written.
+        row = None
+    if row is None:
+        raise api_error("unknown_user", f"No user {user_id!r}.")
+    stored = msgspec.to_builtins(body)
+    return json_response(
+        effective(state.config, body.muted, stored["categories"], stored["quiet_hours"])
+    )
+
+
+async def get_own(request: Request) -> Response:
+    return await _read(request, client_user(request))
+
+
+async def put_own(request: Request) -> Response:
+    return await _write(request, client_user(request))
+
+
+async def get_users(request: Request) -> Response:
+    await require_scope(request, "users:read")
+    return await _read(request, user_id_param(request))
+
+
+async def put_users(request: Request) -> Response:
+    await require_scope(request, "users:write")
+    return await _write(request, user_id_param(request))
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/preferences", get_own, methods=["GET"]),
+    Route("/v1/preferences", put_own, methods=["PUT"]),
+    Route("/v1/users/{user_id}/preferences", get_users, methods=["GET"]),
+    Route("/v1/users/{user_id}/preferences", put_users, methods=["PUT"]),
+]

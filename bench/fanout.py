@@ -1,14 +1,16 @@
 """Fan-out: one event to a large audience, set-based SQL against a per-user insert loop.
 
     python -m bench.fanout [--quick] [--users N] [--naive-users M] [--runs R] [--chunk C]
+                           [--workers W]
 
 A template database is seeded once with N users (default 1,000,000; see
 fanout_seed_users in bench/queries.sql for the mix of contacts and preferences). Each run
 gets a fresh copy of it and posts one `new_episode` event (push, inbox, email) to
 `recipients: all`, then times until the event is fully materialized as notifications and
 outbox rows:
-  1. **set-based**: notify_event() then notify_materialize() in chunks of C users, each
-     chunk one INSERT ... SELECT (what the dispatcher's notify.materialize task runs);
+  1. **set-based**: notify_event(), then the dispatcher's notify.materialize task's own
+     code (service/notify/fanout.py): W workers (default 2) claim chunks of C users and
+     materialize each with one INSERT ... SELECT, side by side;
   2. **naive**: for each of M users (default 20,000), read the user's contacts and
      preferences, insert its notification, then one outbox row per channel owed, one
      statement each, committing every 1,000 users; its rate is the per-user baseline.
@@ -20,6 +22,7 @@ written. The server is DATABASE_URL, else the embedded PostgreSQL in .data/pg-be
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 import uuid
@@ -34,6 +37,7 @@ from bench.harness import Figure, drop_database, fresh_database, print_table, se
 from bench.sql import bq
 from service.database import with_dbname
 from service.notify.catalog import catalog_params
+from service.notify.fanout import FANOUT_WORKERS, materialize_parallel
 from service.notify.templates import load_templates
 from service.sql import q
 from tests.support import make_config
@@ -71,7 +75,7 @@ def copy_of(server: str, template_url: str) -> Iterator[str]:
         drop_database(server, url)
 
 
-def set_based(url: str, chunk: int) -> tuple[float, dict[str, int]]:
+def set_based(url: str, chunk: int, workers: int, users: int) -> tuple[float, dict[str, int]]:
     with psycopg.connect(url, autocommit=True) as conn:
         t0 = time.perf_counter()
         cur = conn.execute(
@@ -88,12 +92,8 @@ def set_based(url: str, chunk: int) -> tuple[float, dict[str, int]]:
         )
         row = cur.fetchone()
         assert row is not None
-        event_id = str(row[0])
-        while True:
-            done = conn.execute(q("materialize_chunk"), {"event_id": event_id, "chunk": chunk})
-            covered = done.fetchone()
-            if covered is None or covered[0] < chunk:
-                break
+        covered, done = asyncio.run(materialize_parallel(url, str(row[0]), chunk, workers))
+        assert done and covered == users, (covered, done)
         took = time.perf_counter() - t0
         counted = conn.execute(bq("fanout_counts")).fetchone()
         assert counted is not None
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--naive-users", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=FANOUT_WORKERS)
     parser.add_argument("--quick", action="store_true", help="50,000 users, 2,000 naive, 1 run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for run in range(args.runs):
             with copy_of(server, template) as url:
-                took, rows = set_based(url, args.chunk)
+                took, rows = set_based(url, args.chunk, args.workers, args.users)
             seconds.append(took)
             rates.append(args.users / took)
             with copy_of(server, template) as url:

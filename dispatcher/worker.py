@@ -48,7 +48,7 @@ from service.config import (
 )
 from service.database import CONNECTION_OPTIONS, make_pool
 from service.notify.catalog import sync_catalog
-from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_event
+from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
 from service.notify.templates import load_templates
 from service.store import WAKE_QUEUE, WAKE_TASK, purge_expired_marks
 
@@ -537,11 +537,14 @@ class Dispatcher:
         # this job, and the chunks commit one by one, resuming at the event's cursor.
         @app.task(name=MATERIALIZE_TASK, queue=MATERIALIZE_QUEUE, pass_context=False)
         async def materialize(event_id: str) -> None:
-            async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, options=CONNECTION_OPTIONS
-            ) as conn:
-                covered = await materialize_event(conn, event_id, self.config.notify.chunk_size)
-            log.info("event %s: materialized for %d recipients", event_id, covered)
+            chunk = self.config.notify.chunk_size
+            covered, done = await materialize_parallel(self.database_url, event_id, chunk)
+            log.info(
+                "event %s: %d recipients materialized here%s",
+                event_id,
+                covered,
+                "" if done else "; another run holds the rest",
+            )
 
         return app
 

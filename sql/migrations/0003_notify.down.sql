@@ -2,6 +2,12 @@
 DROP FUNCTION IF EXISTS erase_user(text);
 DROP FUNCTION IF EXISTS notify_event(text, text, text, jsonb, jsonb, timestamptz, integer);
 DROP FUNCTION IF EXISTS notify_materialize(uuid, integer);
+DROP FUNCTION IF EXISTS notify_finish(uuid);
+DROP FUNCTION IF EXISTS notify_materialize_chunk(uuid, text, text);
+DROP FUNCTION IF EXISTS notify_claim_chunk(uuid, integer);
+DROP FUNCTION IF EXISTS notify_audience_bound(jsonb, text, integer);
+DROP FUNCTION IF EXISTS notify_audience(jsonb, text, text);
+DROP TABLE IF EXISTS event_chunks;
 DROP FUNCTION IF EXISTS sync_notify_config(jsonb, jsonb, jsonb);
 DROP FUNCTION IF EXISTS quiet_hours_end(timestamptz, text, jsonb);
 DROP TABLE IF EXISTS notifications;

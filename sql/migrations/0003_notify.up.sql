@@ -139,7 +139,7 @@ CREATE INDEX preferences_updated_at_idx ON preferences (updated_at);
 -- Events posted by producers. (producer, idempotency_key) is unique forever: a repeat is
 -- the first event. recipients is {"user_ids": [...]}, {"topic": "..."} or {"all": true}
 -- (inline users are upserted and kept as their ids). A large audience is materialized in
--- chunks in user-id order; `cursor` is the last user id done, committed with its chunk.
+-- chunks in user-id order; `cursor` is the last user id claimed (see event_chunks).
 CREATE TABLE events (
     id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     producer        text        NOT NULL,
@@ -179,6 +179,20 @@ CREATE TABLE notifications (
 );
 CREATE INDEX notifications_user_idx ON notifications (user_id, id);
 CREATE INDEX notifications_updated_at_idx ON notifications (updated_at);
+
+-- The fan-out's progress: ranges of an event's audience (user ids after `lo`, up to `hi`)
+-- claimed by workers; `covered` is set when a range is materialized. A range left
+-- unfinished by a worker that died is claimed again.
+CREATE TABLE event_chunks (
+    event_id   uuid        NOT NULL,
+    lo         text        NOT NULL,
+    hi         text        NOT NULL,
+    covered    integer,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, lo)
+);
+CREATE INDEX event_chunks_updated_at_idx ON event_chunks (updated_at);
 
 -- The end of a quiet-hours window (local times, may wrap midnight) that `at` falls in, in
 -- time zone `tz`; `at` itself when it is outside the window or there is none.
@@ -242,58 +256,109 @@ LANGUAGE sql AS $$
     WHERE enabled AND NOT event_types ? name;
 $$;
 
--- The fan-out: materialize the next chunk (up to `chunk` recipients, in user-id order
--- after the event's cursor) of one event as notifications and outbox rows, in one
+-- An event's audience after user id `after` (exclusive) up to `upto` (inclusive): everyone,
+-- a topic's members or the listed ids that exist, with what the fan-out needs of them.
+CREATE FUNCTION notify_audience(recipients jsonb, after text, upto text)
+RETURNS TABLE (id text, email text, phone text, timezone text)
+LANGUAGE sql STABLE AS $$
+    SELECT u.id, u.email, u.phone, u.timezone
+    FROM users AS u
+    WHERE recipients ? 'all' AND u.id > after AND u.id <= upto
+    UNION ALL
+    SELECT u.id, u.email, u.phone, u.timezone
+    FROM user_topics AS ut JOIN users AS u ON u.id = ut.user_id
+    WHERE ut.topic = recipients ->> 'topic' AND ut.user_id > after AND ut.user_id <= upto
+    UNION ALL
+    SELECT u.id, u.email, u.phone, u.timezone
+    FROM users AS u
+    WHERE u.id = ANY(ARRAY(SELECT jsonb_array_elements_text(recipients -> 'user_ids')))
+      AND u.id > after AND u.id <= upto
+$$;
+
+-- The id of the n-th recipient after `after` (or of the last one, if fewer remain); NULL
+-- when none remains. A chunk of the fan-out ends there.
+CREATE FUNCTION notify_audience_bound(recipients jsonb, after text, n integer) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT max(id) FROM (
+        SELECT id FROM (
+            SELECT u.id FROM users AS u WHERE recipients ? 'all' AND u.id > after
+            UNION ALL
+            SELECT ut.user_id FROM user_topics AS ut
+            WHERE ut.topic = recipients ->> 'topic' AND ut.user_id > after
+            UNION ALL
+            SELECT u.id FROM users AS u
+            WHERE u.id = ANY(ARRAY(SELECT jsonb_array_elements_text(recipients -> 'user_ids')))
+              AND u.id > after
+        ) AS audience
+        ORDER BY id
+        LIMIT n
+    ) AS chunk
+$$;
+
+-- Claim the next chunk of an event's audience for one fan-out worker: up to `chunk`
+-- recipients after the event's cursor, recorded in event_chunks and the cursor moved past
+-- it, in a short transaction of its own so that several workers materialize chunks side
+-- by side. When the audience is used up, a chunk whose worker died (unfinished, and not
+-- locked by a live worker) is handed out again. No row: nothing is left to claim.
+CREATE FUNCTION notify_claim_chunk(p_event uuid, chunk integer)
+RETURNS TABLE (lo text, hi text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    bound text;
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND OR ev.status = 'done' THEN
+        RETURN;
+    END IF;
+    bound := notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), chunk);
+    IF bound IS NOT NULL THEN
+        INSERT INTO event_chunks (event_id, lo, hi) VALUES (p_event, coalesce(ev.cursor, ''), bound);
+        UPDATE events AS e SET cursor = bound, status = 'materializing', updated_at = now()
+        WHERE e.id = p_event;
+        RETURN QUERY SELECT coalesce(ev.cursor, ''), bound;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.lo, c.hi FROM event_chunks AS c
+        WHERE c.event_id = p_event AND c.covered IS NULL
+        ORDER BY c.lo
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+END
+$$;
+
+-- The fan-out of one claimed chunk: its recipients as notifications and outbox rows, in one
 -- set-based statement. Per recipient and channel it applies, in this order: the global
 -- mute and the category switches (not for transactional categories), a missing contact
 -- (suppressed, kept on the notification), quiet hours (the row is due when they end; not
--- for transactional categories or high priority), and the escalation delay. Chunks of one
--- event are serialized by the event row's lock; UNIQUE (event_id, user_id) makes a
--- repeated chunk a no-op. Returns how many recipients the chunk covered: fewer than
--- `chunk` means the event is done.
-CREATE FUNCTION notify_materialize(p_event uuid, chunk integer) RETURNS integer
--- A chunk's sorts and aggregates fit in memory instead of spilling to disk.
+-- for transactional categories or high priority), and the escalation delay. The chunk's
+-- row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id) makes
+-- a repeat a no-op. Returns the recipients covered (0: already done by another worker).
+CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
+-- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
 LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE
     ev events%ROWTYPE;
     et notify_event_types%ROWTYPE;
     cat notify_categories%ROWTYPE;
-    kind text;
-    ids text[];
-    covered integer;
-    last_id text;
+    chunk_covered integer;
     woken text[];
     due timestamptz;
 BEGIN
-    SELECT * INTO ev FROM events WHERE id = p_event FOR UPDATE;
-    IF NOT FOUND OR ev.status = 'done' THEN
+    PERFORM 1 FROM event_chunks AS c
+    WHERE c.event_id = p_event AND c.lo = p_lo AND c.covered IS NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    SELECT * INTO STRICT et FROM notify_event_types WHERE name = ev.type;
-    SELECT * INTO STRICT cat FROM notify_categories WHERE name = et.category;
-    kind := CASE WHEN ev.recipients ? 'user_ids' THEN 'ids'
-                 WHEN ev.recipients ? 'topic' THEN 'topic'
-                 ELSE 'all' END;
-    IF kind = 'ids' THEN
-        ids := ARRAY(SELECT DISTINCT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
-    END IF;
+    SELECT * INTO STRICT ev FROM events AS e WHERE e.id = p_event;
+    SELECT * INTO STRICT et FROM notify_event_types AS t WHERE t.name = ev.type;
+    SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
     due := greatest(ev.send_at, now());
 
     WITH audience AS MATERIALIZED (
-        SELECT u.id, u.email, u.phone, u.timezone
-        FROM users AS u
-        WHERE kind = 'all' AND u.id > coalesce(ev.cursor, '')
-        UNION ALL
-        SELECT u.id, u.email, u.phone, u.timezone
-        FROM user_topics AS ut JOIN users AS u ON u.id = ut.user_id
-        WHERE kind = 'topic' AND ut.topic = ev.recipients ->> 'topic'
-          AND ut.user_id > coalesce(ev.cursor, '')
-        UNION ALL
-        SELECT u.id, u.email, u.phone, u.timezone
-        FROM users AS u
-        WHERE kind = 'ids' AND u.id = ANY(ids) AND u.id > coalesce(ev.cursor, '')
-        ORDER BY id
-        LIMIT chunk
+        SELECT * FROM notify_audience(ev.recipients, p_lo, p_hi)
     ),
     routes AS (
         SELECT c.name AS channel, c.kind, false AS escalation, 0::float8 AS delay_s
@@ -351,24 +416,68 @@ BEGIN
         ORDER BY n.id, d.channel
         RETURNING consumer
     )
-    SELECT (SELECT count(*) FROM audience), (SELECT max(id) FROM audience),
-           ARRAY(SELECT DISTINCT consumer FROM queued)
-    INTO covered, last_id, woken;
+    SELECT (SELECT count(*) FROM audience), ARRAY(SELECT DISTINCT consumer FROM queued)
+    INTO chunk_covered, woken;
 
     IF cardinality(woken) > 0 THEN
         PERFORM wake_dispatchers(woken, 'dispatch', 'dispatcher.wake');
     END IF;
-    UPDATE events
-    SET cursor = coalesce(last_id, cursor),
-        notified = notified + covered,
-        status = CASE WHEN covered < chunk THEN 'done' ELSE 'materializing' END,
-        materialized_at = CASE WHEN covered < chunk THEN now() END,
-        no_recipient = CASE
-            WHEN covered < chunk AND kind = 'ids'
-                THEN cardinality(ids) - (SELECT count(*) FROM users WHERE id = ANY(ids))
-            ELSE no_recipient END,
-        updated_at = now()
-    WHERE id = ev.id;
+    UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()
+    WHERE c.event_id = p_event AND c.lo = p_lo;
+    -- Last, so the event row is locked only for the end of this transaction.
+    UPDATE events AS e SET notified = e.notified + chunk_covered,
+                           updated_at = now()
+    WHERE e.id = p_event;
+    RETURN chunk_covered;
+END
+$$;
+
+-- Close an event's fan-out once its audience is used up and every chunk is done: status
+-- 'done' and, for an explicit list, how many ids named nobody. False while work remains.
+CREATE FUNCTION notify_finish(p_event uuid) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    ids text[];
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF ev.status = 'done' THEN
+        RETURN true;
+    END IF;
+    IF notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), 1) IS NOT NULL
+       OR EXISTS (SELECT 1 FROM event_chunks AS c
+                  WHERE c.event_id = p_event AND c.covered IS NULL) THEN
+        RETURN false;
+    END IF;
+    ids := ARRAY(SELECT DISTINCT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
+    UPDATE events AS e
+    SET status = 'done', materialized_at = now(), updated_at = now(),
+        no_recipient = cardinality(ids)
+                       - (SELECT count(*) FROM users AS u WHERE u.id = ANY(ids))
+    WHERE e.id = p_event;
+    RETURN true;
+END
+$$;
+
+-- One worker's whole fan-out step, for a single caller (the inline path of notify_event(),
+-- tests): claim a chunk, materialize it, and close the event when nothing is left.
+-- Returns the recipients covered; fewer than `chunk` means the event is done.
+CREATE FUNCTION notify_materialize(p_event uuid, chunk integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    claimed record;
+    covered integer := 0;
+BEGIN
+    SELECT * INTO claimed FROM notify_claim_chunk(p_event, chunk);
+    IF FOUND THEN
+        covered := notify_materialize_chunk(p_event, claimed.lo, claimed.hi);
+    END IF;
+    IF covered < chunk THEN
+        PERFORM notify_finish(p_event);
+    END IF;
     RETURN covered;
 END
 $$;

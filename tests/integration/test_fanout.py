@@ -12,7 +12,7 @@ import pytest
 
 from service.config import Config
 from service.notify.catalog import sync_catalog
-from service.notify.fanout import materialize_event
+from service.notify.fanout import materialize_event, materialize_parallel
 from service.notify.templates import load_templates
 from service.sql import q
 from tests.support import make_config
@@ -301,3 +301,48 @@ async def test_sql_callers_get_clear_errors_and_nothing_is_written(
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         await accept(db, type_, recipients, data)
     assert (await (await db.execute("SELECT count(*) FROM events")).fetchone()) == (0,)
+
+
+async def test_parallel_workers_cover_everyone_once_and_retake_a_dead_workers_chunk(
+    db: Conn, db_url: str
+) -> None:
+    await setup(db, db_url)
+    for n in range(50):
+        await add_user(db, f"u{n:02}", email=f"u{n}@x.test")
+    event_id, _, _ = await accept(db, "new_episode", {"all": True}, EPISODE)
+    # A worker claimed the first chunk and died before materializing it.
+    cur = await db.execute(q("claim_chunk"), {"event_id": event_id, "chunk": 7})
+    assert await cur.fetchone() == ("", "u06")
+    covered, done = await materialize_parallel(db_url, event_id, chunk=7, workers=3)
+    assert (covered, done) == (50, True)
+    cur = await db.execute("SELECT count(*), count(DISTINCT user_id) FROM notifications")
+    assert await cur.fetchone() == (50, 50)
+    cur = await db.execute("SELECT status, notified FROM events")
+    assert await cur.fetchone() == ("done", 50)
+    cur = await db.execute("SELECT count(*), sum(covered) FROM event_chunks")
+    assert await cur.fetchone() == (8, 50)
+    # Nothing is left: another run finds nothing to claim and adds nothing.
+    assert await materialize_parallel(db_url, event_id, chunk=7) == (0, True)
+    cur = await db.execute("SELECT count(*) FROM outbox")
+    assert await cur.fetchone() == (100,)
+
+
+async def test_a_chunk_held_by_a_live_worker_is_not_taken_twice(db: Conn, db_url: str) -> None:
+    await setup(db, db_url)
+    for n in range(10):
+        await add_user(db, f"u{n}", email=f"u{n}@x.test")
+    event_id, _, _ = await accept(db, "new_episode", {"all": True}, EPISODE)
+    cur = await db.execute(q("claim_chunk"), {"event_id": event_id, "chunk": 100})
+    claimed = await cur.fetchone()
+    assert claimed == ("", "u9")
+    async with await psycopg.AsyncConnection.connect(db_url) as busy:
+        # A live worker is materializing it: its transaction holds the chunk's row.
+        await busy.execute("SELECT 1 FROM event_chunks WHERE event_id = %s FOR UPDATE", (event_id,))
+        # Another worker finds nothing to claim rather than waiting for it.
+        cur = await db.execute(q("claim_chunk"), {"event_id": event_id, "chunk": 100})
+        assert await cur.fetchone() is None
+        cur = await db.execute(q("finish_event"), {"event_id": event_id})
+        assert await cur.fetchone() == (False,)
+        await busy.rollback()
+    covered, done = await materialize_parallel(db_url, event_id, chunk=100)
+    assert (covered, done) == (10, True)

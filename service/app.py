@@ -1,8 +1,8 @@
-"""The HTTP API (Starlette): POST /v1/seen, health, readiness, OpenAPI."""
+"""The HTTP API (Starlette): POST /v1/seen, health, readiness, OpenAPI, and the routes of
+the capabilities it mounts (service/notify/), all sharing one process State."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -23,96 +23,40 @@ from service import openapi
 from service.config import Config, load_config
 from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
-from service.identity import ANONYMOUS, Authenticator, check_caller
-from service.messages import ErrorBody, Health, SeenBatchResult, SeenItem, SeenRequest, SeenResult
-from service.migrate import head_revision
-from service.notify.catalog import sync_catalog
+from service.http import (
+    DECODE_ERRORS,
+    ClientGone,
+    check_json_headers,
+    decode_error,
+    encode,
+    error_body,
+    error_response,
+    json_response,
+    read_body,
+)
+from service.identity import ANONYMOUS, check_caller
+from service.messages import Health, SeenBatchResult, SeenItem, SeenRequest, SeenResult
+from service.notify import openapi as notify_openapi
+from service.notify.catalog import sync_catalog_soon
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
 from service.notify.templates import load_templates
 from service.sql import q
+from service.state import State, state_of
 from service.store import GroupCommitter, MarkRow, MarkWriter, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 _decode_seen = msgspec.json.Decoder(SeenRequest).decode
-_encode = msgspec.json.Encoder().encode
-JSON_TYPES = ("application/json",)
-
-
-def json_response(
-    body: msgspec.Struct, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(_encode(body), status, headers, media_type="application/json")
-
-
-def error_response(exc: ApiError) -> Response:
-    return json_response(ErrorBody(exc.code, exc.message), exc.status, exc.headers)
-
-
-class State:
-    """Everything a request needs, built once per process at start-up."""
-
-    def __init__(self, config: Config, pool: AsyncConnectionPool, writer: MarkWriter) -> None:
-        self.config = config
-        self.pool = pool
-        self.auth = Authenticator(config.identity, config.environment)
-        self.committer = writer
-        self.head = head_revision()
-        # Compiled at start-up: a broken template stops the process, naming the file.
-        self.templates = load_templates(config)
-        self.background: set[asyncio.Task[None]] = set()
-
-    def unavailable(self) -> ApiError:
-        # A new error each time: raising one shared instance would chain every request's
-        # traceback (and the frames it holds) onto it for as long as the outage lasts.
-        return api_error("database_unavailable", retry_after=str(self.config.api.retry_after_s))
-
-
-def _state(request: Request) -> State:
-    state: State = request.app.state.mn
-    return state
-
-
-def check_json_headers(headers: Mapping[str, str], limit: int) -> None:
-    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
-        raise api_error("unsupported_media_type")
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise api_error("payload_too_large", f"The body is over {limit} bytes.")
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived: nobody to answer."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise api_error("payload_too_large", f"The body is over {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+# The documented API: the core's paths and those of every capability mounted below.
+OPENAPI_SECTIONS = (notify_openapi.SECTION,)
 
 
 def parse_seen(body: bytes, max_batch: int) -> tuple[list[SeenItem], bool]:
     """The items of a seen request and whether it was the batch form."""
     try:
         request = _decode_seen(body)
-    except msgspec.ValidationError as exc:
-        raise api_error("invalid_body", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise api_error("malformed_json", str(exc)) from None
-    except UnicodeDecodeError:
-        # msgspec reports invalid UTF-8 inside a string this way, not as a DecodeError.
-        raise api_error("malformed_json", "The body is not valid UTF-8.") from None
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc) from None
     if request.items is not None:
         if request.tag is not None or request.id is not None:
             raise api_error("invalid_body", "Send either `tag` and `id`, or `items`, not both.")
@@ -205,12 +149,12 @@ async def post_seen(scope: Scope, receive: Receive, send: Send) -> None:
     except ClientGone:
         return
     except ApiError as exc:
-        status, answer, extra = exc.status, ErrorBody(exc.code, exc.message), exc.headers
+        status, answer, extra = exc.status, error_body(exc), exc.headers
     except Exception:
         log.exception("unhandled error on POST /v1/seen")
         error = api_error("internal_error")
-        status, answer = error.status, ErrorBody(error.code, error.message)
-    payload = _encode(answer)
+        status, answer = error.status, error_body(error)
+    payload = encode(answer)
     response_headers = [_JSON_HEADER, (b"content-length", str(len(payload)).encode())]
     response_headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
@@ -245,7 +189,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     try:
         async with state.pool.connection() as conn:
             cur = await conn.execute(q("schema_revision"))
@@ -261,7 +205,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return Response(openapi.api_document_json(), media_type="application/json")
+    return Response(openapi.api_document_json(*OPENAPI_SECTIONS), media_type="application/json")
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -277,36 +221,9 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     if isinstance(exc, PoolTimeout | psycopg.OperationalError):
-        return error_response(_state(request).unavailable())
+        return error_response(state_of(request).unavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(api_error("internal_error"))
-
-
-async def _sync_catalog_soon(state: State) -> None:
-    """Mirror the event types into the database; if it is down, keep trying in the
-    background (the events endpoint answers 503 until the database is back anyway)."""
-    try:
-        async with state.pool.connection(
-            timeout=state.config.database.connect_timeout.total_seconds()
-        ) as conn:
-            await sync_catalog(conn, state.config, state.templates)
-    except (PoolTimeout, psycopg.Error) as exc:
-        log.warning("could not sync the notification catalog yet (%s); retrying", exc)
-        task = asyncio.create_task(_sync_catalog_later(state))
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
-
-
-async def _sync_catalog_later(state: State) -> None:
-    while True:
-        await asyncio.sleep(state.config.api.retry_after_s)
-        try:
-            async with state.pool.connection() as conn:
-                await sync_catalog(conn, state.config, state.templates)
-        except (PoolTimeout, psycopg.Error):
-            continue
-        log.info("notification catalog synced")
-        return
 
 
 WriterFactory = Callable[[AsyncConnectionPool, Config], MarkWriter]
@@ -324,13 +241,12 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         pool = make_pool(
             resolve_url(cfg.database), cfg.database, name="mark-notify-api", autocommit=True
         )
-        # Built before the pool opens: bad identity settings fail start-up with nothing
-        # left running.
-        app.state.mn = State(cfg, pool, writer(pool, cfg))
+        # Built before the pool opens: bad identity settings, or a template that does
+        # not compile (naming its file), fail start-up with nothing left running.
+        app.state.mn = State(cfg, pool, writer(pool, cfg), load_templates(cfg))
         # The API starts even with the database down: it answers 503 until it is back.
         await pool.open(wait=False)
-        if cfg.event_types:
-            await _sync_catalog_soon(app.state.mn)
+        await sync_catalog_soon(app.state.mn)
         try:
             yield
         finally:

@@ -7,7 +7,7 @@ Two sources, tried in order:
    `trusted_peers`: anyone else could set these headers themselves.
 With neither, the caller is anonymous.
 
-Producer services use API keys instead (`mn_<prefix>_<secret>`, service/notify/apikeys.py),
+Producer services use API keys instead (`mn_<prefix>_<secret>`, service/apikeys.py),
 on their own endpoints only. A key is told from a JWT by its format alone, so a user
 endpoint refuses one clearly (`client_identity_required`) rather than as a bad JWT, and
 a service endpoint refuses a JWT as `service_key_required`.

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import psycopg
 
+from service.apikeys import SCOPES, create_key
 from service.app import create_app
 from service.errors import ERROR_CODES
-from service.notify.apikeys import SCOPES, create_key
 from tests.support import make_config, serve
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]

@@ -4,25 +4,31 @@ The fan-out runs in SQL (notify_event(), notify_materialize()), so what it needs
 configuration (channel kinds, category defaults, each type's channels, priority, ttl,
 escalation and the data its templates need) is mirrored into the notify_* tables at
 start-up by sync_notify_config(); the API and the dispatcher both do it, and it is a no-op
-when nothing changed.
+when nothing changed. The API starts even with the database down: it then keeps trying
+in the background, and POST /v1/events answers 503 until it has succeeded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from service.config import Config
-from service.notify.templates import TypeTemplates
 from service.sql import q
+from service.state import EventTemplates, State
+
+log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 
 
-def catalog_params(config: Config, templates: Mapping[str, TypeTemplates]) -> dict[str, str]:
+def catalog_params(config: Config, templates: Mapping[str, EventTemplates]) -> dict[str, str]:
     channels = {name: {"kind": c.kind} for name, c in config.channels.items() if c.enabled}
     categories = {
         name: {"transactional": c.transactional, "defaults": c.defaults}
@@ -50,6 +56,37 @@ def catalog_params(config: Config, templates: Mapping[str, TypeTemplates]) -> di
 async def sync_catalog(
     conn: psycopg.AsyncConnection[Any],
     config: Config,
-    templates: Mapping[str, TypeTemplates],
+    templates: Mapping[str, EventTemplates],
 ) -> None:
     await conn.execute(q("sync_notify_config"), catalog_params(config, templates))
+
+
+async def sync_catalog_soon(state: State) -> None:
+    """Mirror the API's event types into the database now, or, if it is down, in the
+    background as soon as it is back; `state.catalog_synced` tells when it is done."""
+    if not state.config.event_types:
+        # Nothing to mirror, and nothing to wait for: every event type is unknown anyway.
+        return
+    try:
+        async with state.pool.connection(
+            timeout=state.config.database.connect_timeout.total_seconds()
+        ) as conn:
+            await sync_catalog(conn, state.config, state.templates)
+    except (PoolTimeout, psycopg.Error) as exc:
+        log.warning("could not sync the notification catalog yet (%s); retrying", exc)
+        state.in_background(_sync_catalog_later(state))
+        return
+    state.catalog_synced = True
+
+
+async def _sync_catalog_later(state: State) -> None:
+    while True:
+        await asyncio.sleep(state.config.api.retry_after_s)
+        try:
+            async with state.pool.connection() as conn:
+                await sync_catalog(conn, state.config, state.templates)
+        except (PoolTimeout, psycopg.Error):
+            continue
+        state.catalog_synced = True
+        log.info("notification catalog synced")
+        return

@@ -1,94 +1,17 @@
-"""HTTP plumbing shared by the notification endpoints: the process State, JSON bodies in
-and out with stable error codes, path parameters, and the signed-in client.
-
-The endpoints here cannot import service.app at import time (it imports them to mount
-their routes), so the little they share with it is repeated here, not imported.
-"""
+"""Request pieces particular to the notification endpoints: user ids in paths, and the
+signed-in client of the user-facing endpoints. JSON in and out is service/http.py's."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeVar
 
-import msgspec
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.requests import Request
 
 from service.errors import api_error
 from service.messages import ClientSubject
+from service.state import state_of
 
-if TYPE_CHECKING:
-    from service.app import State
-
-T = TypeVar("T")
-
-_encode = msgspec.json.Encoder().encode
-_AT = re.compile(r" - at `(?P<path>\$[^`]*)`$")
-_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
-
-
-def state_of(request: Request) -> State:
-    state: State = request.app.state.mn
-    return state
-
-
-def json_response(body: msgspec.Struct, status: int = 200, **headers: str) -> Response:
-    return Response(_encode(body), status, headers or None, media_type="application/json")
-
-
-def _path_of(message: str) -> str:
-    """The JSON path a msgspec validation message is about ("$" for the top level)."""
-    at = _AT.search(message)
-    if at:
-        return at["path"]
-    missing = _MISSING.match(message)
-    return f"$.{missing['field']}" if missing else "$"
-
-
-def _code_for(path: str, codes: Mapping[str, str]) -> str:
-    for prefix, code in codes.items():
-        if path == prefix or path.startswith((f"{prefix}.", f"{prefix}[")):
-            return code
-    return "invalid_body"
-
-
-async def read_json(
-    request: Request,
-    decode: Callable[[bytes], T],
-    limit: int,
-    codes: Mapping[str, str] | None = None,
-) -> T:
-    """The body decoded by `decode`. A validation error about a field listed in `codes`
-    (a JSON path such as "$.recipients") gets that code; any other, `invalid_body`."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise api_error("unsupported_media_type")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise api_error("payload_too_large", f"The body is over {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise api_error("payload_too_large", f"The body is over {limit} bytes.")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # Nobody is left to answer; an API error keeps it out of the error log.
-        raise api_error("invalid_body", "The client disconnected mid-body.") from None
-    try:
-        return decode(b"".join(chunks))
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        raise api_error(_code_for(_path_of(message), codes or {}), message) from None
-    except msgspec.DecodeError as exc:
-        raise api_error("malformed_json", str(exc)) from None
-    except UnicodeDecodeError:
-        # msgspec reports invalid UTF-8 inside a string this way, not as a DecodeError.
-        raise api_error("malformed_json", "The body is not valid UTF-8.") from None
 
 
 def printable(value: str, max_length: int) -> bool:

@@ -18,10 +18,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.errors import api_error
-from service.notify.http import client_user, json_response, state_of
+from service.http import json_response
+from service.notify.http import client_user
 from service.notify.messages import InboxItem, InboxPage
-from service.notify.templates import RenderError, TypeTemplates
+from service.notify.templates import RenderError
 from service.sql import q
+from service.state import EventTemplates, state_of
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def _cursor(raw: str | None) -> int | None:
 
 
 def _render(
-    templates: TypeTemplates | None, locale: str | None, context: dict[str, Any]
+    templates: EventTemplates | None, locale: str | None, context: dict[str, Any]
 ) -> dict[str, Any]:
     """The inbox parts; RenderError when they cannot be rendered (the type or its inbox
     template left the configuration, or a template needs data the event lacks)."""

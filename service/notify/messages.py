@@ -1,7 +1,7 @@
 """Wire types of the notification API: every body its endpoints take or give.
 
 Requests forbid unknown fields, so a misspelt field is an error rather than silently
-ignored. The OpenAPI document (service/openapi.py) is generated from these Structs.
+ignored. The OpenAPI document (service/notify/openapi.py) is generated from these Structs.
 Limits that come from the configuration (`notify.max_recipients`, `notify.max_data_bytes`)
 are checked after decoding, so that going over one gets its own error code.
 """

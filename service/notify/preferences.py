@@ -25,10 +25,11 @@ from starlette.routing import BaseRoute, Route
 
 from service.config import Config
 from service.errors import api_error
-from service.notify.apikeys import require_scope
-from service.notify.http import client_user, json_response, read_json, state_of, user_id_param
+from service.http import json_response, read_json
+from service.notify.http import client_user, user_id_param
 from service.notify.messages import Preferences, PreferencesBody, QuietHours
 from service.sql import q
+from service.state import state_of
 
 BODY_BYTES = 64 * 1024
 
@@ -131,12 +132,12 @@ async def put_own(request: Request) -> Response:
 
 
 async def get_users(request: Request) -> Response:
-    await require_scope(request, "users:read")
+    await state_of(request).keys.require_scope(request.headers, "users:read")
     return await _read(request, user_id_param(request))
 
 
 async def put_users(request: Request) -> Response:
-    await require_scope(request, "users:write")
+    await state_of(request).keys.require_scope(request.headers, "users:write")
     return await _write(request, user_id_param(request))
 
 

@@ -36,6 +36,7 @@ from service.config import Config, ConfigError, NotifySettings
 from service.errors import api_error
 from service.identity import DEV_SECRET_PREFIX
 from service.sql import q
+from service.state import state_of
 
 # Binds a token to this use: a JWT signed with the same secret for anything else is refused.
 AUDIENCE = "mark-notify:unsubscribe"
@@ -147,7 +148,7 @@ class UnsubscribeResult(msgspec.Struct, frozen=True):
 
 def _checked(request: Request) -> tuple[Config, Unsubscribe]:
     """The config and the link's request, or the ApiError that refuses it."""
-    config: Config = request.app.state.mn.config
+    config = state_of(request).config
     try:
         wanted = read_token(
             config.notify, request.path_params["token"], environment=config.environment
@@ -215,7 +216,7 @@ async def confirm_page(request: Request) -> Response:
 async def unsubscribe(request: Request) -> Response:
     config, wanted = _checked(request)
     params = {"user_id": wanted.user_id, "category": wanted.category, "channel": wanted.channel}
-    async with request.app.state.mn.pool.connection() as conn:
+    async with state_of(request).pool.connection() as conn:
         cur = await conn.execute(q("unsubscribe_channel"), params)
         row = await cur.fetchone()
     user_exists = bool(row and row[0])

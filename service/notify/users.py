@@ -26,8 +26,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.errors import api_error
-from service.notify.apikeys import require_scope
-from service.notify.http import json_response, printable, read_json, state_of, user_id_param
+from service.http import json_response, read_json
+from service.notify.http import printable, user_id_param
 from service.notify.messages import (
     Device,
     UserBody,
@@ -37,6 +37,7 @@ from service.notify.messages import (
     UserView,
 )
 from service.sql import q
+from service.state import state_of
 
 # Bodies are bounded by the structures' own limits (devices per user, users per import);
 # these only stop a body far beyond any valid one before it is decoded.
@@ -116,7 +117,7 @@ async def _view(conn: psycopg.AsyncConnection[Any], user_id: str) -> UserView | 
 
 
 async def put_user(request: Request) -> Response:
-    await require_scope(request, "users:write")
+    await state_of(request).keys.require_scope(request.headers, "users:write")
     user_id = user_id_param(request)
     body = await read_json(request, _decode_user, USER_BODY_BYTES)
     record = UserRecord(id=user_id, **msgspec.structs.asdict(body))
@@ -132,7 +133,7 @@ async def put_user(request: Request) -> Response:
 
 
 async def import_users(request: Request) -> Response:
-    await require_scope(request, "users:write")
+    await state_of(request).keys.require_scope(request.headers, "users:write")
     body = await read_json(request, _decode_import, IMPORT_BODY_BYTES)
     seen: set[str] = set()
     for n, user in enumerate(body.users):
@@ -147,7 +148,7 @@ async def import_users(request: Request) -> Response:
 
 
 async def get_user(request: Request) -> Response:
-    await require_scope(request, "users:read")
+    await state_of(request).keys.require_scope(request.headers, "users:read")
     user_id = user_id_param(request)
     async with state_of(request).pool.connection() as conn:
         view = await _view(conn, user_id)
@@ -157,7 +158,7 @@ async def get_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    await require_scope(request, "users:write")
+    await state_of(request).keys.require_scope(request.headers, "users:write")
     user_id = user_id_param(request)
     async with state_of(request).pool.connection() as conn:
         cur = await conn.execute(q("erase_user"), {"user_id": user_id})
@@ -175,7 +176,7 @@ def _topic(request: Request) -> str:
 
 
 async def _topic_change(request: Request, query: str) -> Response:
-    await require_scope(request, "users:write")
+    await state_of(request).keys.require_scope(request.headers, "users:write")
     user_id = user_id_param(request)
     params = {"user_id": user_id, "topic": _topic(request)}
     try:

@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
+from service.apikeys import CACHE_TTL_S, create_key, list_keys, main, revoke_key
 from service.config import ROOT
-from service.notify.apikeys import CACHE_TTL_S, create_key, list_keys, main, revoke_key
 from tests.notify_api import Conn, assert_error, auth, counts, running_api
 from tests.support import bearer, client_token, seen_counts
 

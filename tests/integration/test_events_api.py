@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from service.notify import catalog
 from tests.notify_api import (
     EPISODE,
     RECEIPT,
@@ -254,6 +256,48 @@ async def test_a_type_the_database_no_longer_has_is_a_400(
     response = await api.post("/v1/events", json=event(), headers=key)
     assert "Refused by the database" in assert_error(response, 400, "unknown_event_type")["message"]
     assert await counts(db) == before
+
+
+async def test_until_the_catalog_is_synced_an_event_is_a_503(
+    db_url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database was down when the API started, so its event types were never mirrored
+    into it: a valid event is a 503 to retry, not the database's 400 unknown_event_type,
+    until the background sync gets through; then it is accepted."""
+    real_sync = catalog.sync_catalog
+    attempts: list[bool] = []
+    database_down = True
+
+    async def sync(conn: Any, config: Any, templates: Any) -> None:
+        attempts.append(database_down)
+        if database_down:
+            raise psycopg.OperationalError("connection refused (as if the database were down)")
+        await real_sync(conn, config, templates)
+
+    monkeypatch.setattr(catalog, "sync_catalog", sync)
+    key = auth(new_key(db_url, "content"))
+    api_settings = {"max_body_bytes": 4096, "max_batch": 100, "retry_after_s": 1}
+    async with running_api(db_url, api=api_settings) as api:
+        assert attempts == [True]
+        # What the database would answer: it has no event types yet.
+        assert await fetch(db, "SELECT count(*) FROM notify_event_types") == [(0,)]
+        response = await api.post("/v1/events", json=event(), headers=key)
+        assert_error(response, 503, "database_unavailable")
+        assert response.headers["retry-after"] == "1"
+        # A body that can never succeed is still refused as such.
+        response = await api.post("/v1/events", json=event(type="nope"), headers=key)
+        assert_error(response, 400, "unknown_event_type")
+        assert (await counts(db))["events"] == 0
+
+        database_down = False
+        for _ in range(100):
+            response = await api.post("/v1/events", json=event(), headers=key)
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+        assert response.status_code == 202, response.text
+        assert attempts[-1] is False
+        assert (await counts(db))["events"] == 1
 
 
 async def test_the_events_scope_is_needed(api: httpx.AsyncClient, db_url: str, db: Conn) -> None:

@@ -1,5 +1,6 @@
 """The notification API's half of /openapi.json: every route documented, generated from
-the Structs, with its security scheme and every error code it can answer."""
+the Structs, with its security scheme and every error code it can answer; the one-click
+unsubscribe links too."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Any
 
 from starlette.routing import Route
 
+from service import openapi
+from service.app import OPENAPI_SECTIONS, create_app
 from service.errors import ERROR_CODES
-from service.notify import events, inbox, preferences, users
+from service.notify import events, inbox, preferences, unsubscribe, users
 from tests.notify_api import running_api
+from tests.support import make_config
 
 CLIENT_PATHS = {"/v1/preferences", "/v1/inbox"}
 
@@ -113,6 +117,52 @@ async def test_every_notification_route_is_documented(db_url: str) -> None:
         "unknown_event",
         "unknown_notification",
         "data_too_large",
+        "invalid_unsubscribe_link",
     }
     assert mine <= set(ERROR_CODES)
     assert mine <= documented, mine - documented
+
+
+async def test_the_unsubscribe_link_is_documented(db_url: str) -> None:
+    async with running_api(db_url) as api:
+        doc = (await api.get("/openapi.json")).json()
+    path = doc["paths"][unsubscribe.PATH]
+    methods = {
+        method.lower()
+        for route in unsubscribe.ROUTES
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert set(path) == methods == {"get", "post"}
+    link_errors = {"invalid_unsubscribe_link", "transactional_category"}
+    for method, op in path.items():
+        # The signed link is the credential: no scheme applies.
+        assert op["security"] == [], method
+        assert [p["name"] for p in op["parameters"]] == ["token"]
+        codes = _codes(op)
+        assert link_errors <= set(codes), method
+        assert {codes[c] for c in link_errors} == {"400"}
+        assert "text/html" in op["responses"]["200"]["content"]
+    # GET only reads the link; POST writes, so it can meet an outage.
+    assert "database_unavailable" not in _codes(path["get"])
+    assert "database_unavailable" in _codes(path["post"])
+    assert "requestBody" not in path["get"]
+    assert path["post"]["requestBody"]["required"] is False
+    ok = path["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/UnsubscribeResult"}
+    result = doc["components"]["schemas"]["UnsubscribeResult"]
+    assert set(result["properties"]) == {"status", "category", "channel"}
+    assert set(result["properties"]["status"]["enum"]) == {"unsubscribed", "unknown_user"}
+
+
+def test_every_mounted_route_is_documented(db_url: str) -> None:
+    doc = openapi.api_document(*OPENAPI_SECTIONS)
+    undocumented = [
+        (route.path, method)
+        for route in create_app(make_config(db_url)).routes
+        if isinstance(route, Route) and route.path != "/openapi.json"
+        for method in route.methods or ()
+        if method != "HEAD" and method.lower() not in doc["paths"].get(route.path, {})
+    ]
+    assert undocumented == []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
+from service.apikeys import generate_key
 from service.config import IdentitySettings, JwtSettings
 from service.errors import ApiError
 from service.identity import Authenticator, looks_like_api_key, split_api_key
-from service.notify.apikeys import generate_key
 from tests.support import AUDIENCE, ISSUER, JWT_SECRET, client_token
 
 

@@ -1,5 +1,8 @@
 """API keys of producer services: minting, verifying, and the `bin/apikey` command.
 
+Service identity is core, beside service/identity.py (users' and drivers' tokens): any
+capability's service endpoints take `state.keys.require_scope(headers, scope)`.
+
     bin/apikey create billing --scope events:write --scope users:write
     KEY=$(bin/apikey create demo --scope events:write --quiet)
     bin/apikey list
@@ -17,9 +20,9 @@ keys are unique per producer, and a producer sees only its own events, so a rota
 (new key, same producer) keeps both.
 
 Verification finds the row by prefix, compares hashes in constant time and refuses
-revoked keys. A verified key is remembered per process for CACHE_TTL_S seconds, so a
-revoked key is refused by every API process within that time, and a busy producer costs
-one lookup per key, process and period.
+revoked keys. A verified key is remembered per process (one KeyVerifier per State) for
+CACHE_TTL_S seconds, so a revoked key is refused by every API process within that time,
+and a busy producer costs one lookup per key, process and period.
 """
 
 from __future__ import annotations
@@ -32,16 +35,14 @@ import re
 import secrets
 import sys
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import Request
 
 from service import migrate
 from service.config import ConfigError, load_config
@@ -53,11 +54,7 @@ from service.identity import (
     looks_like_api_key,
     split_api_key,
 )
-from service.notify.http import state_of
 from service.sql import q
-
-if TYPE_CHECKING:
-    from service.app import State
 
 Scope = Literal["events:write", "users:write", "users:read"]
 SCOPES: tuple[Scope, ...] = ("events:write", "users:write", "users:read")
@@ -145,15 +142,45 @@ class ServiceCaller:
 
 
 class KeyVerifier:
-    """Verified keys, remembered for `ttl_s` (see the module docstring)."""
+    """The producer services calling, by their keys: verified against the table, and
+    remembered for `ttl_s` (see the module docstring). One per process State."""
 
-    def __init__(self, ttl_s: float = CACHE_TTL_S, size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, ttl_s: float = CACHE_TTL_S, size: int = CACHE_SIZE
+    ) -> None:
+        self._pool = pool
         self.ttl_s = ttl_s
         self._size = size
         # Keyed by the key's hash: the cache never holds a key itself.
         self._cache: dict[bytes, tuple[ServiceCaller, float]] = {}
 
-    async def verify(self, pool: AsyncConnectionPool, key: str) -> ServiceCaller:
+    async def require_scope(self, headers: Mapping[str, str], scope: Scope) -> ServiceCaller:
+        """The producer service calling, holding `scope`; otherwise a 401 or 403."""
+        authorization = headers.get("authorization")
+        if authorization is None:
+            raise api_error(
+                "invalid_api_key",
+                "Send 'Authorization: Bearer <API key>'.",
+                www_authenticate="Bearer",
+            )
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise api_error("invalid_api_key", "Authorization must be 'Bearer <API key>'.")
+        if not looks_like_api_key(token):
+            if _looks_like_jwt(token):
+                raise api_error("service_key_required")
+            raise api_error("invalid_api_key", "The API key is malformed.")
+        caller = await self.verify(token)
+        if scope not in caller.scopes:
+            raise api_error(
+                "insufficient_scope",
+                f"This endpoint needs scope {scope!r}; the key has "
+                f"{', '.join(sorted(caller.scopes))}.",
+            )
+        return caller
+
+    async def verify(self, key: str) -> ServiceCaller:
         digest = hash_key(key)
         now = time.monotonic()
         cached = self._cache.get(digest)
@@ -164,7 +191,7 @@ class KeyVerifier:
         prefix = split_api_key(key)
         if prefix is None:
             raise api_error("invalid_api_key", "The API key is malformed.")
-        async with pool.connection() as conn:
+        async with self._pool.connection() as conn:
             cur = await conn.execute(q("find_api_key"), {"prefix": prefix})
             row = await cur.fetchone()
             # The comparison runs even for an unknown prefix, so timing does not tell
@@ -184,44 +211,8 @@ class KeyVerifier:
         return caller
 
 
-# One per State (per app lifespan); service.app's State is not this module's to extend.
-_verifiers: weakref.WeakKeyDictionary[State, KeyVerifier] = weakref.WeakKeyDictionary()
-
-
-def verifier_for(state: State) -> KeyVerifier:
-    verifier = _verifiers.get(state)
-    if verifier is None:
-        verifier = _verifiers[state] = KeyVerifier()
-    return verifier
-
-
 def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
-
-
-async def require_scope(request: Request, scope: Scope) -> ServiceCaller:
-    """The producer service calling, holding `scope`; otherwise a 401 or 403."""
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        raise api_error(
-            "invalid_api_key", "Send 'Authorization: Bearer <API key>'.", www_authenticate="Bearer"
-        )
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise api_error("invalid_api_key", "Authorization must be 'Bearer <API key>'.")
-    if not looks_like_api_key(token):
-        if _looks_like_jwt(token):
-            raise api_error("service_key_required")
-        raise api_error("invalid_api_key", "The API key is malformed.")
-    state = state_of(request)
-    caller = await verifier_for(state).verify(state.pool, token)
-    if scope not in caller.scopes:
-        raise api_error(
-            "insufficient_scope",
-            f"This endpoint needs scope {scope!r}; the key has {', '.join(sorted(caller.scopes))}.",
-        )
-    return caller
 
 
 # -- bin/apikey ----------------------------------------------------------------------------

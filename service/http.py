@@ -1,0 +1,127 @@
+"""HTTP in and out for every endpoint: JSON responses and error bodies, and JSON request
+bodies checked (media type, size), read and decoded into stable error codes.
+
+Both kinds of endpoint use these: Starlette handlers through `read_json`, and the bare
+ASGI `POST /v1/seen` (service/app.py) through the pieces it is made of, so that its hot
+path does no more than before: `check_json_headers`, `read_body` and, only when a body
+is refused, `decode_error`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+from service.errors import ApiError, api_error
+from service.messages import ErrorBody
+
+T = TypeVar("T")
+
+encode = msgspec.json.Encoder().encode
+JSON_TYPES = ("application/json",)
+# What a msgspec decoder raises for a body it refuses (ValidationError is a DecodeError).
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
+_AT = re.compile(r" - at `(?P<path>\$[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+
+
+def json_response(
+    body: msgspec.Struct, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(encode(body), status, headers, media_type="application/json")
+
+
+def error_body(exc: ApiError) -> ErrorBody:
+    return ErrorBody(exc.code, exc.message)
+
+
+def error_response(exc: ApiError) -> Response:
+    return json_response(error_body(exc), exc.status, exc.headers)
+
+
+def check_json_headers(headers: Mapping[str, str], limit: int) -> None:
+    """Refuse a body that is not JSON, or declares itself over `limit` bytes, before
+    reading it."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in JSON_TYPES and not content_type.endswith("+json"):
+        raise api_error("unsupported_media_type")
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise api_error("payload_too_large", f"The body is over {limit} bytes.")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived: nobody to answer."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body from the ASGI `receive`, refused as soon as it passes `limit` (a
+    Content-Length may be absent, or lie)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise api_error("payload_too_large", f"The body is over {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _path_of(message: str) -> str:
+    """The JSON path a msgspec validation message is about ("$" for the top level)."""
+    at = _AT.search(message)
+    if at:
+        return at["path"]
+    missing = _MISSING.match(message)
+    return f"$.{missing['field']}" if missing else "$"
+
+
+def _code_for(path: str, codes: Mapping[str, str]) -> str:
+    for prefix, code in codes.items():
+        if path == prefix or path.startswith((f"{prefix}.", f"{prefix}[")):
+            return code
+    return "invalid_body"
+
+
+def decode_error(exc: Exception, codes: Mapping[str, str] | None = None) -> ApiError:
+    """The ApiError for a body a msgspec decoder refused with `exc` (one of
+    DECODE_ERRORS): `malformed_json` for what is not JSON, else `invalid_body`, or the code
+    `codes` gives the field the error is about (a JSON path such as "$.recipients")."""
+    if isinstance(exc, msgspec.ValidationError):
+        message = str(exc)
+        return api_error(_code_for(_path_of(message), codes) if codes else "invalid_body", message)
+    if isinstance(exc, UnicodeDecodeError):
+        # msgspec reports invalid UTF-8 inside a string this way, not as a DecodeError.
+        return api_error("malformed_json", "The body is not valid UTF-8.")
+    return api_error("malformed_json", str(exc))
+
+
+async def read_json(
+    request: Request,
+    decode: Callable[[bytes], T],
+    limit: int,
+    codes: Mapping[str, str] | None = None,
+) -> T:
+    """The body decoded by `decode`, or the ApiError that refuses it (see decode_error)."""
+    check_json_headers(request.headers, limit)
+    try:
+        body = await read_body(request.receive, limit)
+    except ClientGone:
+        # Nobody is left to answer; an API error keeps it out of the error log.
+        raise api_error("invalid_body", "The client disconnected mid-body.") from None
+    try:
+        return decode(body)
+    except DECODE_ERRORS as exc:
+        raise decode_error(exc, codes) from None

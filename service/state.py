@@ -1,0 +1,76 @@
+"""The process State: what every request handler needs, built once per app at start-up.
+
+Core, like the rest of service/*.py: the capability packages (service/notify/, ...) read
+it through `state_of(request)`; it knows nothing of them beyond the `EventTemplates`
+protocol, which the notification templates satisfy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+
+from service.apikeys import KeyVerifier
+from service.config import Config
+from service.errors import ApiError, api_error
+from service.identity import Authenticator
+from service.migrate import head_revision
+from service.store import MarkWriter
+
+
+class EventTemplates(Protocol):
+    """An event type's compiled templates, as the API uses them (the notification half's
+    TypeTemplates is one): typed here so the core need not import that half."""
+
+    @property
+    def required_data(self) -> frozenset[str]: ...
+
+    def render(
+        self, kind: str, locale: str | None, context: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+class State:
+    """Everything a request needs, built once per process at start-up."""
+
+    def __init__(
+        self,
+        config: Config,
+        pool: AsyncConnectionPool,
+        writer: MarkWriter,
+        templates: Mapping[str, EventTemplates],
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        # Built before the pool opens (see create_app): bad identity settings fail
+        # start-up with nothing left running.
+        self.auth = Authenticator(config.identity, config.environment)
+        self.keys = KeyVerifier(pool)
+        self.committer = writer
+        self.head = head_revision()
+        self.templates = templates
+        # Whether the event types are mirrored into the database yet. Until they are,
+        # notify_event() would refuse every type as unknown: a 400 for what is an outage.
+        self.catalog_synced = False
+        self.background: set[asyncio.Task[None]] = set()
+
+    def unavailable(self) -> ApiError:
+        # A new error each time: raising one shared instance would chain every request's
+        # traceback (and the frames it holds) onto it for as long as the outage lasts.
+        return api_error("database_unavailable", retry_after=str(self.config.api.retry_after_s))
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` until it ends or the app stops (which cancels it)."""
+        # The set holds the task: the event loop keeps only a weak reference to it.
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+def state_of(request: Request) -> State:
+    state: State = request.app.state.mn
+    return state

@@ -56,6 +56,63 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
         assert response.json()["status"] in {"recorded", "duplicate"}
         assert time.monotonic() - started < START_BUDGET_S
 
+        # The README's notification example, as written there.
+        key = subprocess.run(
+            [
+                str(ROOT / "bin" / "apikey"),
+                "create",
+                "demo",
+                "--scope",
+                "events:write",
+                "--scope",
+                "users:write",
+                "--quiet",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        service = {"Authorization": f"Bearer {key}"}
+        user = {
+            "email": "user-1@example.com",
+            "devices": [{"token": "demo-device", "platform": "ios"}],
+        }
+        response = httpx.put(f"{base}/v1/users/user-1", json=user, headers=service)
+        assert response.status_code in (200, 201), response.text
+        event = {
+            "type": "new_episode",
+            "idempotency_key": "dark-s1e3",
+            "recipients": {"user_ids": ["user-1"]},
+            "data": {
+                "series": "Dark",
+                "episode": 3,
+                "title": "Past and Present",
+                "url": "https://example.com/dark/3",
+            },
+        }
+        response = httpx.post(f"{base}/v1/events", json=event, headers=service)
+        assert response.status_code == 202, response.text
+        event_id = response.json()["id"]
+        deadline = time.monotonic() + 30
+        while True:
+            status = httpx.get(f"{base}/v1/events/{event_id}", headers=service).json()
+            channels = status["channels"]
+            if all(channels[c]["sent"] == 1 for c in ("email", "push", "inbox")):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        user_token = subprocess.run(
+            [str(ROOT / "bin" / "token"), "client", "user-1"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        inbox = httpx.get(f"{base}/v1/inbox", headers={"Authorization": f"Bearer {user_token}"})
+        assert inbox.status_code == 200, inbox.text
+        assert [i["title"] for i in inbox.json()["items"]] == ["New episode of Dark"]
+
         second = subprocess.run(
             [str(ROOT / "bin" / "dev")], env=env, capture_output=True, text=True, timeout=60
         )
@@ -66,6 +123,9 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
         output = dev.communicate(timeout=60)[0].decode()
     assert dev.returncode == 0, output
     assert "stopped" in output
+    # The local peers bin/dev runs received them.
+    assert "email #1: 'New episode of Dark: Past and Present'" in output
+    assert "push provider push-primary" in output
     with httpx.Client() as client:
         try:
             client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -177,7 +178,9 @@ async def test_data_is_shown_as_text_never_run_as_template_code() -> None:
     assert text is not None and html is not None
     assert "of {{ 7*7 }} <b>Dark</b> & co," in text.get_content()
     assert "<b>{{ 7*7 }} &lt;b&gt;Dark&lt;/b&gt; &amp; co</b>" in html.get_content()
-    assert "49" not in text.get_content() + html.get_content() + message["Subject"]
+    # 49 as a word: the signed unsubscribe token may contain the digits by chance.
+    rendered = text.get_content() + html.get_content() + message["Subject"]
+    assert re.search(r"(?<![\w-])49(?![\w-])", rendered) is None
 
 
 async def test_non_ascii_text_and_addresses_travel_as_7bit_mime() -> None:

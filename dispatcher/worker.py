@@ -26,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import procrastinate
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
+from dispatcher.jobs import jobs_app, run_jobs_worker
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
@@ -46,11 +46,11 @@ from service.config import (
     DispatcherSettings,
     KafkaSettings,
 )
-from service.database import CONNECTION_OPTIONS, make_pool
+from service.database import make_pool
 from service.notify.catalog import sync_catalog
-from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
+from service.notify.fanout import MATERIALIZE_QUEUE
 from service.notify.templates import load_templates
-from service.store import WAKE_QUEUE, WAKE_TASK, purge_expired_marks
+from service.store import WAKE_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ MAX_PENDING_COMPLETIONS = 2
 # HOT_WINDOW_S (see ConsumerLoop._delay).
 HOT_WINDOW_S = 1.0
 HOT_POLL_S = 0.02
-PURGE_TASK = "maintenance.purge_expired_seen_marks"
-PURGE_CRON = "*/10 * * * *"
 COMPLETE_TRIES = 3
 
 
@@ -482,12 +480,12 @@ class Dispatcher:
             asyncio.create_task(loop.run(), name=f"loop-{n}") for n, loop in self.loops.items()
         ]
         side = [
-            asyncio.create_task(self._worker(WAKE_QUEUE), name="wake-worker"),
+            asyncio.create_task(self._jobs_worker(WAKE_QUEUE), name="wake-worker"),
             asyncio.create_task(self._census(pool), name="census"),
         ]
         if self.config.event_types:
             # Its own worker: a long fan-out must not hold up the wake-ups.
-            side.append(asyncio.create_task(self._worker(MATERIALIZE_QUEUE), name="fan-out"))
+            side.append(asyncio.create_task(self._jobs_worker(MATERIALIZE_QUEUE), name="fan-out"))
         self.ready.set()
         stopper = asyncio.create_task(self._stop.wait())
         try:
@@ -507,72 +505,13 @@ class Dispatcher:
             for loop in self.loops.values():
                 await loop.flush()
 
-    def _procrastinate_app(self) -> procrastinate.App:
-        connector = procrastinate.PsycopgConnector(
-            conninfo=self.database_url,
-            min_size=1,
-            max_size=3,
-            kwargs={"options": CONNECTION_OPTIONS, "application_name": f"wake-{self.name}"},
+    async def _jobs_worker(self, queue: str) -> None:
+        await run_jobs_worker(
+            lambda: jobs_app(self.database_url, self.name, self.wake, self.config.notify),
+            queue,
+            name=f"dispatcher-{self.name}-{queue}",
+            polling_s=self.settings.sweep_interval.total_seconds(),
         )
-        app = procrastinate.App(connector=connector)
-
-        @app.task(name=WAKE_TASK, queue=WAKE_QUEUE)
-        async def wake(consumer: str) -> None:
-            self.wake(consumer)
-
-        # Expired marks are purged here because pg_cron is not everywhere (the embedded
-        # default lacks it). Procrastinate defers one job per tick however many
-        # dispatchers run, and the queueing lock keeps a slow purge from piling up.
-        @app.periodic(cron=PURGE_CRON, periodic_id="purge-expired-marks")
-        @app.task(name=PURGE_TASK, queue=WAKE_QUEUE, queueing_lock=PURGE_TASK, pass_context=False)
-        async def purge(timestamp: int) -> None:
-            async with await psycopg.AsyncConnection.connect(
-                self.database_url, autocommit=True, options=CONNECTION_OPTIONS
-            ) as conn:
-                purged = await purge_expired_marks(conn)
-            if purged:
-                log.info("purged %d expired seen marks", purged)
-
-        # A large audience (a topic, everyone) or a future send_at: notify_event() defers
-        # this job, and the chunks commit one by one, resuming at the event's cursor.
-        @app.task(name=MATERIALIZE_TASK, queue=MATERIALIZE_QUEUE, pass_context=False)
-        async def materialize(event_id: str) -> None:
-            chunk = self.config.notify.chunk_size
-            covered, done = await materialize_parallel(self.database_url, event_id, chunk)
-            log.info(
-                "event %s: %d recipients materialized here%s",
-                event_id,
-                covered,
-                "" if done else "; another run holds the rest",
-            )
-
-        return app
-
-    async def _worker(self, queue: str) -> None:
-        """Run a Procrastinate worker on one queue; restart it if it fails (for wake-ups,
-        the sweep covers the gap; a fan-out job is retried from its cursor)."""
-        pause = DB_RETRY_S
-        while True:
-            app = self._procrastinate_app()
-            try:
-                async with app.open_async():
-                    await app.run_worker_async(
-                        queues=[queue],
-                        name=f"dispatcher-{self.name}-{queue}",
-                        concurrency=1,
-                        wait=True,
-                        listen_notify=True,
-                        fetch_job_polling_interval=self.settings.sweep_interval.total_seconds(),
-                        delete_jobs="successful",
-                        install_signal_handlers=False,
-                    )
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s worker failed (%s); restarting in %.0f s", queue, exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
 
     async def _census(self, pool: Pool) -> None:
         """Report rows waiting for consumers this dispatcher does not deliver to."""

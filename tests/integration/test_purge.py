@@ -7,7 +7,7 @@ from typing import Any
 import procrastinate
 import psycopg
 
-from dispatcher.worker import PURGE_TASK
+from dispatcher.jobs import PURGE_TASK
 from service.store import WAKE_QUEUE, purge_expired_marks
 from tests.consumers import (
     add_marks,

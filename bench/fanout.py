@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(
         f"Fan-out of one event to {args.users:,} users (naive: {args.naive_users:,} users)",
         [
-            ("set-based (notify_materialize)", [Figure("users/s", "1/s", rates)]),
+            (f"set-based, {args.workers} workers", [Figure("users/s", "1/s", rates)]),
             ("naive per-user inserts", [Figure("users/s", "1/s", naive_rates)]),
         ],
     )

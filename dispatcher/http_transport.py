@@ -19,8 +19,13 @@ import msgspec
 from standardwebhooks import Webhook
 
 from dispatcher.http_wire import WebhookPool, WireError, WireTimeout
-from dispatcher.retry import classify_status, parse_retry_after, trim_error
-from dispatcher.transport import Delivery, Outcome, OutcomeKind
+from dispatcher.retry import (
+    classify_status,
+    parse_retry_after,
+    timed_outcome,
+    undeliverable,
+)
+from dispatcher.transport import Delivery, Outcome
 from service.config import Consumer
 from service.messages import seen_event
 
@@ -55,13 +60,7 @@ class _Target:
         except (msgspec.ValidationError, TypeError, ValueError) as exc:
             # A payload no consumer could be sent is a permanent failure for ops to look
             # at, never a crash of the loop.
-            return Outcome(
-                delivery.outbox_id,
-                "failed",
-                datetime.now(UTC),
-                0.0,
-                error=trim_error(f"undeliverable payload: {exc}"),
-            )
+            return undeliverable(delivery, f"undeliverable payload: {exc}")
         # Signed only once a connection slot is ours, so webhook-timestamp is fresh even
         # for the tail of a large batch (consumers reject stale timestamps).
         async with self.slots:
@@ -77,13 +76,13 @@ class _Target:
                 # row past the claim's lease.
                 response = await self.pool.post(headers, body, self.timeout)
             except WireTimeout:
-                return self._outcome(delivery, "retry", started_at, t0, error="timeout")
+                return timed_outcome(delivery, "retry", started_at, t0, error="timeout")
             except WireError as exc:
-                return self._outcome(delivery, "retry", started_at, t0, error=str(exc))
+                return timed_outcome(delivery, "retry", started_at, t0, error=str(exc))
         kind = classify_status(response.status)
         if kind == "delivered":
-            return self._outcome(delivery, kind, started_at, t0, status=response.status)
-        return self._outcome(
+            return timed_outcome(delivery, kind, started_at, t0, status=response.status)
+        return timed_outcome(
             delivery,
             kind,
             started_at,
@@ -93,27 +92,6 @@ class _Target:
             retry_after=parse_retry_after(response.headers.get("retry-after"))
             if kind == "retry"
             else None,
-        )
-
-    @staticmethod
-    def _outcome(
-        delivery: Delivery,
-        kind: OutcomeKind,
-        started_at: datetime,
-        t0: float,
-        *,
-        status: int | None = None,
-        error: str | None = None,
-        retry_after: float | None = None,
-    ) -> Outcome:
-        return Outcome(
-            delivery.outbox_id,
-            kind,
-            started_at,
-            (time.perf_counter() - t0) * 1000.0,
-            status_code=status,
-            error=trim_error(error) if error else None,
-            retry_after=retry_after,
         )
 
 

@@ -36,7 +36,12 @@ from standardwebhooks import Webhook
 from dispatcher.breaker import CircuitBreaker
 from dispatcher.http_transport import USER_AGENT, _tls_context
 from dispatcher.http_wire import WebhookPool, WireError, WireTimeout
-from dispatcher.retry import classify_status, parse_retry_after, trim_error
+from dispatcher.retry import (
+    classify_status,
+    parse_retry_after,
+    trim_error,
+    undeliverable,
+)
 from dispatcher.transport import Delivery, Outcome, OutcomeKind
 from service.config import Channel, Provider
 from service.notify.provider_api import PushMessage, SmsMessage
@@ -215,7 +220,7 @@ class _Channel:
                 return await self._sms(delivery)
             return await self._push(delivery)
         except (RenderError, Undeliverable) as exc:
-            return _failed(delivery, str(exc))
+            return undeliverable(delivery, str(exc))
         except Exception as exc:
             # A bug must cost this row a retry, not the whole batch (whose other rows may
             # have been sent already).
@@ -341,10 +346,6 @@ def _numbered(results: Sequence[list[_Answer]], chosen: Sequence[list[_Answer]])
         if any(answers is c for c in chosen):
             numbered += [replace(a, device=f"device {n}, ") for a in answers]
     return numbered
-
-
-def _failed(delivery: Delivery, error: str) -> Outcome:
-    return Outcome(delivery.outbox_id, "failed", datetime.now(UTC), 0.0, error=trim_error(error))
 
 
 def _outcome(

@@ -9,10 +9,11 @@ of hammering a recovering consumer in step. A Retry-After from the consumer is a
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from dispatcher.transport import OutcomeKind
+from dispatcher.transport import Delivery, Outcome, OutcomeKind
 from service.config import Backoff
 
 # Long enough for a stack trace's last line or a short response body, short enough that
@@ -77,3 +78,32 @@ def trim_error(text: str, limit: int = ERROR_LIMIT) -> str:
 
 # Jitter needs no cryptographic quality.
 _rng = random.Random()  # noqa: S311
+
+
+def timed_outcome(
+    delivery: Delivery,
+    kind: OutcomeKind,
+    started_at: datetime,
+    t0: float,
+    *,
+    status: int | None = None,
+    error: str | None = None,
+    retry_after: float | None = None,
+) -> Outcome:
+    """The outcome of an attempt that started at `t0` (time.perf_counter()), its error
+    trimmed for the attempts table."""
+    return Outcome(
+        delivery.outbox_id,
+        kind,
+        started_at,
+        (time.perf_counter() - t0) * 1000.0,
+        status_code=status,
+        error=trim_error(error) if error else None,
+        retry_after=retry_after,
+    )
+
+
+def undeliverable(delivery: Delivery, error: str) -> Outcome:
+    """A row that cannot be sent at all (its payload or rendering is wrong): a permanent
+    failure for ops to look at, decided before anything was sent."""
+    return Outcome(delivery.outbox_id, "failed", datetime.now(UTC), 0.0, error=trim_error(error))

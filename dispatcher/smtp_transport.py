@@ -39,7 +39,7 @@ from typing import Any
 
 import aiosmtplib
 
-from dispatcher.retry import trim_error
+from dispatcher.retry import timed_outcome, undeliverable
 from dispatcher.transport import Delivery, Outcome, OutcomeKind
 from service.config import Channel, ConfigError, NotifySettings, SmtpSettings
 from service.notify.templates import RenderError, TypeTemplates
@@ -268,7 +268,7 @@ class _Server:
         try:
             to, message = self.compose(delivery)
         except Undeliverable as exc:
-            return _outcome(delivery, "failed", datetime.now(UTC), time.perf_counter(), str(exc))
+            return undeliverable(delivery, str(exc))
         async with self.slots:
             started_at = datetime.now(UTC)
             t0 = time.perf_counter()
@@ -278,9 +278,10 @@ class _Server:
                 async with asyncio.timeout(self.timeout):
                     code = await self._transmit(to, message)
             except TimeoutError:
-                return _outcome(delivery, "retry", started_at, t0, "timeout")
+                return timed_outcome(delivery, "retry", started_at, t0, error="timeout")
             except _Unreachable as exc:
-                return _outcome(delivery, "retry", started_at, t0, _redact(str(exc), to))
+                error = _redact(str(exc), to)
+                return timed_outcome(delivery, "retry", started_at, t0, error=error)
             except aiosmtplib.SMTPResponseException as exc:
                 stage = next((s for kind, s in _STAGES if isinstance(exc, kind)), None)
                 reply = _redact(f"SMTP {exc.code} at {stage}: {exc.message}", to)
@@ -289,11 +290,11 @@ class _Server:
                 kind: OutcomeKind = (
                     "failed" if stage is not None and 500 <= exc.code < 600 else "retry"
                 )
-                return _outcome(delivery, kind, started_at, t0, reply, status=exc.code)
+                return timed_outcome(delivery, kind, started_at, t0, error=reply, status=exc.code)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 error = _redact(f"connection: {exc}", to)
-                return _outcome(delivery, "retry", started_at, t0, error)
-        return _outcome(delivery, "delivered", started_at, t0, status=code)
+                return timed_outcome(delivery, "retry", started_at, t0, error=error)
+        return timed_outcome(delivery, "delivered", started_at, t0, status=code)
 
     async def _transmit(self, to: str, message: bytes) -> int:
         """Send one message; the server's final reply code. Raises what went wrong."""
@@ -403,25 +404,6 @@ async def _quit(connection: _Connection) -> None:
         pass
     finally:
         connection.smtp.close()
-
-
-def _outcome(
-    delivery: Delivery,
-    kind: OutcomeKind,
-    started_at: datetime,
-    t0: float,
-    error: str | None = None,
-    *,
-    status: int | None = None,
-) -> Outcome:
-    return Outcome(
-        delivery.outbox_id,
-        kind,
-        started_at,
-        (time.perf_counter() - t0) * 1000.0,
-        status_code=status,
-        error=trim_error(error) if error else None,
-    )
 
 
 class SmtpTransport:

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import psycopg
@@ -21,12 +20,6 @@ from tests.notify_api import Conn, assert_error, auth, counts, running_api
 from tests.support import bearer, client_token, seen_counts
 
 KEY = re.compile(r"mn_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(db_url) as client:
-        yield client
 
 
 def apikey(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

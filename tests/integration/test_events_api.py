@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +23,6 @@ from tests.notify_api import (
     running_api,
 )
 from tests.support import bearer, client_token
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(db_url) as client:
-        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ and marked seen through POST /v1/seen."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,18 +17,11 @@ from tests.notify_api import (
     assert_error,
     auth,
     new_key,
-    running_api,
 )
 from tests.support import bearer, client_token, config_data, driver_token
 
 ANNA = bearer(client_token("anna"))
 LIKES = {"actor": "Ben", "comment_id": "c-1", "comment_url": "https://x/c/1"}
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(db_url) as client:
-        yield client
 
 
 @pytest.fixture

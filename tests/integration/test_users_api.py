@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,15 +15,8 @@ from tests.notify_api import (
     auth,
     counts,
     new_key,
-    running_api,
 )
 from tests.support import bearer, client_token
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(db_url) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,44 +57,30 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
         assert response.json()["status"] in {"recorded", "duplicate"}
         assert time.monotonic() - started < START_BUDGET_S
 
-        # The README's notification example, as written there.
-        key = subprocess.run(
-            [
-                str(ROOT / "bin" / "apikey"),
-                "create",
-                "demo",
-                "--scope",
-                "events:write",
-                "--scope",
-                "users:write",
-                "--quiet",
-            ],
+        # The README's notification example, run as written there (on this test's port).
+        readme = (ROOT / "README.md").read_text()
+        start = readme.index("KEY=$(bin/apikey create demo")
+        script = readme[start : readme.index("```", start)].replace("127.0.0.1:8000", base[7:])
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script + 'echo; echo "$KEY"\n'],
+            cwd=ROOT,
             env=env,
             check=True,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+            timeout=120,
+        )
+        # curl prints the three answers back to back (user, event, inbox), then the key.
+        bodies, key = ran.stdout.strip().rsplit("\n", 1)
+        answers, at = [], 0
+        while at < len(bodies):
+            answer, at = json.JSONDecoder().raw_decode(bodies, at)
+            answers.append(answer)
+        user, accepted, _inbox = answers
+        assert user["id"] == "user-1", ran.stdout
+        assert accepted["status"] == "done" and accepted["created"] is True, ran.stdout
+        event_id = accepted["id"]
         service = {"Authorization": f"Bearer {key}"}
-        user = {
-            "email": "user-1@example.com",
-            "devices": [{"token": "demo-device", "platform": "ios"}],
-        }
-        response = httpx.put(f"{base}/v1/users/user-1", json=user, headers=service)
-        assert response.status_code in (200, 201), response.text
-        event = {
-            "type": "new_episode",
-            "idempotency_key": "dark-s1e3",
-            "recipients": {"user_ids": ["user-1"]},
-            "data": {
-                "series": "Dark",
-                "episode": 3,
-                "title": "Past and Present",
-                "url": "https://example.com/dark/3",
-            },
-        }
-        response = httpx.post(f"{base}/v1/events", json=event, headers=service)
-        assert response.status_code == 202, response.text
-        event_id = response.json()["id"]
         deadline = time.monotonic() + 30
         while True:
             status = httpx.get(f"{base}/v1/events/{event_id}", headers=service).json()

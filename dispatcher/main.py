@@ -20,6 +20,7 @@ from typing import Any
 from dispatcher.worker import Dispatcher
 from service.config import ConfigError, load_config
 from service.database import resolve_url
+from service.notify.templates import load_templates
 
 
 async def _serve(dispatcher: Dispatcher) -> None:
@@ -55,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     try:
         config = load_config()
+        # Compiled before anything starts: a broken template stops the process here,
+        # naming the file and the reason.
+        templates = load_templates(config)
     except ConfigError as exc:
         print(f"mark-notify dispatcher: {exc}", file=sys.stderr)
         return 2
-    dispatcher = Dispatcher(config, resolve_url(config.database), name=args.name)
+    dispatcher = Dispatcher(
+        config, resolve_url(config.database), name=args.name, templates=templates
+    )
     run(_serve(dispatcher))
     return 0
 

@@ -49,7 +49,7 @@ from service.config import (
 from service.database import make_pool
 from service.notify.catalog import sync_catalog
 from service.notify.fanout import MATERIALIZE_QUEUE
-from service.notify.templates import load_templates
+from service.notify.templates import TypeTemplates, load_templates
 from service.store import WAKE_QUEUE
 
 log = logging.getLogger(__name__)
@@ -401,8 +401,10 @@ class Dispatcher:
         *,
         name: str | None = None,
         transports: Mapping[str, Transport] | None = None,
+        templates: Mapping[str, TypeTemplates] | None = None,
     ) -> None:
         self.config = config
+        self._templates = templates
         self.settings = config.dispatcher
         self.database_url = database_url
         self.name = name or self.settings.name or default_name()
@@ -427,7 +429,9 @@ class Dispatcher:
             log.debug("wake-up for %r, which this dispatcher does not deliver to", consumer)
 
     async def run(self) -> None:
-        templates = load_templates(self.config)
+        templates = self._templates
+        if templates is None:
+            templates = load_templates(self.config)
         transports = self._transports
         if transports is None:
             transports = build_transports(self.config, templates)

@@ -274,6 +274,9 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     max_data_bytes: Positive = 16 * 1024
     # Longest explicit recipient list (user_ids or users) in one event.
     max_recipients: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
+    # The event types' templates: <templates_dir>/<type>/<locale>.toml (relative paths are
+    # from the repository root).
+    templates_dir: str = "config/templates"
     # Users materialized per transaction for topic / all audiences.
     chunk_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 50_000
 

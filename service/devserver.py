@@ -21,6 +21,7 @@ from typing import IO
 from service import migrate
 from service.config import ROOT, ConfigError, load_config
 from service.database import DEV_DATA_DIR, start_embedded
+from service.notify.templates import load_templates
 
 STOP_GRACE_S = 10.0
 
@@ -68,6 +69,7 @@ def main() -> int:
 
     try:
         config = load_config()
+        load_templates(config)  # a broken template: say so here, not from a child
     except ConfigError as exc:
         _say(f"bad config: {exc}")
         return 2

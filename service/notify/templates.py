@@ -29,8 +29,6 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from service.config import ROOT, Config, ConfigError
 
-TEMPLATES_DIR = ROOT / "config" / "templates"
-
 PARTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "text", "html"),
     "sms": ("text",),
@@ -137,9 +135,9 @@ def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str
     return compiled, names
 
 
-def load_type(config: Config, type_name: str, directory: Path = TEMPLATES_DIR) -> TypeTemplates:
+def load_type(config: Config, type_name: str, directory: Path | None = None) -> TypeTemplates:
     settings = config.event_types[type_name]
-    folder = directory / (settings.templates or type_name)
+    folder = (directory or templates_dir(config)) / (settings.templates or type_name)
     files = sorted(folder.glob("*.toml"))
     where = f"event_types.{type_name}"
     if not files:
@@ -172,6 +170,10 @@ def load_type(config: Config, type_name: str, directory: Path = TEMPLATES_DIR) -
     return TypeTemplates(type_name, settings.default_locale, locales, required)
 
 
-def load_templates(config: Config, directory: Path = TEMPLATES_DIR) -> dict[str, TypeTemplates]:
+def templates_dir(config: Config) -> Path:
+    return ROOT / config.notify.templates_dir  # an absolute setting replaces ROOT
+
+
+def load_templates(config: Config, directory: Path | None = None) -> dict[str, TypeTemplates]:
     """Compile every event type's templates; ConfigError names the file and the reason."""
     return {name: load_type(config, name, directory) for name in sorted(config.event_types)}

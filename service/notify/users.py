@@ -44,6 +44,9 @@ from service.state import state_of
 USER_BODY_BYTES = 128 * 1024
 IMPORT_BODY_BYTES = 16 * 1024 * 1024
 
+# Files of a tz database that are not zones: what they mean depends on the server.
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
 _decode_user = msgspec.json.Decoder(UserBody).decode
 _decode_import = msgspec.json.Decoder(UserImport).decode
 _encode = msgspec.json.Encoder().encode
@@ -63,7 +66,7 @@ class ZoneNames:
             async with pool.connection() as conn:
                 cur = await conn.execute(q("time_zone_names"))
                 known = {r[0] for r in await cur.fetchall()}
-            self._names = frozenset(available_timezones() & known)
+            self._names = frozenset(available_timezones() & known) - NOT_ZONES
         return self._names
 
 

@@ -22,55 +22,88 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-ROOT = Path(__file__).resolve().parent.parent
+from service.config_base import (
+    EVENT_TYPES,
+    ROOT,
+    Backoff,
+    Breaker,
+    ConfigError,
+    DeliveryPolicy,
+    Environment,
+    EventType,
+    Name,
+    Positive,
+    Transport,
+)
+from service.config_notify import (
+    CHANNEL_KINDS,
+    Category,
+    Channel,
+    ChannelKind,
+    ChannelTransport,
+    DigestPolicy,
+    Escalation,
+    EventTypeSettings,
+    Locale,
+    Mode,
+    NotifySettings,
+    Priority,
+    Provider,
+    SmtpSettings,
+)
+from service.config_schedule import RetentionSettings, SchedulerSettings, ScheduleSettings
+
+# The Structs of every section are importable from here, as they always were.
+__all__ = [
+    "CHANNEL_KINDS",
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "EVENT_TYPES",
+    "ROOT",
+    "ApiSettings",
+    "Backoff",
+    "Breaker",
+    "Category",
+    "Channel",
+    "ChannelKind",
+    "ChannelTransport",
+    "ClaimMap",
+    "Config",
+    "ConfigError",
+    "Consumer",
+    "DatabaseSettings",
+    "DeliveryPolicy",
+    "DigestPolicy",
+    "DispatcherSettings",
+    "Environment",
+    "Escalation",
+    "EventType",
+    "EventTypeSettings",
+    "GatewayHeaders",
+    "GatewaySettings",
+    "IdentitySettings",
+    "JwtSettings",
+    "KafkaSettings",
+    "Locale",
+    "Mode",
+    "Name",
+    "NotifySettings",
+    "Positive",
+    "Priority",
+    "Provider",
+    "RetentionSettings",
+    "ScheduleSettings",
+    "SchedulerSettings",
+    "SmtpSettings",
+    "Tag",
+    "Transport",
+    "apply_env",
+    "load_config",
+    "parse_config",
+]
+
 DEFAULT_CONFIG = ROOT / "config" / "mark-notify.toml"
 ENV_PREFIX = "MARK_NOTIFY__"
-
-EventType = Literal["client", "driver", "anonymous"]
-EVENT_TYPES: tuple[EventType, ...] = ("client", "driver", "anonymous")
-Transport = Literal["http", "kafka"]
-Environment = Literal["development", "test", "production"]
-
-# `\Z`, not `$`: Python's `$` also matches before a final newline.
-Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
-class ConfigError(ValueError):
-    pass
-
-
-class Backoff(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Delay before attempt n+1 is min(cap, initial * factor**(n-1)), with full jitter."""
-
-    initial: timedelta = timedelta(seconds=1)
-    factor: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0
-    cap: timedelta = timedelta(minutes=10)
-
-
-class Breaker(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Pauses a consumer after `failures` transient failures in a row, then probes it with
-    one row after `cooldown` (doubling per failed probe, up to `max_cooldown`)."""
-
-    failures: Positive = 5
-    cooldown: timedelta = timedelta(seconds=30)
-    max_cooldown: timedelta = timedelta(minutes=5)
-
-
-class DeliveryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """How the dispatcher treats one outbox destination (a seen consumer or a channel):
-    timeouts, retry budget, concurrency, rate limit and circuit breaker."""
-
-    timeout: timedelta = timedelta(seconds=5)
-    max_attempts: Positive | None = None
-    max_age: timedelta | None = None
-    backoff: Backoff = Backoff()
-    concurrency: Positive = 16
-    rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
-    enabled: bool = True
-    ordered: bool = False
-    breaker: Breaker = Breaker()
 
 
 class Consumer(DeliveryPolicy, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -181,106 +214,6 @@ class DispatcherSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     pool_max: Positive = 8
 
 
-# The notification half: channels, categories and event types.
-
-ChannelTransport = Literal["smtp", "provider", "inbox"]
-ChannelKind = Literal["email", "sms", "push", "inbox"]
-CHANNEL_KINDS: tuple[ChannelKind, ...] = ("email", "sms", "push", "inbox")
-Priority = Literal["low", "normal", "high"]
-Mode = Literal["instant"]
-Locale = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")]
-
-
-class SmtpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    host: str = "127.0.0.1"
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 25
-    # Implicit TLS from the first byte (port 465), or STARTTLS after the greeting (587).
-    tls: bool = False
-    starttls: bool = False
-    username: str | None = None
-    # Keep it in the environment: MARK_NOTIFY__channels__email__smtp__password=...
-    password: str | None = None
-    sender: str = "mark-notify <notify@example.com>"
-    reply_to: str | None = None
-    # The domain of generated Message-IDs (default: the sender's).
-    message_id_domain: str | None = None
-    # How long an idle connection is kept for reuse.
-    idle_timeout: timedelta = timedelta(seconds=30)
-
-
-class Provider(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """An HTTP SMS or push provider: our documented JSON request, Standard Webhooks signed."""
-
-    name: Name
-    url: str
-    secret: str
-    timeout: timedelta | None = None
-    breaker: Breaker | None = None
-
-
-class Channel(DeliveryPolicy, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """A way to reach a user. `kind` says what it carries (the templates it renders and the
-    contact it needs), `transport` how: SMTP, HTTP providers tried in order (the first is
-    the primary, the rest fallbacks), or the in-app inbox (delivered = listed)."""
-
-    kind: ChannelKind
-    transport: ChannelTransport
-    smtp: SmtpSettings | None = None
-    providers: list[Provider] = msgspec.field(default_factory=list)
-
-
-class Category(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """What users switch on and off. A transactional category (receipts, confirmations)
-    cannot be switched off, muted or held by quiet hours."""
-
-    transactional: bool = False
-    # Channel name -> on unless the user says otherwise. Channels not listed are on.
-    defaults: dict[Name, bool] = msgspec.field(default_factory=dict)
-    description: str = ""
-
-
-class Escalation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Send on `channel` after `after` unless the notification has been seen by then."""
-
-    channel: Name
-    after: timedelta
-
-
-class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    category: Name
-    # In order of preference; every one that the user has on and a contact for is sent.
-    channels: Annotated[list[Name], msgspec.Meta(min_length=1)]
-    mode: Mode = "instant"
-    priority: Priority = "normal"
-    # A notification not sent within ttl of its event is dropped (suppressed: expired).
-    ttl: timedelta = timedelta(days=1)
-    default_locale: Locale = "en"
-    # The folder under config/templates/ (default: the type's name).
-    templates: Name | None = None
-    escalation: Escalation | None = None
-    # Template variables a producer may leave out (the templates must handle them).
-    optional_data: list[str] = msgspec.field(default_factory=list)
-    description: str = ""
-
-
-class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    # Where the links in notifications point (one-click unsubscribe).
-    public_url: str = "http://127.0.0.1:8000"
-    # Signs unsubscribe links; keep it in the environment outside development.
-    unsubscribe_secret: str | None = None
-    unsubscribe_ttl: timedelta = timedelta(days=60)
-    # The seen tag whose marks (id = notification id) mean "the user saw this".
-    seen_tag: Name = "notifications"
-    max_data_bytes: Positive = 16 * 1024
-    # Longest explicit recipient list (user_ids or users) in one event.
-    max_recipients: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 10_000
-    # The event types' templates: <templates_dir>/<type>/<locale>.toml (relative paths are
-    # from the repository root).
-    templates_dir: str = "config/templates"
-    # Users materialized per transaction for topic / all audiences.
-    chunk_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 50_000
-
-
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     environment: Environment = "production"
     database: DatabaseSettings = DatabaseSettings()
@@ -294,6 +227,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     channels: dict[Name, Channel] = msgspec.field(default_factory=dict)
     categories: dict[Name, Category] = msgspec.field(default_factory=dict)
     event_types: dict[Name, EventTypeSettings] = msgspec.field(default_factory=dict)
+    scheduler: SchedulerSettings = SchedulerSettings()
+    retention: RetentionSettings = RetentionSettings()
+    schedules: dict[Name, ScheduleSettings] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, tag in self.tags.items():

@@ -692,3 +692,11 @@ BEGIN
     RETURN FOUND;
 END
 $$;
+
+-- Scheduled work ------------------------------------------------------------------------
+
+-- == digests ==
+
+-- == schedules ==
+
+-- == retention ==

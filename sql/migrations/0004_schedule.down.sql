@@ -1,0 +1,7 @@
+-- Revision 0004 downgrade: drops scheduled work (in the reverse order of the up file).
+
+-- == retention ==
+
+-- == schedules ==
+
+-- == digests ==

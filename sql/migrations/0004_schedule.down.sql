@@ -5,3 +5,5 @@
 -- == schedules ==
 
 -- == digests ==
+ALTER TABLE notifications DROP COLUMN data;
+DROP TABLE IF EXISTS digest_items;

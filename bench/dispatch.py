@@ -42,7 +42,7 @@ from dispatcher.worker import Dispatcher
 from service.config import Config, DatabaseSettings, parse_config
 from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, make_pool, start_embedded
 from service.messages import ClientSubject
-from service.store import MarkRow, record_marks
+from service.seen.store import MarkRow, record_marks
 
 SECRET = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC0wMQ=="
 CONSUMER = "bench"

@@ -14,7 +14,8 @@ from dispatcher import outbox
 from dispatcher.transport import Transport
 from service.app import create_app
 from service.config import Config, Consumer
-from service.store import MarkKey, MarkRow, MarkWriter, StorageUnavailable
+from service.seen.store import MarkKey, MarkRow, StorageUnavailable
+from service.state import MarkWriter
 
 
 class NaiveWriter:

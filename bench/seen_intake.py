@@ -5,7 +5,7 @@ identity); only the writer differs:
 - naive: one transaction per request, per mark its own INSERTs and its own Procrastinate
   job (bench/naive.py);
 - group commit: concurrent requests share one transaction and one set-based statement,
-  with one wake-up job per consumer (service/store.py).
+  with one wake-up job per consumer (service/seen/store.py).
 Each run gets a fresh database; at the end of a run the rows are counted: every 200
 "recorded" must be exactly one mark and one outbox row.
 

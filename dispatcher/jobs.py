@@ -21,7 +21,8 @@ import psycopg
 from service.config import NotifySettings
 from service.database import CONNECTION_OPTIONS
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
-from service.store import WAKE_QUEUE, WAKE_TASK, purge_expired_marks
+from service.seen.store import purge_expired_marks
+from service.wake import WAKE_QUEUE, WAKE_TASK
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """JSON Schemas of the Kafka message values, generated from the msgspec Structs.
 
 docs/kafka/<event type>.schema.json are never edited by hand: after changing an event in
-service/messages.py, run `python -m dispatcher.kafka_schema`. tests/unit/test_kafka_schema.py
-fails while the committed files differ from what this module generates.
+service/seen/messages.py, run `python -m dispatcher.kafka_schema`.
+tests/unit/test_kafka_schema.py fails while the committed files differ from what this
+module generates.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from service.config import ROOT, EventType
-from service.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
+from service.seen.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
 
 SCHEMA_DIR = ROOT / "docs" / "kafka"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

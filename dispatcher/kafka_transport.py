@@ -1,6 +1,6 @@
 """Kafka transport: each seen fact becomes one JSON message on its event type's topic.
 
-The value is the consumer-facing event of service/messages.py (documented by the JSON
+The value is the consumer-facing event of service/seen/messages.py (documented by the JSON
 Schemas in docs/kafka/); the key is the subject (Delivery.ordering_key), so the default
 partitioner keeps one subject's marks on one partition, in order. A Delivery counts as
 delivered only once the broker acknowledged it with acks=all.
@@ -39,7 +39,7 @@ from aiokafka.errors import (
 
 from dispatcher.transport import Delivery, Outcome, OutcomeKind
 from service.config import EVENT_TYPES, Consumer, EventType, KafkaSettings
-from service.messages import seen_event
+from service.seen.messages import seen_event
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from rich.table import Table
 from service.config import ConfigError, load_config
 from service.database import CONNECTION_OPTIONS
 from service.sql import q
-from service.store import WAKE_QUEUE, WAKE_TASK
+from service.wake import WAKE_QUEUE, WAKE_TASK
 
 CLASSES = ("dead", "failed", "delivered")
 CHUNK = 1000

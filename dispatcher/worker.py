@@ -50,7 +50,7 @@ from service.database import make_pool
 from service.notify.catalog import sync_catalog
 from service.notify.fanout import MATERIALIZE_QUEUE
 from service.notify.templates import TypeTemplates, load_templates
-from service.store import WAKE_QUEUE
+from service.wake import WAKE_QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""mark-notify: the API and the domain (config, SQL, store)."""
+"""mark-notify: the shared core (config, SQL, identity, the app) and the capabilities around it."""

@@ -2,7 +2,7 @@
 bodies checked (media type, size), read and decoded into stable error codes.
 
 Both kinds of endpoint use these: Starlette handlers through `read_json`, and the bare
-ASGI `POST /v1/seen` (service/app.py) through the pieces it is made of, so that its hot
+ASGI `POST /v1/seen` (service/seen/endpoint.py) through the pieces it is made of, so that its hot
 path does no more than before: `check_json_headers`, `read_body` and, only when a body
 is refused, `decode_error`.
 """

@@ -1,9 +1,10 @@
 """OpenAPI documents generated from the msgspec Structs, never written by hand.
 
-The core paths (POST /v1/seen, health, readiness) are here, with the pieces every
-capability describes its own operations with (`operation`, `answer`, `path_param`,
-`error_responses`). Each capability hands its part over as a `Section`, and
-service/app.py puts the document together from the sections it mounts.
+The core paths (health, readiness) are here, with the pieces every capability describes
+its own operations with (`operation`, `answer`, `path_param`, `error_responses`). Each
+capability hands its part over as a `Section` (service/seen/openapi.py,
+service/notify/openapi.py), and service/app.py puts the document together from the
+sections it mounts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 
 from service.errors import ERROR_CODES
-from service.messages import ErrorBody, Health, SeenBatchResult, SeenRequest, SeenResult
+from service.messages import ErrorBody, Health
 
 REF = "#/components/schemas/{name}"
 SERVICE_AUTH = ("invalid_api_key", "service_key_required", "insufficient_scope")
@@ -94,60 +95,8 @@ def operation(
     return op
 
 
-def _seen_paths() -> dict[str, Any]:
-    seen_errors = error_responses(
-        "malformed_json",
-        "invalid_body",
-        "unknown_tag",
-        "batch_too_large",
-        "unauthenticated",
-        "invalid_token",
-        "wrong_event_type",
-        "client_identity_required",
-        "payload_too_large",
-        "unsupported_media_type",
-        "database_unavailable",
-        "internal_error",
-    )
+def _health_paths() -> dict[str, Any]:
     return {
-        "/v1/seen": {
-            "post": {
-                "summary": "Remember that notifications were shown to the caller",
-                "description": (
-                    "200 means the marks are durably stored and their delivery to the "
-                    "owning services is scheduled. A repeat is a 200 with status "
-                    "`duplicate`. 4xx means never retry; 503 means retry after "
-                    "Retry-After seconds."
-                ),
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "maxLength": 255},
-                        "description": "Deduplicates anonymous marks across retries.",
-                    }
-                ],
-                "security": [{"bearer": []}, {}],
-                "requestBody": {"required": True, "content": json_content("SeenRequest")},
-                "responses": {
-                    "200": {
-                        "description": "Stored (`items` for the batch form).",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": REF.format(name="SeenResult")},
-                                        {"$ref": REF.format(name="SeenBatchResult")},
-                                    ]
-                                }
-                            }
-                        },
-                    },
-                    **seen_errors,
-                },
-            }
-        },
         "/healthz": {"get": {"responses": {"200": answer("Alive", "Health")}}},
         "/readyz": {
             "get": {
@@ -162,11 +111,14 @@ def _seen_paths() -> dict[str, Any]:
 
 @cache
 def api_document(*sections: Section) -> dict[str, Any]:
-    structs = [SeenRequest, SeenResult, SeenBatchResult, ErrorBody, Health]
-    paths = _seen_paths()
+    structs: list[Any] = []
+    paths: dict[str, Any] = {}
     for section in sections:
         structs += section.structs
         paths |= section.paths()
+    # Health and readiness close the document, which opens with the first capability mounted.
+    structs += [ErrorBody, Health]
+    paths |= _health_paths()
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
     return {
         "openapi": "3.1.0",

@@ -1,14 +1,15 @@
 """The process State: what every request handler needs, built once per app at start-up.
 
-Core, like the rest of service/*.py: the capability packages (service/notify/, ...) read
-it through `state_of(request)`; it knows nothing of them beyond the `EventTemplates`
-protocol, which the notification templates satisfy.
+Core, like the rest of service/*.py: the capability packages (service/seen/,
+service/notify/) read it through `state_of(request)`. It knows nothing of them beyond the
+protocols of what it holds for them: `MarkWriter`, which the seen marks' group committer
+satisfies, and `EventTemplates`, which the notification templates satisfy.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
@@ -19,7 +20,17 @@ from service.config import Config
 from service.errors import ApiError, api_error
 from service.identity import Authenticator
 from service.migrate import head_revision
-from service.store import MarkWriter
+
+
+class MarkWriter(Protocol):
+    """How the API writes seen marks (service/seen/store.py's GroupCommitter in production,
+    bench/naive.py's baseline in the benchmark): typed here so the core need not import
+    the seen half, which is why its rows (MarkRows) are Any. It answers the keys of the
+    rows that were new."""
+
+    async def submit(self, rows: Sequence[Any]) -> set[tuple[str, str, str]]: ...
+
+    async def close(self) -> None: ...
 
 
 class EventTemplates(Protocol):

@@ -21,7 +21,7 @@ from dispatcher.worker import Dispatcher
 from service.config import Config, parse_config
 from service.identity import caller_for
 from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
-from service.store import MarkRow, record_marks
+from service.seen.store import MarkRow, record_marks
 from tests.support import WEBHOOK_SECRET, config_data
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-# Printable text only; see service/messages.py for why `$(?!\n)` rather than `$`.
+# Printable text only; see service/seen/messages.py for why `$(?!\n)` rather than `$`.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$(?!\n)"
 _NOT_IN_ADDRESS = r"@\s\x00-\x1f\x7f"
 

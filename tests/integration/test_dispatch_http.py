@@ -14,7 +14,7 @@ import psycopg
 from dispatcher.retry import backoff_bound
 from service.app import create_app
 from service.config import Backoff
-from service.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
+from service.seen.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
 from tests.consumers import (
     Received,
     RecordingConsumer,

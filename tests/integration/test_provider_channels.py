@@ -14,8 +14,8 @@ from service.config import Config
 from service.messages import ClientSubject
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
+from service.seen.store import MarkRow, record_marks
 from service.sql import q
-from service.store import MarkRow, record_marks
 from tests.consumers import running, wait_until
 from tests.providers import Providers, serving_providers
 from tests.support import make_config, notify_data

@@ -8,7 +8,8 @@ import procrastinate
 import psycopg
 
 from dispatcher.jobs import PURGE_TASK
-from service.store import WAKE_QUEUE, purge_expired_marks
+from service.seen.store import purge_expired_marks
+from service.wake import WAKE_QUEUE
 from tests.consumers import (
     add_marks,
     client,

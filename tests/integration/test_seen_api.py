@@ -16,9 +16,10 @@ import jwt
 import psycopg
 import pytest
 
-from service.app import create_app, post_seen
+from service.app import create_app
 from service.config import ConfigError
 from service.errors import ERROR_CODES
+from service.seen.endpoint import post_seen
 from service.sql import q
 from tests.support import (
     AUDIENCE,

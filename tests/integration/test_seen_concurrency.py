@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from service.app import create_app
 from service.config import Config
-from service.store import GroupCommitter
+from service.seen.store import GroupCommitter
 from tests.support import bearer, client_token, make_config, seen_counts, serve
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -178,7 +178,7 @@ async def test_a_poisoned_request_fails_alone(
 ) -> None:
     await db.execute(SLOW_BLOCKERS)
     await db.execute(POISON)
-    caplog.set_level(logging.WARNING, logger="service.store")
+    caplog.set_level(logging.WARNING, logger="service.seen.store")
     async with running(db_url) as api:
         blockers = await occupy_slots(api, db)
         good = [api.seen("promotions", f"promo-{n}", f"user-{n}") for n in range(10)]
@@ -194,7 +194,7 @@ async def test_a_poisoned_request_fails_alone(
     assert all(r.json()["status"] == "recorded" for r in responses)
     # They were in one shared statement, which failed and was retried request by request.
     assert any(
-        r.name == "service.store" and "group commit of 11 requests failed" in r.getMessage()
+        r.name == "service.seen.store" and "group commit of 11 requests failed" in r.getMessage()
         for r in caplog.records
     )
     cur = await db.execute("SELECT item_id FROM seen_marks WHERE tag = 'promotions' ORDER BY 1")

@@ -1,4 +1,5 @@
-"""The seen write path: marks, outbox rows and dispatcher wake-ups in one transaction.
+"""The seen write path: marks, outbox rows and dispatcher wake-ups in one transaction,
+and the purge that forgets marks once their tag's remember_for has passed.
 
 `GroupCommitter` gathers concurrent requests and writes them with one set-based statement
 in one transaction, answering each request only after that commit: the cost of a commit
@@ -11,18 +12,16 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.sql import q
+from service.wake import WAKE_QUEUE, WAKE_TASK
 
 log = logging.getLogger(__name__)
-
-WAKE_QUEUE = "dispatch"
-WAKE_TASK = "dispatcher.wake"
 
 MarkKey = tuple[str, str, str]
 _encode = msgspec.json.Encoder().encode
@@ -42,14 +41,6 @@ class MarkRow:
     @property
     def key(self) -> MarkKey:
         return (self.tag, self.item_id, self.subject_key)
-
-
-class MarkWriter(Protocol):
-    """How the API writes marks; GroupCommitter in production."""
-
-    async def submit(self, rows: Sequence[MarkRow]) -> set[MarkKey]: ...
-
-    async def close(self) -> None: ...
 
 
 class StorageUnavailable(Exception):

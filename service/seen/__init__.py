@@ -1,0 +1,1 @@
+"""Seen marks: POST /v1/seen in, remembered marks and their outbox rows out."""

@@ -181,10 +181,11 @@ async def test_quiet_hours_hold_a_push_and_release_it_when_they_end(db: Conn, db
         # Quiet hours in Dan's zone that end three seconds from now. The API takes whole
         # minutes; the test writes seconds so that it need not wait one out.
         local = datetime.now(UTC).astimezone(ZoneInfo(zone))
+        ends = (local + timedelta(seconds=3)).replace(microsecond=0)
         window = {
             "push": {
                 "start": (local - timedelta(hours=1)).strftime("%H:%M:%S"),
-                "end": (local + timedelta(seconds=3)).strftime("%H:%M:%S"),
+                "end": ends.strftime("%H:%M:%S"),
             }
         }
         await db.execute(
@@ -200,10 +201,9 @@ async def test_quiet_hours_hold_a_push_and_release_it_when_they_end(db: Conn, db
         async def released() -> bool:
             return len(w.providers.to("push-primary")) == 1
 
-        took = await wait_until(released, 10, "the held push")
-        assert took >= 1.0
-        arrived = w.providers.sent[0]
-        assert arrived.timestamp >= int((local + timedelta(seconds=2)).timestamp())
+        await wait_until(released, 10, "the held push")
+        # Signed when sent: not before the quiet hours ended.
+        assert w.providers.sent[0].timestamp >= int(ends.timestamp())
 
         async def sent() -> bool:
             return bool(counts_of(await w.status(event_id), "push")["sent"] == 1)

@@ -59,9 +59,9 @@ def seed_template(server: str, users: int) -> str:
 
 
 @contextmanager
-def copy_of(server: str, template_url: str) -> Iterator[str]:
+def copy_of(server: str, template_url: str, label: str = "fanout") -> Iterator[str]:
     template = str(psycopg.conninfo.conninfo_to_dict(template_url)["dbname"])
-    name = f"mn_bench_fanout_{uuid.uuid4().hex[:8]}"
+    name = f"mn_bench_{label}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(
             sql.SQL(bq("fanout_create_database_from")).format(

@@ -218,6 +218,37 @@ def loadgen(
     prefix: str = "bench",
     keep_receipts: bool = False,
 ) -> dict[str, Any]:
+    argv = loadgen_argv(
+        url,
+        tokens,
+        connections=connections,
+        duration=duration,
+        rate=rate,
+        prefix=prefix,
+        keep_receipts=keep_receipts,
+    )
+    out = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return loadgen_result(out)
+
+
+def loadgen_result(out: str) -> dict[str, Any]:
+    """The load generator's report: the last line it printed."""
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def loadgen_argv(
+    url: str,
+    tokens: Path,
+    *,
+    connections: int,
+    duration: float,
+    rate: float = 0,
+    prefix: str = "bench",
+    keep_receipts: bool = False,
+    keep_samples: bool = False,
+) -> list[str]:
+    """The command line of bench.loadgen against url's POST /v1/seen."""
     argv = [
         PYTHON,
         "-m",
@@ -237,9 +268,9 @@ def loadgen(
         argv += ["--rate", str(rate)]
     if keep_receipts:
         argv.append("--keep-receipts")
-    out = subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
+    if keep_samples:
+        argv.append("--keep-samples")
+    return argv
 
 
 def tempdir() -> tempfile.TemporaryDirectory[str]:

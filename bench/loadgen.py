@@ -6,7 +6,9 @@ drives well over the service's rate. Two modes:
 - open loop (--rate R): requests are scheduled at a fixed rate and latency is measured
   from the scheduled time, so a stall is not hidden by the generator waiting
   (no coordinated omission).
-Prints one JSON line: counts, requests/s, latency percentiles, and the CPU it used.
+Prints one JSON line: counts, requests/s, latency percentiles, and the CPU it used; with
+--keep-samples also every request's (scheduled wall-clock time, latency), so a caller can
+cut the run into windows. SIGTERM ends the run early, with the same report.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import json
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +41,8 @@ class Result(msgspec.Struct):
     statuses: dict[str, int]
     # (request index, monotonic time the 200 arrived): for end-to-end latency.
     receipts: list[tuple[str, float]] = []
+    # (scheduled time, Unix seconds; latency, seconds) per answered request.
+    samples: list[tuple[float, float]] = []
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Stats:
     recorded: int = 0
     errors: int = 0
     receipts: list[tuple[str, float]] = field(default_factory=list)
+    samples: list[tuple[float, float]] = field(default_factory=list)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,8 +109,11 @@ async def run(args: argparse.Namespace) -> Result:
     await asyncio.gather(*(c.open() for c in conns))
     counter = iter(range(10**12))
     start = time.monotonic()
+    wall_start = time.time()
     deadline = start + args.duration
     keep = args.keep_receipts
+    stopped = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
 
     async def one(conn: Connection, scheduled: float) -> None:
         n = next(counter)
@@ -117,6 +126,8 @@ async def run(args: argparse.Namespace) -> Result:
             return
         done = time.monotonic()
         stats.latencies.append(done - scheduled)
+        if args.keep_samples:
+            stats.samples.append((wall_start + (scheduled - start), done - scheduled))
         stats.statuses[str(status)] = stats.statuses.get(str(status), 0) + 1
         if status == 200 and b'"recorded"' in payload:
             stats.recorded += 1
@@ -124,7 +135,7 @@ async def run(args: argparse.Namespace) -> Result:
                 stats.receipts.append((item_id, time.time()))
 
     async def closed_loop(conn: Connection) -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stopped.is_set():
             await one(conn, time.monotonic())
 
     async def open_loop() -> None:
@@ -141,7 +152,7 @@ async def run(args: argparse.Namespace) -> Result:
         n = 0
         while True:
             scheduled = start + n * interval
-            if scheduled >= deadline:
+            if scheduled >= deadline or stopped.is_set():
                 break
             delay = scheduled - time.monotonic()
             if delay > 0:
@@ -175,6 +186,7 @@ async def run(args: argparse.Namespace) -> Result:
         cpu_s=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         statuses=stats.statuses,
         receipts=stats.receipts,
+        samples=stats.samples,
     )
 
 
@@ -187,6 +199,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s")
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--keep-receipts", action="store_true")
+    parser.add_argument("--keep-samples", action="store_true")
     args = parser.parse_args()
     try:
         import uvloop

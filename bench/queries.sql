@@ -123,3 +123,120 @@ VALUES ('notification', %(channel)s, %(user_id)s, '{}', %(notification_id)s);
 -- returns: rows (id text): the first `limit` users in id order
 -- purpose: the per-user baseline's audience.
 SELECT id FROM users ORDER BY id LIMIT %(limit)s;
+
+-- name: retention_seed
+-- returns: nothing
+-- purpose: bench/prune.py's backlog: `rows` delivered rows of the bench's consumer, shaped
+--   like the intake's, last changed evenly between `oldest` and `newest` ago, each with
+--   the one attempt that delivered it.
+WITH seeded AS (
+    INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,
+                        next_attempt_at, created_at, updated_at, delivered_at)
+    SELECT 'seen', 'promotions', 'client:user-' || (n %% 1000),
+           jsonb_build_object('event_type', 'client', 'tag', 'promotions', 'id', 'seed-' || n,
+                              'seen_at', t.at,
+                              'subject', jsonb_build_object('user_id', 'user-' || (n %% 1000),
+                                                            'uid', 'uid-' || (n %% 1000))),
+           'delivered', 1, t.at, t.at, t.at, t.at
+    FROM generate_series(1, %(rows)s) AS n
+    CROSS JOIN LATERAL (
+        SELECT now() - %(oldest)s::interval
+               + (%(oldest)s::interval - %(newest)s::interval) * (n::float8 / %(rows)s) AS at
+    ) AS t
+    ORDER BY n
+    RETURNING id, consumer, updated_at
+)
+INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms, outcome,
+                               status_code, updated_at)
+SELECT id, 1, consumer, updated_at, 12.5, 'delivered', 200, updated_at FROM seeded;
+
+-- name: retention_counts
+-- returns: one row (delivered bigint, pending bigint, attempts bigint)
+-- purpose: end-of-run accounting of bench/prune.py: only the young delivered rows and
+--   their attempts are left, and every intake row is there.
+SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM delivery_attempts) AS attempts
+FROM outbox;
+
+-- name: digest_seed_likes
+-- returns: nothing
+-- purpose: bench/digest.py's backlog: `items` likes spread evenly over the first
+--   `recipients` users (ids u0000001..., as fanout_seed_users makes them), each user's on
+--   `keys` of their comments, by actors from a pool of 1,000 names: an event per like
+--   (its data is what the digest's `last` shows) and an open digest item, all made two
+--   hours ago over ten minutes, so every digest is due under comment_likes' window.
+WITH likes AS MATERIALIZED (
+    SELECT n, gen_random_uuid() AS event_id,
+           'u' || lpad((n %% %(recipients)s + 1)::text, 7, '0') AS user_id,
+           'c' || (n / %(recipients)s) %% %(keys)s AS comment_id,
+           'actor-' || (n::bigint * 7919) %% 1000 AS actor,
+           now() - interval '2 hours' + make_interval(secs => (n %% 600)) AS at
+    FROM generate_series(0, %(items)s - 1) AS n
+),
+logged AS (
+    INSERT INTO events (id, producer, idempotency_key, type, recipients, data, status,
+                        notified, send_at, created_at, updated_at, materialized_at)
+    SELECT event_id, 'bench', 'like-' || n, 'comment_likes',
+           jsonb_build_object('user_ids', jsonb_build_array(user_id)),
+           jsonb_build_object('actor', actor, 'comment_id', comment_id,
+                              'comment_url', 'https://x.test/c/' || comment_id),
+           'done', 1, at, at, at, at
+    FROM likes
+)
+INSERT INTO digest_items (event_id, user_id, type, digest_key, actor, created_at, updated_at)
+SELECT event_id, user_id, 'comment_likes', comment_id, actor, at, at
+FROM likes
+ORDER BY n;
+
+-- name: digest_counts
+-- returns: one row (open bigint, stamped bigint, notifications bigint, outbox bigint)
+-- purpose: end-of-run accounting of bench/digest.py: every item stamped, one notification
+--   per digest.
+SELECT count(*) FILTER (WHERE notification_id IS NULL) AS open,
+       count(*) FILTER (WHERE notification_id IS NOT NULL) AS stamped,
+       (SELECT count(*) FROM notifications) AS notifications,
+       (SELECT count(*) FROM outbox) AS outbox
+FROM digest_items;
+
+-- name: naive_digest_recipients
+-- returns: rows (user_id text): the first `limit` users with open digest items
+-- purpose: the per-recipient baseline's worklist.
+SELECT DISTINCT user_id FROM digest_items
+WHERE notification_id IS NULL
+ORDER BY user_id
+LIMIT %(limit)s;
+
+-- name: naive_open_items
+-- returns: rows (id bigint, type text, digest_key text, actor text, event_id uuid,
+--   created_at timestamptz), oldest first
+-- purpose: the per-recipient baseline reads one recipient's open items.
+SELECT id, type, digest_key, actor, event_id, created_at FROM digest_items
+WHERE user_id = %(user_id)s AND notification_id IS NULL
+ORDER BY id;
+
+-- name: naive_event_data
+-- returns: one row (data jsonb)
+-- purpose: the per-recipient baseline reads the newest item's event data.
+SELECT data FROM events WHERE id = %(event_id)s;
+
+-- name: naive_insert_digest_event
+-- returns: nothing
+-- purpose: the per-recipient baseline: one events row per digest sent.
+INSERT INTO events (id, producer, idempotency_key, type, recipients, data, status, notified)
+VALUES (%(event_id)s, 'digest', %(event_id)s::text, %(type)s, '{"digest": true}', '{}', 'done', 1);
+
+-- name: naive_insert_digest_notification
+-- returns: one row (id bigint)
+-- purpose: the per-recipient baseline: one digest notification per statement.
+INSERT INTO notifications (event_id, user_id, type, category, suppressed, data)
+VALUES (%(event_id)s, %(user_id)s, %(type)s, %(category)s, %(suppressed)s::jsonb,
+        %(data)s::jsonb)
+RETURNING id;
+
+-- name: naive_stamp_items
+-- returns: nothing
+-- purpose: the per-recipient baseline marks one digest's items sent.
+UPDATE digest_items SET notification_id = %(notification_id)s, flushed_at = now(),
+                        updated_at = now()
+WHERE id = ANY(%(ids)s::bigint[]);

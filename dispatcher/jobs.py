@@ -6,6 +6,11 @@
   It runs here because pg_cron is not everywhere (the embedded default lacks it).
 - `notify.materialize` (queue "notify"): the fan-out of a large audience or a future
   send_at, deferred by notify_event() in SQL.
+- Scheduled work (queue "schedule", docs/scheduler.md): `schedule.run` makes one run of a
+  periodic schedule, deferred by fire_due_schedules() in SQL, whichever backend fired it.
+  The Procrastinate backend's ticks are periodic tasks here: `scheduler.fire_due` and
+  `digests.flush` on [scheduler].tick, `retention.prune` on [scheduler].retention_cron;
+  each does nothing while pg_cron is the active backend (scheduler_state).
 Each queue gets its own worker, so a long fan-out never holds up the wake-ups.
 """
 
@@ -13,14 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
 
 import procrastinate
 import psycopg
 
-from service.config import NotifySettings
+from service.config import Config
 from service.database import CONNECTION_OPTIONS
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
+from service.schedule.backend import current_state
+from service.schedule.digests import flush_due
+from service.schedule.periodic import RUN_TASK, SCHEDULE_QUEUE, FiredBy, fire_due
+from service.schedule.retention import prune
+from service.schedule.runner import run_schedule
 from service.seen.store import purge_expired_marks
 from service.wake import WAKE_QUEUE, WAKE_TASK
 
@@ -28,13 +41,18 @@ log = logging.getLogger(__name__)
 
 PURGE_TASK = "maintenance.purge_expired_seen_marks"
 PURGE_CRON = "*/10 * * * *"
+FIRE_TASK = "scheduler.fire_due"
+DIGESTS_TASK = "digests.flush"
+RETENTION_TASK = "retention.prune"
+# Runs side by side: a slow URL does not hold up the other schedules.
+SCHEDULE_CONCURRENCY = 4
 # A failed worker is restarted after this long, doubling up to RESTART_MAX_S.
 RESTART_S = 1.0
 RESTART_MAX_S = 30.0
 
 
 def jobs_app(
-    database_url: str, name: str, wake: Callable[[str], None], notify: NotifySettings
+    database_url: str, name: str, wake: Callable[[str], None], config: Config
 ) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(
         conninfo=database_url,
@@ -63,7 +81,7 @@ def jobs_app(
     # A chunk left by a worker that died is claimed again, so a retried job resumes.
     @app.task(name=MATERIALIZE_TASK, queue=MATERIALIZE_QUEUE, pass_context=False)
     async def materialize(event_id: str) -> None:
-        covered, done = await materialize_parallel(database_url, event_id, notify.chunk_size)
+        covered, done = await materialize_parallel(database_url, event_id, config.notify.chunk_size)
         log.info(
             "event %s: %d recipients materialized here%s",
             event_id,
@@ -71,11 +89,72 @@ def jobs_app(
             "" if done else "; another run holds the rest",
         )
 
+    _schedule_tasks(app, database_url, config)
     return app
 
 
+def _schedule_tasks(app: procrastinate.App, database_url: str, config: Config) -> None:
+    """Scheduled work (docs/scheduler.md): the runs, and the Procrastinate backend's ticks."""
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with await psycopg.AsyncConnection.connect(
+            database_url, autocommit=True, options=CONNECTION_OPTIONS
+        ) as conn:
+            yield conn
+
+    async def active(conn: psycopg.AsyncConnection[Any]) -> bool:
+        state = await current_state(conn)
+        return state is not None and state.backend == "procrastinate"
+
+    @app.task(name=RUN_TASK, queue=SCHEDULE_QUEUE, pass_context=False)
+    async def run(name: str, scheduled_for: str, fired_by: str) -> None:
+        via: FiredBy = "pg_cron" if fired_by == "pg_cron" else "procrastinate"
+        await run_schedule(connect, config, name, datetime.fromisoformat(scheduled_for), via)
+
+    # Procrastinate defers one job per tick however many dispatchers run, and the
+    # queueing locks keep a slow one from piling up.
+    @app.periodic(cron=config.scheduler.tick, periodic_id="scheduler-tick")
+    @app.task(name=FIRE_TASK, queue=SCHEDULE_QUEUE, queueing_lock=FIRE_TASK, pass_context=False)
+    async def fire(timestamp: int) -> None:
+        async with connect() as conn:
+            # A no-op in SQL unless this backend is the active one.
+            fired = await fire_due(conn, "procrastinate")
+        if fired:
+            log.info("fired %d due schedules", fired)
+
+    @app.periodic(cron=config.scheduler.tick, periodic_id="digests-tick")
+    @app.task(
+        name=DIGESTS_TASK, queue=SCHEDULE_QUEUE, queueing_lock=DIGESTS_TASK, pass_context=False
+    )
+    async def flush(timestamp: int) -> None:
+        async with connect() as conn:
+            sent = await flush_due(conn) if await active(conn) else 0
+        if sent:
+            log.info("sent %d digests", sent)
+
+    @app.periodic(cron=config.scheduler.retention_cron, periodic_id="retention")
+    @app.task(
+        name=RETENTION_TASK,
+        queue=SCHEDULE_QUEUE,
+        queueing_lock=RETENTION_TASK,
+        pass_context=False,
+    )
+    async def retention(timestamp: int) -> None:
+        async with connect() as conn:
+            if not await active(conn):
+                return
+            pruned = await prune(conn, config.retention)
+        log.info("retention: %s", ", ".join(f"{k} {v}" for k, v in pruned.items()))
+
+
 async def run_jobs_worker(
-    make_app: Callable[[], procrastinate.App], queue: str, *, name: str, polling_s: float
+    make_app: Callable[[], procrastinate.App],
+    queue: str,
+    *,
+    name: str,
+    polling_s: float,
+    concurrency: int = 1,
 ) -> None:
     """Run a Procrastinate worker on one queue; restart it if it fails (for wake-ups, the
     claim loops' sweep covers the gap)."""
@@ -87,7 +166,7 @@ async def run_jobs_worker(
                 await app.run_worker_async(
                     queues=[queue],
                     name=name,
-                    concurrency=1,
+                    concurrency=concurrency,
                     wait=True,
                     listen_notify=True,
                     fetch_job_polling_interval=polling_s,

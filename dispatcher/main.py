@@ -21,6 +21,8 @@ from dispatcher.worker import Dispatcher
 from service.config import ConfigError, load_config
 from service.database import resolve_url
 from service.notify.templates import load_templates
+from service.schedule.backend import SchedulerUnavailable
+from service.schedule.periodic import ScheduleError
 
 
 async def _serve(dispatcher: Dispatcher) -> None:
@@ -65,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = Dispatcher(
         config, resolve_url(config.database), name=args.name, templates=templates
     )
-    run(_serve(dispatcher))
+    try:
+        run(_serve(dispatcher))
+    except (SchedulerUnavailable, ScheduleError) as exc:
+        # Found at start-up (the scheduler's sync): a config to fix, not a crash to debug.
+        print(f"mark-notify dispatcher: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

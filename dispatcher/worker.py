@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
-from dispatcher.jobs import jobs_app, run_jobs_worker
+from dispatcher.jobs import SCHEDULE_CONCURRENCY, jobs_app, run_jobs_worker
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
@@ -50,6 +50,8 @@ from service.database import make_pool
 from service.notify.catalog import sync_catalog
 from service.notify.fanout import MATERIALIZE_QUEUE
 from service.notify.templates import TypeTemplates, load_templates
+from service.schedule import backend as scheduler
+from service.schedule.periodic import SCHEDULE_QUEUE
 from service.wake import WAKE_QUEUE
 
 log = logging.getLogger(__name__)
@@ -448,6 +450,9 @@ class Dispatcher:
             if self.config.event_types:
                 async with pool.connection() as conn:
                     await sync_catalog(conn, self.config, templates)
+            # After the catalog: the config's schedules name its event types. Chooses the
+            # scheduler backend (logged) and keeps pg_cron's jobs in step.
+            await scheduler.sync(self.database_url, self.config, chosen_by=self.name)
             for name, policy in destinations(self.config).items():
                 if policy.enabled and name in transports:
                     channel = None
@@ -486,6 +491,10 @@ class Dispatcher:
         side = [
             asyncio.create_task(self._jobs_worker(WAKE_QUEUE), name="wake-worker"),
             asyncio.create_task(self._census(pool), name="census"),
+            # Runs of periodic schedules, and the Procrastinate backend's ticks.
+            asyncio.create_task(
+                self._jobs_worker(SCHEDULE_QUEUE, SCHEDULE_CONCURRENCY), name="scheduler"
+            ),
         ]
         if self.config.event_types:
             # Its own worker: a long fan-out must not hold up the wake-ups.
@@ -509,12 +518,13 @@ class Dispatcher:
             for loop in self.loops.values():
                 await loop.flush()
 
-    async def _jobs_worker(self, queue: str) -> None:
+    async def _jobs_worker(self, queue: str, concurrency: int = 1) -> None:
         await run_jobs_worker(
-            lambda: jobs_app(self.database_url, self.name, self.wake, self.config.notify),
+            lambda: jobs_app(self.database_url, self.name, self.wake, self.config),
             queue,
             name=f"dispatcher-{self.name}-{queue}",
             polling_s=self.settings.sweep_interval.total_seconds(),
+            concurrency=concurrency,
         )
 
     async def _census(self, pool: Pool) -> None:

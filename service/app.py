@@ -22,11 +22,12 @@ from service.config import Config, load_config
 from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
 from service.http import error_response, json_response
-from service.messages import Health
+from service.messages import Health, Readiness, SchedulerHealth
 from service.notify import openapi as notify_openapi
 from service.notify.catalog import sync_catalog_soon
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
 from service.notify.templates import load_templates
+from service.schedule.backend import current_state
 from service.seen import openapi as seen_openapi
 from service.seen.endpoint import post_seen
 from service.seen.store import GroupCommitter
@@ -72,14 +73,19 @@ async def readyz(request: Request) -> Response:
         async with state.pool.connection() as conn:
             cur = await conn.execute(q("schema_revision"))
             row = await cur.fetchone()
+            revision = row[0] if row else None
+            scheduler = await current_state(conn) if revision == state.head else None
     except (PoolTimeout, psycopg.Error) as exc:
         return json_response(Health("unavailable", f"database: {type(exc).__name__}"), 503)
-    revision = row[0] if row else None
     if revision != state.head:
         return json_response(
             Health("unavailable", f"schema at {revision}, code expects {state.head}"), 503
         )
-    return json_response(Health("ok"))
+    backend = SchedulerHealth(
+        backend=scheduler.backend if scheduler else None,
+        detail=scheduler.detail if scheduler else "not chosen yet: no dispatcher has started",
+    )
+    return json_response(Readiness("ok", scheduler=backend))
 
 
 async def openapi_json(request: Request) -> Response:

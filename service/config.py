@@ -388,6 +388,7 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         ("channels", Channel),
         ("categories", Category),
         ("event_types", EventTypeSettings),
+        ("schedules", ScheduleSettings),
     )
     for section, entry_type in named:
         entries = data.get(section)

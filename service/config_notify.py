@@ -74,14 +74,60 @@ class Escalation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
 
 
 # -- digests: service/schedule/digests.py
+DigestWindow = Literal["fixed", "daily", "sliding"]
+# A top-level key of an event's data.
+DataField = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+LocalTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")]
+# Which settings each window takes (all of them, and no other).
+WINDOW_SETTINGS: dict[str, tuple[str, ...]] = {
+    "fixed": ("every",),
+    "daily": ("at",),
+    "sliding": ("quiet", "max_wait"),
+}
+
+
 class DigestPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """How the items of a `mode = "digest"` type gather into one notification per
-    recipient and digest key (e.g. likes on one comment)."""
+    recipient and digest key (e.g. likes on one comment), and when that is sent:
+    - `window = "fixed"`: `every` after the digest's first item;
+    - `window = "daily"`: at the next `at` (HH:MM in the recipient's time zone, UTC when
+      the user has none) after the first item;
+    - `window = "sliding"`: once no item came for `quiet`, at most `max_wait` after the first.
+    `max_items` makes a digest due as soon as it has that many items."""
 
     # The data field whose value groups items (e.g. "comment_id"), and the one naming
-    # who acted (e.g. "actor").
-    key: str
-    actor: str | None = None
+    # who acted (e.g. "actor"); producers must send both (a string or a number).
+    key: DataField
+    actor: DataField | None = None
+    window: DigestWindow
+    every: timedelta | None = None
+    at: LocalTime | None = None
+    quiet: timedelta | None = None
+    max_wait: timedelta | None = None
+    max_items: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # How many of the first and of the last actors the templates get by name.
+    show_actors: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+
+    def __post_init__(self) -> None:
+        wanted = WINDOW_SETTINGS[self.window]
+        for name in ("every", "at", "quiet", "max_wait"):
+            given = getattr(self, name) is not None
+            if name in wanted and not given:
+                raise ValueError(f"{name}: required by window = {self.window!r}")
+            if given and name not in wanted:
+                # A setting that would be silently ignored is a mistake in the file.
+                raise ValueError(
+                    f"{name}: not a setting of window = {self.window!r} "
+                    f"(it takes {', '.join(wanted)})"
+                )
+        for name in ("every", "quiet", "max_wait"):
+            value = getattr(self, name)
+            if value is not None and value <= timedelta(0):
+                raise ValueError(f"{name}: must be positive")
+        if self.quiet is not None and self.max_wait is not None and self.quiet > self.max_wait:
+            raise ValueError("quiet: longer than max_wait, so it would never apply")
+        if self.actor == self.key:
+            raise ValueError("actor: the same field as key")
 
 
 class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -101,6 +147,19 @@ class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     # Template variables a producer may leave out (the templates must handle them).
     optional_data: list[str] = msgspec.field(default_factory=list)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # -- digests
+        if (self.mode == "digest") != (self.digest is not None):
+            raise ValueError(
+                'digest: required by mode = "digest"'
+                if self.digest is None
+                else 'digest: only a type of mode = "digest" has one'
+            )
+        if self.digest is not None:
+            for name in (self.digest.key, self.digest.actor):
+                if name in self.optional_data:
+                    raise ValueError(f"optional_data: {name!r} groups the digest; it is required")
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

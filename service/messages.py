@@ -22,6 +22,20 @@ class Health(msgspec.Struct, frozen=True):
     detail: str | None = None
 
 
+class SchedulerHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """The backend running scheduled work (docs/scheduler.md); backend None until a
+    dispatcher's start-up (or `bin/schedules sync`) has chosen one."""
+
+    backend: Literal["pg_cron", "procrastinate"] | None
+    detail: str | None = None
+
+
+class Readiness(Health, frozen=True, kw_only=True):
+    """GET /readyz: Health, and which scheduler backend is active when the database answers."""
+
+    scheduler: SchedulerHealth | None = None
+
+
 # Who a caller is, taken from verified identity (never from the body): the subject a seen
 # mark records, and the user the signed-in notification endpoints act for.
 

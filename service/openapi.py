@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from service.errors import ERROR_CODES
-from service.messages import ErrorBody, Health
+from service.messages import ErrorBody, Health, Readiness
 
 REF = "#/components/schemas/{name}"
 SERVICE_AUTH = ("invalid_api_key", "service_key_required", "insufficient_scope")
@@ -101,7 +101,9 @@ def _health_paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "responses": {
-                    "200": answer("Database reachable, schema at head", "Health"),
+                    "200": answer(
+                        "Database reachable, schema at head; the scheduler backend", "Readiness"
+                    ),
                     "503": answer("Not ready", "Health"),
                 }
             }
@@ -117,7 +119,7 @@ def api_document(*sections: Section) -> dict[str, Any]:
         structs += section.structs
         paths |= section.paths()
     # Health and readiness close the document, which opens with the first capability mounted.
-    structs += [ErrorBody, Health]
+    structs += [ErrorBody, Health, Readiness]
     paths |= _health_paths()
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
     return {

@@ -24,6 +24,23 @@ from service.database import TEST_DATA_DIR, start_embedded, with_dbname
 TEMPLATE = f"mn_template_{os.getpid()}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-cron-tick",
+        action="store_true",
+        help="also run the tests that wait for pg_cron's next minute tick (.ci/run does)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--pg-cron-tick"):
+        return
+    wait = pytest.mark.skip(reason="waits for pg_cron's minute tick: run with --pg-cron-tick")
+    for item in items:
+        if "pg_cron_tick" in item.keywords:
+            item.add_marker(wait)
+
+
 def _server_url() -> str:
     return os.environ.get("DATABASE_URL") or start_embedded(TEST_DATA_DIR, stop_at_exit=True)
 

@@ -64,6 +64,9 @@ def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
             "banners": {"consumer": "banners", "event_type": "anonymous", "remember_for": 600},
             "notifications": {"event_type": "client", "remember_for": 86400},
         },
+        # CI's PostgreSQL has pg_cron: under "auto" every dispatcher would give pg_cron jobs
+        # to its throwaway database. The scheduler's tests choose their backend themselves.
+        "scheduler": {"backend": "procrastinate"},
     } | notify_data()
     for key, value in overrides.items():
         data[key] = value
@@ -136,7 +139,20 @@ def notify_data(
                 "priority": "high",
                 "escalation": {"channel": "sms", "after": 600},
             },
-            "comment_likes": {"category": "social", "channels": ["push", "inbox"]},
+            "comment_likes": {
+                "category": "social",
+                "channels": ["push", "inbox"],
+                "mode": "digest",
+                "digest": {
+                    "key": "comment_id",
+                    "actor": "actor",
+                    "window": "sliding",
+                    "quiet": "PT5M",
+                    "max_wait": "PT1H",
+                    "max_items": 50,
+                    "show_actors": 2,
+                },
+            },
         },
     }
 

@@ -1,11 +1,12 @@
 """The notification configuration as the database sees it.
 
-The fan-out runs in SQL (notify_event(), notify_materialize()), so what it needs of the
-configuration (channel kinds, category defaults, each type's channels, priority, ttl,
-escalation and the data its templates need) is mirrored into the notify_* tables at
-start-up by sync_notify_config(); the API and the dispatcher both do it, and it is a no-op
-when nothing changed. The API starts even with the database down: it then keeps trying
-in the background, and POST /v1/events answers 503 until it has succeeded.
+The fan-out runs in SQL (notify_event(), notify_materialize(), flush_digests()), so what
+it needs of the configuration (channel kinds, category defaults, each type's channels,
+priority, ttl, escalation, the data its templates need, a digest-mode type's policy) is
+mirrored into the notify_* tables at start-up by sync_notify_config(); the API and the
+dispatcher both do it, and it is a no-op when nothing changed. The API starts even with
+the database down: it then keeps trying in the background, and POST /v1/events answers
+503 until it has succeeded.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from service.config import Config
+from service.config import Config, DigestPolicy
 from service.sql import q
 from service.state import EventTemplates, State
 
@@ -45,11 +47,33 @@ def catalog_params(config: Config, templates: Mapping[str, EventTemplates]) -> d
             "escalation_channel": escalation.channel if escalation else None,
             "escalation_after_s": escalation.after.total_seconds() if escalation else None,
             "required_data": sorted(templates[name].required_data),
-        }
+            "mode": t.mode,
+        } | _digest_params(t.digest)
     return {
         "channels": _encode(channels).decode(),
         "categories": _encode(categories).decode(),
         "event_types": _encode(event_types).decode(),
+    }
+
+
+def _digest_params(digest: DigestPolicy | None) -> dict[str, Any]:
+    """A digest-mode type's policy as notify_event_types' digest_* columns."""
+    if digest is None:
+        return {}
+
+    def seconds(value: timedelta | None) -> float | None:
+        return value.total_seconds() if value is not None else None
+
+    return {
+        "digest_key": digest.key,
+        "digest_actor": digest.actor,
+        "digest_window": digest.window,
+        "digest_every_s": seconds(digest.every),
+        "digest_at": digest.at,
+        "digest_quiet_s": seconds(digest.quiet),
+        "digest_max_wait_s": seconds(digest.max_wait),
+        "digest_max_items": digest.max_items,
+        "digest_show_actors": digest.show_actors,
     }
 
 

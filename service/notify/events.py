@@ -102,12 +102,24 @@ async def post_event(request: Request) -> Response:
             "data_too_large",
             f"data is {len(data)} bytes as compact JSON; at most {notify.max_data_bytes}.",
         )
+    digest = state.config.event_types[event.type].digest
+    grouping = [] if digest is None else [f for f in (digest.key, digest.actor) if f]
     missing = sorted(templates.required_data - event.data.keys())
     if missing:
-        raise api_error(
-            "missing_data",
-            f"data lacks {', '.join(missing)}, used by the {event.type} templates.",
-        )
+        used_by = f"the {event.type} templates"
+        if set(missing) & set(grouping):
+            used_by += " and its digests (which group by " + " and ".join(grouping) + ")"
+        raise api_error("missing_data", f"data lacks {', '.join(missing)}, used by {used_by}.")
+    for name in grouping:
+        value = event.data[name]
+        # The digest key and actor are stored as text: a JSON null, boolean, list or object
+        # would group or name nothing sensible.
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise api_error(
+                "missing_data",
+                f"data.{name} must be a string or a number: {event.type} events are "
+                "gathered into digests by it.",
+            )
     _check_recipients(event, notify.max_recipients)
     await check_time_zones(
         request,

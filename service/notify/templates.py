@@ -14,6 +14,12 @@ shown as text. Everything is compiled at start-up; a template that does not comp
 type whose channels lack their template in the default locale, stops the process with
 the file and the reason. The variables each type needs are read off its templates, so
 the API refuses an event whose data lacks one before anything is stored.
+
+A digest-mode type's templates render a digest, not an event: their variables are
+DIGEST_VARIABLES (total, actor_count, first_actors, last_actors, others, digest_key, and
+`last`, the newest item's event data). What producers must send is the policy's key and
+actor fields and every field the templates read as `last.<field>` or `last['<field>']`
+(less optional_data); any other variable is refused at start-up.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from service.config import ROOT, Config, ConfigError
@@ -42,6 +48,13 @@ REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
     "inbox": ("title", "body"),
 }
 RESERVED = frozenset({"recipient", "notification_id", "event_id", "unsubscribe_url"})
+# A digest notification's data (flush_digests() in sql/schema.sql makes it).
+DIGEST_VARIABLES = frozenset(
+    {"total", "actor_count", "first_actors", "last_actors", "others", "digest_key", "last"}
+)
+# How _compile reports a field read off `last` ("last.comment_url"): a name no Jinja
+# variable can have.
+LAST_FIELD = "last."
 
 _text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
@@ -88,12 +101,33 @@ class TypeTemplates:
         return rendered
 
 
+def _last_fields(tree: nodes.Template) -> set[str]:
+    """The fields read off the variable `last` by a constant name (`last.x`, `last['x']`),
+    each as LAST_FIELD + name."""
+    fields = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        else:
+            continue
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == "last" and isinstance(name, str):
+            fields.add(LAST_FIELD + name)
+    return fields
+
+
 def _compile(source: Any, where: str, html: bool) -> tuple[Template, set[str]]:
+    """The template, and the variables it reads from its context (plus LAST_FIELD names)."""
     if not isinstance(source, str):
         raise ConfigError(f"{where}: a template must be a string")
     env = _html_env if html else _text_env
     try:
-        names = meta.find_undeclared_variables(env.parse(source))
+        tree = env.parse(source)
+        names = set(meta.find_undeclared_variables(tree))
+        if "last" in names:
+            names |= _last_fields(tree)
         return env.from_string(source), names
     except TemplateError as exc:
         line = getattr(exc, "lineno", None)
@@ -166,8 +200,23 @@ def load_type(config: Config, type_name: str, directory: Path | None = None) -> 
             f"{folder}: uses unsubscribe_url, but category {settings.category!r} is "
             "transactional and cannot be unsubscribed from"
         )
-    required = frozenset(names - RESERVED - set(settings.optional_data))
-    return TypeTemplates(type_name, settings.default_locale, locales, required)
+    fields = {n for n in names if n.startswith(LAST_FIELD)}
+    names -= fields
+    optional = set(settings.optional_data)
+    if settings.digest is None:
+        required = names - RESERVED - optional
+    else:
+        unknown = names - RESERVED - DIGEST_VARIABLES
+        if unknown:
+            raise ConfigError(
+                f"{folder}: uses {', '.join(sorted(unknown))}, but a digest's templates see "
+                f"{', '.join(sorted(DIGEST_VARIABLES))} (the newest event's data is "
+                "last.<field>)"
+            )
+        policy = settings.digest
+        grouping = {policy.key} | ({policy.actor} if policy.actor else set())
+        required = grouping | ({f.removeprefix(LAST_FIELD) for f in fields} - optional)
+    return TypeTemplates(type_name, settings.default_locale, locales, frozenset(required))
 
 
 def templates_dir(config: Config) -> Path:

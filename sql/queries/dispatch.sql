@@ -266,7 +266,9 @@ WITH due AS (
 ),
 facts AS (
     SELECT o.id, n.id AS notification_id, n.event_id, n.type, n.category, n.user_id,
-           coalesce(c.transactional, false) AS transactional, e.data, u.locale, u.email,
+           coalesce(c.transactional, false) AS transactional,
+           -- A digest's own data (see flush_digests()), else the event's.
+           coalesce(n.data, e.data) AS data, u.locale, u.email,
            u.phone, dev.devices, coalesce((o.payload ->> 'escalation')::boolean, false)
                AS escalation,
            CASE

@@ -7,7 +7,7 @@
 --   event data to render them, whether each is seen (a seen mark of the notify tag by
 --   this user), and how many are unseen in all. Pages walk notifications_user_idx.
 WITH mine AS NOT MATERIALIZED (
-    SELECT n.id, n.event_id, n.type, n.category, n.created_at,
+    SELECT n.id, n.event_id, n.type, n.category, n.created_at, n.data,
            EXISTS (
                SELECT 1 FROM seen_marks AS m
                WHERE m.tag = %(seen_tag)s AND m.item_id = n.id::text
@@ -25,7 +25,9 @@ unseen AS (
     SELECT count(*) AS unseen FROM mine WHERE NOT seen
 ),
 page AS (
-    SELECT mine.id, mine.event_id, mine.type, mine.category, mine.created_at, e.data,
+    -- A digest's own data (see flush_digests()), else the event's.
+    SELECT mine.id, mine.event_id, mine.type, mine.category, mine.created_at,
+           coalesce(mine.data, e.data) AS data,
            (SELECT u.locale FROM users AS u WHERE u.id = %(user_id)s) AS locale, mine.seen
     FROM mine
     JOIN events AS e ON e.id = mine.event_id

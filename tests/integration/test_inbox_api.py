@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from service.config import parse_config
+from service.schedule.digests import flush_due
 from tests.consumers import running, wait_until
 from tests.notify_api import (
     EPISODE,
@@ -54,6 +55,20 @@ async def post(
     return event_id
 
 
+async def post_like(
+    api: httpx.AsyncClient, key: dict[str, str], db: Conn, idempotency_key: str
+) -> str:
+    """A like, sent as a digest of its own (comment_likes is a digest type): posted,
+    its quiet minutes passed, flushed; the id of the event its notification is under."""
+    await post(api, key, "comment_likes", LIKES, idempotency_key)
+    await db.execute("UPDATE digest_items SET created_at = created_at - interval '1 hour'")
+    assert await flush_due(db) == 1
+    cur = await db.execute("SELECT event_id FROM notifications ORDER BY id DESC LIMIT 1")
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 async def deliver_inbox(db: Conn, *event_ids: str) -> None:
     """What the dispatcher's inbox transport does to these events' inbox rows."""
     await db.execute(
@@ -75,10 +90,10 @@ async def test_delivered_notifications_newest_first_rendered_in_the_users_locale
 ) -> None:
     episode = await post(api, key, "new_episode", EPISODE, "e1")
     receipt = await post(api, key, "payment_receipt", RECEIPT, "r1")
-    likes = await post(api, key, "comment_likes", LIKES, "l1")
+    likes = await post_like(api, key, db, "l1")
     # Code in data is shown as text, never run.
     sneaky = await post(api, key, "new_episode", EPISODE | {"title": "{{ 7 * 7 }}"}, "e2")
-    pending = await post(api, key, "comment_likes", LIKES, "l2")
+    pending = await post_like(api, key, db, "l2")
     await deliver_inbox(db, episode, receipt, likes, sneaky)
 
     page = await inbox(api)
@@ -130,7 +145,7 @@ async def test_delivered_notifications_newest_first_rendered_in_the_users_locale
 async def test_pages_walk_back_with_the_cursor(
     api: httpx.AsyncClient, key: dict[str, str], db: Conn
 ) -> None:
-    events = [await post(api, key, "comment_likes", LIKES, f"l{n}") for n in range(25)]
+    events = [await post(api, key, "new_episode", EPISODE, f"e{n}") for n in range(25)]
     await deliver_inbox(db, *events)
 
     seen_ids: list[int] = []
@@ -191,9 +206,9 @@ async def test_only_signed_in_clients(api: httpx.AsyncClient, key: dict[str, str
 
 
 async def test_the_inbox_transport_delivers_into_the_inbox(
-    api: httpx.AsyncClient, key: dict[str, str], db_url: str
+    api: httpx.AsyncClient, key: dict[str, str], db: Conn, db_url: str
 ) -> None:
-    await post(api, key, "comment_likes", LIKES, "l1")
+    await post_like(api, key, db, "l1")
     assert (await inbox(api))["items"] == []
     # A dispatcher that runs the inbox channel only (the others are switched off).
     data = config_data(db_url)

@@ -66,6 +66,7 @@ def test_example_config_loads() -> None:
         "registration_confirmation",
         "payment_receipt",
         "comment_likes",
+        "weekly_newsletter",
     }
     for name, tag in config.tags.items():
         assert isinstance(tag, Tag)

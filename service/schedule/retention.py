@@ -1,0 +1,70 @@
+"""Retention: finished rows are pruned once past their age ([retention], RetentionSettings).
+
+What goes, when, is in the SQL (prune_retention_batch() in sql/schema.sql): delivered and
+suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead rows after
+`dead`, each with its attempts; attempts of rows that stay after `attempts`; flushed
+digest items after `digest_items`. Pending rows and their attempts are never touched.
+
+`prune` loops bounded batches, each its own transaction on an autocommit connection, so a
+backlog of millions of rows never holds a lock or a snapshot for long and never waits for
+a dispatcher (rows are taken with SKIP LOCKED). pg_cron runs the same loop in the
+database: `CALL prune_retention(...)` (the `call_prune_retention` query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from service.config_schedule import RetentionSettings
+from service.sql import q
+
+KINDS = ("delivered", "dead", "attempts", "digest_items")
+
+
+def params(
+    settings: RetentionSettings, reached: Mapping[str, datetime | None] | None = None
+) -> dict[str, Any]:
+    """The parameters of the retention queries for these settings; `reached`: where each
+    kind's previous batch got to (none: start from the oldest)."""
+    return {
+        "delivered": settings.delivered,
+        "inbox": settings.inbox,
+        "dead": settings.dead,
+        "attempts": settings.attempts,
+        "digest_items": settings.digest_items,
+        "batch_size": settings.batch_size,
+        "pause": settings.pause,
+    } | {f"{kind}_from": (reached or {}).get(kind) for kind in KINDS}
+
+
+async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings) -> dict[str, int]:
+    """Prune everything past its age, a batch at a time until no kind fills its batch.
+
+    Returns the rows pruned per kind (KINDS) and how many batches it took ("batches").
+    The connection must be in autocommit mode: each batch then commits on its own.
+    """
+    if not conn.autocommit:
+        # In one transaction the whole prune would hold its locks to the end.
+        raise ValueError("prune needs an autocommit connection (each batch commits alone)")
+    totals = dict.fromkeys(KINDS, 0) | {"batches": 0}
+    # Where each kind got to: the next batch starts there rather than stepping again over
+    # the index entries of the rows pruned so far.
+    reached: dict[str, datetime | None] = dict.fromkeys(KINDS)
+    pause = settings.pause.total_seconds()
+    while True:
+        cur = await conn.execute(q("prune_retention_batch"), params(settings, reached))
+        more = False
+        for kind, pruned, full_batch, at in await cur.fetchall():
+            totals[kind] += int(pruned)
+            reached[kind] = at
+            more = more or bool(full_batch)
+        totals["batches"] += 1
+        if not more:
+            return totals
+        if pause > 0:
+            await asyncio.sleep(pause)

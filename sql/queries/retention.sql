@@ -1,0 +1,30 @@
+-- name: prune_retention_batch
+-- returns: rows (kind text, pruned bigint, full_batch boolean, reached timestamptz), one per
+--   kind: 'delivered', 'dead', 'attempts', 'digest_items'; full_batch: the kind filled its
+--   batch; reached: how far it got, the kind's `*_from` for the next batch (NULL: from the
+--   oldest).
+-- purpose: one bounded batch of retention (the prune_retention_batch() function); run on
+--   an autocommit connection so that each batch commits on its own, and again while any
+--   kind comes back full (service/schedule/retention.py).
+-- (NULL, not -infinity, which Python's datetime cannot hold.)
+SELECT b.kind, b.pruned, b.full_batch, nullif(b.reached, '-infinity') AS reached
+FROM prune_retention_batch(%(delivered)s::interval, %(inbox)s::interval, %(dead)s::interval,
+                           %(attempts)s::interval, %(digest_items)s::interval,
+                           %(batch_size)s::integer,
+                           delivered_from =>
+                               coalesce(%(delivered_from)s::timestamptz, '-infinity'),
+                           dead_from =>
+                               coalesce(%(dead_from)s::timestamptz, '-infinity'),
+                           attempts_from =>
+                               coalesce(%(attempts_from)s::timestamptz, '-infinity'),
+                           digest_items_from =>
+                               coalesce(%(digest_items_from)s::timestamptz, '-infinity')) AS b;
+
+-- name: call_prune_retention
+-- returns: nothing (totals go to the server log)
+-- purpose: the whole prune in the database, committing after each batch, as pg_cron runs
+--   it; needs an autocommit connection (CALL must not be inside a transaction block).
+CALL prune_retention(delivered => %(delivered)s::interval, inbox => %(inbox)s::interval,
+                     dead => %(dead)s::interval, attempts => %(attempts)s::interval,
+                     digest_items => %(digest_items)s::interval,
+                     batch_size => %(batch_size)s::integer, pause => %(pause)s::interval);

@@ -64,8 +64,8 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     # Rows of each kind per batch, each batch its own short transaction; and a pause
     # between batches, so that a large backlog leaves the database to the intake. These
     # kept the intake's p99 within 2x while 1,000,000 rows went (docs/performance.md).
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
-    pause: timedelta = timedelta(milliseconds=5)
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 250
+    pause: timedelta = timedelta(milliseconds=10)
 
     def __post_init__(self) -> None:
         for key in ("delivered", "inbox", "dead", "attempts", "digest_items"):

@@ -759,7 +759,10 @@ CREATE INDEX outbox_finished_idx ON outbox (consumer, updated_at)
 -- Each kind returns how far it got (`reached`, a time); a loop passes it back as that
 -- kind's `*_from`, so the next batch starts there instead of stepping again over the
 -- index entries of every row pruned so far (they stay until VACUUM). full_batch: the
--- kind filled its batch, so more may be waiting.
+-- kind filled its batch, so more may be waiting. The caller's transaction commits
+-- asynchronously (synchronous_commit off): a batch lost in a crash is pruned again by the
+-- next run, and the intake's commits do not wait behind a flush of the prune's WAL
+-- (docs/performance.md: it is most of what a prune adds to the intake's p99).
 CREATE FUNCTION prune_retention_batch(
     delivered interval, inbox interval, dead interval, attempts interval,
     digest_items interval, batch_size integer,
@@ -786,6 +789,8 @@ DECLARE
     items bigint;
     items_reached timestamptz;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+
     -- The consumers with finished rows, by a loose scan of outbox_finished_idx from its
     -- young end (the old end is where pruned rows leave dead index entries); then each
     -- one's oldest finished rows past its age, and the oldest of those overall. The lock
@@ -927,17 +932,17 @@ $$;
 -- snapshot is held for long however large the backlog; `pause` between batches leaves
 -- the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
---   SELECT cron.schedule('mark-notify-retention', '17 * * * *',
+--   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
 --       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',
 --                              attempts => '30 days', digest_items => '7 days',
---                              batch_size => 500, pause => '5 milliseconds')$$);
+--                              batch_size => 250, pause => '10 milliseconds')$$);
 -- The defaults are those of [retention] (service/config_schedule.py); the Procrastinate
 -- backend runs the same loop from Python (service/schedule/retention.py).
 CREATE PROCEDURE prune_retention(
     delivered interval DEFAULT '7 days', inbox interval DEFAULT '90 days',
     dead interval DEFAULT '30 days', attempts interval DEFAULT '30 days',
-    digest_items interval DEFAULT '7 days', batch_size integer DEFAULT 500,
-    pause interval DEFAULT '5 milliseconds'
+    digest_items interval DEFAULT '7 days', batch_size integer DEFAULT 250,
+    pause interval DEFAULT '10 milliseconds'
 )
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -143,6 +143,8 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
     assert await ids(db, "digest_items") == {young_item, open_item}
     assert old_item not in await ids(db, "digest_items")
 
+    # The prune's asynchronous commits stay its own: the session commits as before.
+    assert await scalar(db, "SHOW synchronous_commit") == "on"
     # Nothing is left past its age: a second prune finds nothing.
     if driver == "python":
         assert await prune(db, DEFAULTS) == dict.fromkeys(

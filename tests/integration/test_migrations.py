@@ -146,7 +146,7 @@ def test_migrated_schema_equals_declared_schema(pg_server_url: str) -> None:
     assert "outbox_id_seq" in {row[0] for row in a["sequences"]}
 
 
-REVISIONS = ["0001_procrastinate", "0002_core", "0003_notify", "0004_schedule"]
+REVISIONS = ["0001_procrastinate", "0002_core", "0003_notify", "0004_schedule", "0005_admin"]
 
 
 def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
@@ -211,7 +211,8 @@ DRIFTS: list[tuple[str, LiteralString, set[str]]] = [
         "changed view",
         "CREATE OR REPLACE VIEW outbox_consumer_stats AS"
         " SELECT consumer, 0::bigint AS pending, 0::bigint AS due, 0::bigint AS in_flight,"
-        " 0::bigint AS delivered, 0::bigint AS dead, now() AS oldest_pending_at"
+        " 0::bigint AS delivered, 0::bigint AS failed, 0::bigint AS dead,"
+        " now() AS oldest_pending_at"
         " FROM outbox GROUP BY consumer",
         {"views"},
     ),

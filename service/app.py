@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import openapi
+from service.admin.routes import admin_mount
 from service.config import Config, load_config
 from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
@@ -146,6 +147,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *NOTIFY_ROUTES,
     ]
+    routes.append(admin_mount())
     handlers: dict[Any, Any] = {
         ApiError: on_api_error,
         HTTPException: on_http_error,

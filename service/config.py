@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.config_admin import AdminSettings
 from service.config_base import (
     EVENT_TYPES,
     ROOT,
@@ -60,6 +61,7 @@ __all__ = [
     "ENV_PREFIX",
     "EVENT_TYPES",
     "ROOT",
+    "AdminSettings",
     "ApiSettings",
     "Backoff",
     "Breaker",
@@ -230,6 +232,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     scheduler: SchedulerSettings = SchedulerSettings()
     retention: RetentionSettings = RetentionSettings()
     schedules: dict[Name, ScheduleSettings] = msgspec.field(default_factory=dict)
+    admin: AdminSettings = AdminSettings()
 
     def __post_init__(self) -> None:
         for name, tag in self.tags.items():

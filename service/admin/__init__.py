@@ -1,0 +1,1 @@
+"""The web admin panel at /admin: managers' mailings and schedules, operators' tools."""

@@ -11,7 +11,10 @@ row retried later, by the claim loop's backoff.
 
 Every provider has its own keep-alive pool, concurrency limit and circuit breaker: a
 provider whose breaker is open is skipped, so while the primary is down messages go
-straight to the fallback instead of each waiting for the primary's timeout first.
+straight to the fallback instead of each waiting for the primary's timeout first. A
+provider an operator switched off (provider_controls, service/controls.py) is skipped
+too: the claim lists those in the payload's `providers_off`, so this transport needs no
+database. With every provider switched off, an attempt fails as in an outage (retried).
 
 A push goes to each of the recipient's newest devices (one request each, with its own
 stable webhook-id); tokens a provider calls invalid (404/410) are reported in the outcome
@@ -188,18 +191,23 @@ class _Channel:
         self.templates = templates
         self.providers = [_Provider(name, channel, p) for p in channel.providers]
 
-    def candidates(self) -> list[_Provider]:
-        """The providers to offer a message to, in order: those whose breaker lets it
-        through, else (all open) the one that reopens soonest: a message is never dropped
-        for a breaker."""
-        usable = [p for p in self.providers if p.usable()]
-        return usable or [min(self.providers, key=lambda p: p.breaker.ready_in())]
+    def candidates(self, off: frozenset[str] = frozenset()) -> list[_Provider]:
+        """The providers to offer a message to, in order, leaving out those switched
+        `off`: those whose breaker lets it through, else (all open) the one that reopens
+        soonest: a message is never dropped for a breaker. Empty only if all are off."""
+        on = [p for p in self.providers if p.name not in off]
+        if not on:
+            return []
+        usable = [p for p in on if p.usable()]
+        return usable or [min(on, key=lambda p: p.breaker.ready_in())]
 
-    async def offer(self, message_id: str, body: bytes, redact: Sequence[str]) -> list[_Answer]:
+    async def offer(
+        self, message_id: str, body: bytes, redact: Sequence[str], off: frozenset[str]
+    ) -> list[_Answer]:
         """Offer one message to the providers until one takes it or refuses it for good;
-        every answer, in order (never empty)."""
+        every answer, in order (never empty while any provider is on)."""
         answers: list[_Answer] = []
-        candidates = self.candidates()
+        candidates = self.candidates(off)
         for n, provider in enumerate(candidates):
             # The last one goes even if its breaker opened meanwhile, unless another
             # provider already answered: every attempt reaches some provider.
@@ -215,10 +223,19 @@ class _Channel:
         return answers
 
     async def send(self, delivery: Delivery) -> Outcome:
+        off = _switched_off(delivery.payload)
+        if off and not self.candidates(off):
+            return Outcome(
+                delivery.outbox_id,
+                "retry",
+                datetime.now(UTC),
+                0.0,
+                error=f"every provider of channel {self.name} is switched off",
+            )
         try:
             if self.kind == "sms":
-                return await self._sms(delivery)
-            return await self._push(delivery)
+                return await self._sms(delivery, off)
+            return await self._push(delivery, off)
         except (RenderError, Undeliverable) as exc:
             return undeliverable(delivery, str(exc))
         except Exception as exc:
@@ -250,7 +267,7 @@ class _Channel:
             raise Undeliverable(f"malformed payload: {exc!r}") from None
         return templates.render(self.kind, payload.get("locale"), context)
 
-    async def _sms(self, delivery: Delivery) -> Outcome:
+    async def _sms(self, delivery: Delivery, off: frozenset[str]) -> Outcome:
         rendered = self._render(delivery)
         payload = delivery.payload
         phone = payload.get("phone")
@@ -267,10 +284,10 @@ class _Channel:
         )
         text = str(rendered.get("text"))
         redact = [str(phone), str(phone).lstrip("+"), text]
-        answers = await self.offer(delivery.event_id, body, redact)
+        answers = await self.offer(delivery.event_id, body, redact, off)
         return _outcome(delivery, answers, answers)
 
-    async def _push(self, delivery: Delivery) -> Outcome:
+    async def _push(self, delivery: Delivery, off: frozenset[str]) -> Outcome:
         payload = delivery.payload
         devices = payload.get("devices") or []
         if not isinstance(devices, list) or not devices:
@@ -301,7 +318,10 @@ class _Channel:
             messages.append((token, message_id, body))
         texts = [str(rendered.get("title")), str(rendered.get("body"))]
         results = await asyncio.gather(
-            *(self.offer(message_id, body, [token, *texts]) for token, message_id, body in messages)
+            *(
+                self.offer(message_id, body, [token, *texts], off)
+                for token, message_id, body in messages
+            )
         )
         # Each device's fate is its last answer: taken, refused, or failed everywhere.
         accepted = [answers[-1] for answers in results if answers[-1].kind == "delivered"]
@@ -323,6 +343,12 @@ class _Channel:
             )
         refused = [answers for answers in results if answers[-1].kind == "failed"]
         return _outcome(delivery, every, _numbered(results, refused), invalid)
+
+
+def _switched_off(payload: Mapping[str, Any]) -> frozenset[str]:
+    """The providers an operator switched off, as the claim listed them."""
+    names = payload.get("providers_off")
+    return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
 
 
 def _checked(message: type[msgspec.Struct], fields: dict[str, Any]) -> bytes:

@@ -338,7 +338,10 @@ class ConsumerLoop:
         dead = [r.outbox_id for r in recorded if r.applied and r.outcome in ("dead", "failed")]
         if dead:
             log.warning(
-                "consumer %s: %d rows dead, e.g. outbox id %d", self.name, len(dead), dead[0]
+                "consumer %s: %d dead letters (failed or dead), e.g. outbox id %d",
+                self.name,
+                len(dead),
+                dead[0],
             )
 
     def _account(self, outcomes: Sequence[Outcome]) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sys
@@ -38,15 +37,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from service import migrate
-from service.config import ConfigError, load_config
-from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, resolve_url
+from service.database import CONNECTION_OPTIONS
 from service.errors import api_error
 from service.identity import (
     API_KEY_ID_LENGTH,
@@ -54,6 +50,7 @@ from service.identity import (
     looks_like_api_key,
     split_api_key,
 )
+from service.ops_database import ops_database_url
 from service.sql import q
 
 Scope = Literal["events:write", "users:write", "users:read"]
@@ -219,20 +216,9 @@ def _looks_like_jwt(token: str) -> bool:
 
 
 def _database_url() -> str:
-    """The database bin/dev uses: DATABASE_URL, else the config's, else the embedded one
-    (migrated, as bin/dev would, so a fresh checkout can mint a key first)."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    try:
-        settings = load_config().database
-    except ConfigError as exc:
-        raise SystemExit(f"apikey: no DATABASE_URL and no usable config: {exc}") from None
-    if settings.url:
-        return settings.url
-    url = resolve_url(settings, Path(os.environ.get("MARK_NOTIFY_DATA_DIR", DEV_DATA_DIR)))
-    migrate.upgrade(url)
-    return url
+    """The database bin/dev uses (service/ops_database.py); the embedded one is migrated,
+    as bin/dev would, so a fresh checkout can mint a key first."""
+    return ops_database_url("apikey")
 
 
 def _when(value: datetime | None) -> str:

@@ -53,8 +53,8 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     # Rows of inbox channels: GET /v1/inbox lists a notification while its inbox row is
     # kept, so this is how far back a user's inbox goes.
     inbox: timedelta = timedelta(days=90)
-    # Dead rows are what ops look into and bin/redeliver requeues; they keep their
-    # attempts, since those tell a refused row ('failed') from an exhausted one.
+    # Dead letters (status 'failed': refused; 'dead': retries or age ran out) are what ops
+    # look into and bin/redeliver requeues; they keep their attempts, which say why.
     dead: timedelta = timedelta(days=30)
     # Attempts of delivered and suppressed rows kept longer than this (inbox rows) go
     # before their row; others go with their row.

@@ -1,9 +1,12 @@
 """`bin/dev`: the whole service on one machine, under one supervisor.
 
-Picks the database (DATABASE_URL, else an embedded PostgreSQL in .data/), migrates it to
-head, then runs the API (uvicorn, one worker per core) and the dispatcher as child
-processes. Ctrl-C (or SIGTERM) stops them all; a child that dies takes the rest down,
-so a half-running service never hides behind a healthy-looking terminal.
+Picks the config and the database as the ops commands do (service/ops_database.py:
+MARK_NOTIFY_CONFIG, else config/mark-notify.toml, else config/example.toml; DATABASE_URL,
+else the config's, else an embedded PostgreSQL in .data/pg-dev), says which database (so
+bin/sql, psql or any client can be pointed at it), migrates it to head, then runs the
+API (uvicorn, one worker per core) and the dispatcher as child processes. Ctrl-C (or
+SIGTERM) stops them all; a child that dies takes the rest down, so a half-running service
+never hides behind a healthy-looking terminal.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import IO
 
 from service import migrate
 from service.config import ROOT, ConfigError, load_config
-from service.database import DEV_DATA_DIR, start_embedded
+from service.database import start_embedded
 from service.notify.templates import load_templates
+from service.ops_database import config_path, dev_data_dir, display_url
 
 STOP_GRACE_S = 10.0
 
@@ -64,25 +68,29 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     workers = int(os.environ.get("WEB_CONCURRENCY", default_workers()))
     base_url = f"http://{host}:{port}"
-    data_dir = Path(os.environ.get("MARK_NOTIFY_DATA_DIR", DEV_DATA_DIR))
+    data_dir = dev_data_dir()
     lock = acquire_lock(data_dir.parent / f"dev-{port}.lock", base_url)
 
+    config_file = config_path()
     try:
-        config = load_config()
+        config = load_config(config_file)
         load_templates(config)  # a broken template: say so here, not from a child
     except ConfigError as exc:
         _say(f"bad config: {exc}")
         return 2
+    _say(f"config     {config_file}")
     if config.database.url:
         url = config.database.url
-        _say("database: DATABASE_URL")
+        where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "the config"
     else:
-        _say(f"database: embedded PostgreSQL in {data_dir}")
+        where = f"embedded PostgreSQL in {data_dir}"
         url = start_embedded(data_dir, stop_at_exit=True)
+    _say(f"database   {display_url(url)}  ({where}; bin/sql opens a SQL shell on it)")
     migrate.upgrade(url)
     _say(f"schema at {migrate.head_revision()}")
 
-    env = os.environ | {"DATABASE_URL": url}
+    # The children read the same config file and database as this process.
+    env = os.environ | {"DATABASE_URL": url, "MARK_NOTIFY_CONFIG": str(config_file)}
     python = sys.executable
     commands = {
         "api": [

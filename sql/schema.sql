@@ -448,7 +448,9 @@ $$;
 -- recipients after the event's cursor, recorded in event_chunks and the cursor moved past
 -- it, in a short transaction of its own so that several workers materialize chunks side
 -- by side. When the audience is used up, a chunk whose worker died (unfinished, and not
--- locked by a live worker) is handed out again. No row: nothing is left to claim.
+-- locked by a live worker) is handed out again. No row: nothing is left to claim (a
+-- cancelled event has nothing left). FOR NO KEY UPDATE serializes the claims without
+-- waiting for the chunks being materialized (they hold the row FOR KEY SHARE).
 CREATE FUNCTION notify_claim_chunk(p_event uuid, chunk integer)
 RETURNS TABLE (lo text, hi text)
 LANGUAGE plpgsql AS $$
@@ -456,8 +458,8 @@ DECLARE
     ev events%ROWTYPE;
     bound text;
 BEGIN
-    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
-    IF NOT FOUND OR ev.status = 'done' THEN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR NO KEY UPDATE;
+    IF NOT FOUND OR ev.status IN ('done', 'cancelled') THEN
         RETURN;
     END IF;
     bound := notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), chunk);
@@ -546,7 +548,8 @@ $$;
 -- notify_quiet_hours(), notify_send_at()). A digest-mode type's recipients get a digest
 -- item instead, under the event's data[digest_key], for flush_digests() to send. The
 -- chunk's row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id)
--- makes a repeat a no-op. Returns the recipients covered (0: already done by another worker).
+-- makes a repeat a no-op. Returns the recipients covered (0: already done by another worker,
+-- or the event was cancelled: the chunk is closed with nobody covered).
 CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
 -- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
 LANGUAGE plpgsql SET work_mem = '64MB' AS $$
@@ -564,7 +567,15 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
-    SELECT * INTO STRICT ev FROM events AS e WHERE e.id = p_event;
+    -- FOR KEY SHARE: chunks side by side do not block one another, but cancel_event()
+    -- (FOR UPDATE) waits for this chunk's rows to be committed before it suppresses the
+    -- pending ones, and a chunk that starts after a cancel sees it.
+    SELECT * INTO STRICT ev FROM events AS e WHERE e.id = p_event FOR KEY SHARE;
+    IF ev.status = 'cancelled' THEN
+        UPDATE event_chunks AS c SET covered = 0, updated_at = now()
+        WHERE c.event_id = p_event AND c.lo = p_lo;
+        RETURN 0;
+    END IF;
     SELECT * INTO STRICT et FROM notify_event_types AS t WHERE t.name = ev.type;
     SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
     due := greatest(ev.send_at, now());
@@ -649,6 +660,7 @@ $$;
 
 -- Close an event's fan-out once its audience is used up and every chunk is done: status
 -- 'done' and, for an explicit list, how many ids named nobody. False while work remains.
+-- A cancelled event is closed as it is.
 CREATE FUNCTION notify_finish(p_event uuid) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -659,7 +671,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    IF ev.status = 'done' THEN
+    IF ev.status IN ('done', 'cancelled') THEN
         RETURN true;
     END IF;
     IF notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), 1) IS NOT NULL
@@ -777,6 +789,43 @@ BEGIN
             new_id, greatest(chunk, jsonb_array_length(stored -> 'user_ids') + 1));
     END IF;
     RETURN QUERY SELECT e.id, e.status, true FROM events AS e WHERE e.id = new_id;
+END
+$$;
+
+-- Cancel an event: whatever has not gone out never will. Its fan-out job, if it has not
+-- started (a future send_at waits as one), is removed; the fan-out still to come stops
+-- (notify_claim_chunk() and notify_materialize_chunk() skip a cancelled event); its
+-- pending deliveries, held and escalations included, are suppressed with reason
+-- 'cancelled'. Deliveries already made stay as they are; a row a dispatcher holds at this
+-- moment is suppressed too, and its attempt, if it went out, is in delivery_attempts.
+-- FOR UPDATE waits for the chunks being materialized, so their rows are suppressed with
+-- the rest. An event that was done with nothing pending stays done (nothing to cancel).
+-- Returns the status before, the deliveries suppressed and whether the job was removed;
+-- no row for an unknown event.
+CREATE FUNCTION cancel_event(p_event uuid)
+RETURNS TABLE (previous text, suppressed bigint, job_removed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    stopped bigint;
+    removed boolean;
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    DELETE FROM procrastinate_jobs AS j
+    WHERE j.queueing_lock = 'materialize:' || p_event AND j.status = 'todo';
+    removed := FOUND;
+    UPDATE outbox AS o SET status = 'suppressed', reason = 'cancelled', claimed_until = NULL,
+                           updated_at = now()
+    FROM notifications AS n
+    WHERE n.event_id = p_event AND o.notification_id = n.id AND o.status = 'pending';
+    GET DIAGNOSTICS stopped = ROW_COUNT;
+    IF ev.status <> 'done' OR stopped > 0 THEN
+        UPDATE events AS e SET status = 'cancelled', updated_at = now() WHERE e.id = p_event;
+    END IF;
+    RETURN QUERY SELECT ev.status, stopped, removed;
 END
 $$;
 
@@ -1296,9 +1345,10 @@ CREATE INDEX outbox_finished_idx ON outbox (consumer, updated_at)
 
 -- One bounded batch of retention, in the caller's transaction: up to batch_size rows of
 -- each kind past its age, oldest first. Kinds: 'delivered' (delivered and suppressed
--- outbox rows; those of inbox channels after `inbox`), 'dead' (dead outbox rows),
--- 'attempts' (the attempts of those rows; and, once no such row is left, attempts older
--- than `attempts` of delivered and suppressed rows that stay), 'digest_items' (flushed).
+-- outbox rows; those of inbox channels after `inbox`), 'dead' (dead letters: failed and
+-- dead outbox rows), 'attempts' (the attempts of those rows; and, once no such row is
+-- left, attempts older than `attempts` of delivered and suppressed rows that stay),
+-- 'digest_items' (flushed).
 -- Pending rows and their attempts are never touched. Rows are taken FOR UPDATE SKIP
 -- LOCKED, so the prune neither waits for nor blocks a dispatcher, bin/redeliver or the
 -- digest flush: a locked row is left for a later run.
@@ -1387,12 +1437,13 @@ BEGIN
            (SELECT coalesce(max(c.updated_at), delivered_from) FROM candidates AS c)
     INTO finished, finished_attempts, finished_reached;
 
-    -- Dead rows the same way, through outbox_dead_idx.
+    -- Dead letters (failed and dead rows) the same way, through outbox_dead_idx.
     WITH RECURSIVE consumers AS (
-        SELECT max(o.consumer) AS consumer FROM outbox AS o WHERE o.status = 'dead'
+        SELECT max(o.consumer) AS consumer FROM outbox AS o
+        WHERE o.status IN ('failed', 'dead')
         UNION ALL
         SELECT (SELECT max(o.consumer) FROM outbox AS o
-                WHERE o.status = 'dead' AND o.consumer < c.consumer)
+                WHERE o.status IN ('failed', 'dead') AND o.consumer < c.consumer)
         FROM consumers AS c
         WHERE c.consumer IS NOT NULL
     ),
@@ -1401,7 +1452,7 @@ BEGIN
         FROM consumers AS c
         CROSS JOIN LATERAL (
             SELECT o.id, o.updated_at FROM outbox AS o
-            WHERE o.consumer = c.consumer AND o.status = 'dead'
+            WHERE o.consumer = c.consumer AND o.status IN ('failed', 'dead')
               AND o.updated_at >= dead_from AND o.updated_at < dead_before
             ORDER BY o.updated_at
             LIMIT batch_size
@@ -1412,7 +1463,7 @@ BEGIN
     doomed AS (
         SELECT o.id FROM outbox AS o
         WHERE o.id IN (SELECT c.id FROM candidates AS c)
-          AND o.status = 'dead' AND o.updated_at < dead_before
+          AND o.status IN ('failed', 'dead') AND o.updated_at < dead_before
         FOR UPDATE SKIP LOCKED
     ),
     gone AS (
@@ -1428,7 +1479,8 @@ BEGIN
 
     -- Old attempts of rows that stay (inbox rows), once the rows past their age are gone
     -- (their attempts go with them). The row is share-locked so that bin/redeliver cannot
-    -- make it pending meanwhile. Old attempts of pending and dead rows are stepped over.
+    -- make it pending meanwhile. Old attempts of pending, failed and dead rows are stepped
+    -- over.
     IF finished < batch_size AND buried < batch_size THEN
         WITH candidates AS MATERIALIZED (
             SELECT a.outbox_id, a.attempt, a.updated_at FROM delivery_attempts AS a
@@ -1554,7 +1606,7 @@ CREATE TABLE admin_login_failures (
 -- Server-side sessions. The cookie holds a random token; only its SHA-256 is stored.
 -- A session without a user is the anonymous one that carries the login form's CSRF
 -- token; logging in replaces it with a new one (a token known before login is useless
--- after it). Expired rows are deleted by the retention prune.
+-- after it). Expired rows are deleted at each sign-in.
 CREATE TABLE admin_sessions (
     token_hash   bytea       PRIMARY KEY,
     user_id      bigint      REFERENCES admin_users (id) ON DELETE CASCADE,
@@ -1634,3 +1686,176 @@ CREATE TABLE mailings (
     CHECK ((audience = 'users') = (user_ids IS NOT NULL))
 );
 CREATE INDEX mailings_updated_at_idx ON mailings (updated_at);
+
+-- == analytics: stable views for analysts ==
+-- Their names and columns are a contract with analysts' saved queries and dashboards
+-- (docs/analytics.md documents them, tests/integration/test_analytics.py pins them): add
+-- a column at the end or a new view rather than change what one means. Time buckets are
+-- UTC whatever the session's TimeZone, so two analysts in different zones get the same
+-- rows. The views read the base tables (nothing is materialized, so nothing goes stale)
+-- and see only what retention keeps. Bucket columns are plain expressions of one table's
+-- column, so an outer filter on them is pushed down into that table's scan.
+
+-- Delivery attempts per consumer (a seen consumer or a notification channel) and UTC hour
+-- of the attempt's start. An attempt that ends its row is delivered, failed or dead; a
+-- retry ends nothing. success_rate = delivered / ended, so a row that needed retries
+-- still counts once as a success, and `ended` is there to re-aggregate the rate over
+-- several hours (sum(delivered) / sum(ended)); percentiles cannot be re-aggregated.
+CREATE VIEW analytics_deliveries_hourly AS
+SELECT date_trunc('hour', a.started_at, 'UTC') AS hour,
+       a.consumer,
+       count(*) AS attempts,
+       count(*) FILTER (WHERE a.outcome = 'delivered') AS delivered,
+       count(*) FILTER (WHERE a.outcome = 'retry') AS retried,
+       count(*) FILTER (WHERE a.outcome = 'failed') AS failed,
+       count(*) FILTER (WHERE a.outcome = 'dead') AS dead,
+       count(*) FILTER (WHERE a.outcome <> 'retry') AS ended,
+       (count(*) FILTER (WHERE a.outcome = 'delivered'))::float8
+           / nullif(count(*) FILTER (WHERE a.outcome <> 'retry'), 0) AS success_rate,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY a.duration_ms) AS p95_ms
+FROM delivery_attempts AS a
+GROUP BY date_trunc('hour', a.started_at, 'UTC'), a.consumer;
+
+-- Seen marks per tag and UTC day of arrival. A repeat inside remember_for changes no
+-- mark, so every mark is a new one; a mark revived after it expired counts on the day of
+-- its revival. Marks are purged after their tag's remember_for, so older days thin out.
+CREATE VIEW analytics_seen_daily AS
+SELECT (m.seen_at AT TIME ZONE 'UTC')::date AS day,
+       m.tag,
+       count(*) AS new_marks,
+       count(DISTINCT m.subject_key) AS subjects,
+       count(DISTINCT m.item_id) AS items
+FROM seen_marks AS m
+GROUP BY (m.seen_at AT TIME ZONE 'UTC')::date, m.tag;
+
+-- Seconds from a seen mark's arrival to its delivery, per consumer and UTC hour of
+-- delivery. Arrival is the outbox row's created_at: the write path stamps it and the
+-- mark's seen_at with the same now(), and the row outlives the mark's purge and a
+-- revival of the mark (which gets a row of its own). A row bin/redeliver requeued counts
+-- from its first arrival to its last delivery; `requeued` says how many did.
+CREATE VIEW analytics_seen_to_delivered AS
+SELECT date_trunc('hour', o.delivered_at, 'UTC') AS hour,
+       o.consumer,
+       count(*) AS delivered,
+       percentile_cont(0.5) WITHIN GROUP (
+           ORDER BY extract(epoch FROM o.delivered_at - o.created_at)::float8) AS p50_seconds,
+       percentile_cont(0.95) WITHIN GROUP (
+           ORDER BY extract(epoch FROM o.delivered_at - o.created_at)::float8) AS p95_seconds,
+       max(extract(epoch FROM o.delivered_at - o.created_at)::float8) AS max_seconds,
+       count(*) FILTER (WHERE o.requeued_at IS NOT NULL) AS requeued
+FROM outbox AS o
+WHERE o.kind = 'seen' AND o.status = 'delivered'
+GROUP BY date_trunc('hour', o.delivered_at, 'UTC'), o.consumer;
+
+-- The notification half's decisions, one row per notification and channel: an outbox row
+-- (queued; its status says how it went) or an entry of the notification's `suppressed`
+-- (never queued: muted, preference, no_contact). seen: the row was delivered and the
+-- notification's user marked it seen, as GET /v1/events/{id} counts it. The seen tag is
+-- [notify].seen_tag, which SQL cannot read from the config file: the setting
+-- mark_notify.seen_tag (ALTER DATABASE ... SET) overrides the default 'notifications'.
+-- Unlike the status endpoint this counts marks past remember_for that are not purged
+-- yet: an analyst asks whether the user saw it, not whether the service still remembers.
+CREATE VIEW analytics_notification_decisions AS
+SELECT n.id AS notification_id, n.type AS event_type, n.created_at, o.consumer AS channel,
+       o.status, o.reason, true AS queued,
+       o.status = 'delivered' AND EXISTS (
+           SELECT 1 FROM seen_marks AS m
+           WHERE m.tag = coalesce(nullif(current_setting('mark_notify.seen_tag', true), ''),
+                                  'notifications')
+             AND m.item_id = n.id::text AND m.subject_key = 'client:' || n.user_id
+       ) AS seen
+FROM notifications AS n
+JOIN outbox AS o ON o.notification_id = n.id
+UNION ALL
+SELECT n.id, n.type, n.created_at, s.key, 'suppressed', s.value, false, false
+FROM notifications AS n
+CROSS JOIN LATERAL jsonb_each_text(n.suppressed) AS s
+WHERE n.suppressed IS NOT NULL;
+
+-- The funnel per UTC day of the notification, event type and channel: queued = pending +
+-- sent + failed + dead + suppressed (every outbox row made); not_queued never got a row.
+-- sent_rate = sent / queued, seen_rate = seen / sent. A notification sent on two channels
+-- and seen once is seen on both: a mark says the user saw it, not through which channel.
+CREATE VIEW analytics_notification_funnel AS
+SELECT (d.created_at AT TIME ZONE 'UTC')::date AS day,
+       d.event_type,
+       d.channel,
+       count(*) FILTER (WHERE d.queued) AS queued,
+       count(*) FILTER (WHERE d.status = 'pending') AS pending,
+       count(*) FILTER (WHERE d.status = 'delivered') AS sent,
+       count(*) FILTER (WHERE d.status = 'failed') AS failed,
+       count(*) FILTER (WHERE d.status = 'dead') AS dead,
+       count(*) FILTER (WHERE d.queued AND d.status = 'suppressed') AS suppressed,
+       count(*) FILTER (WHERE NOT d.queued) AS not_queued,
+       count(*) FILTER (WHERE d.seen) AS seen,
+       (count(*) FILTER (WHERE d.status = 'delivered'))::float8
+           / nullif(count(*) FILTER (WHERE d.queued), 0) AS sent_rate,
+       (count(*) FILTER (WHERE d.seen))::float8
+           / nullif(count(*) FILTER (WHERE d.status = 'delivered'), 0) AS seen_rate
+FROM analytics_notification_decisions AS d
+GROUP BY (d.created_at AT TIME ZONE 'UTC')::date, d.event_type, d.channel;
+
+-- Why deliveries were not sent, per UTC day of the notification, event type, channel and
+-- reason: never queued (queued false: muted, preference, no_contact) or queued and then
+-- dropped (queued true: seen before an escalation was due, expired, no_contact, erased).
+CREATE VIEW analytics_notification_suppressions AS
+SELECT (d.created_at AT TIME ZONE 'UTC')::date AS day,
+       d.event_type,
+       d.channel,
+       d.queued,
+       coalesce(d.reason, 'unknown') AS reason,
+       count(*) AS notifications
+FROM analytics_notification_decisions AS d
+WHERE d.status = 'suppressed'
+GROUP BY (d.created_at AT TIME ZONE 'UTC')::date, d.event_type, d.channel, d.queued,
+         coalesce(d.reason, 'unknown');
+
+-- Users' own switches per category and channel (the configured pairs, and any pair a
+-- user switched): preferences.channels = {category: {channel: bool}}, a pair left out
+-- (or null) follows the category's default. opt_out_rate = switched_off /
+-- users_with_preferences. muted is the global mute, the same on every row; silenced =
+-- the users whose own choice keeps this category off this channel (muted or switched
+-- off), as the fan-out decides it: none for a transactional category, which ignores both.
+CREATE VIEW analytics_preference_optouts AS
+WITH switches AS (
+    SELECT c.key AS category, s.key AS channel, p.user_id, p.muted, s.value::boolean AS is_on
+    FROM preferences AS p
+    -- The fan-out reads a malformed entry as no switch; so does this, rather than fail.
+    CROSS JOIN LATERAL jsonb_each(
+        CASE WHEN jsonb_typeof(p.channels) = 'object' THEN p.channels ELSE '{}' END) AS c
+    CROSS JOIN LATERAL jsonb_each_text(
+        CASE WHEN jsonb_typeof(c.value) = 'object' THEN c.value ELSE '{}' END) AS s
+    WHERE s.value IS NOT NULL
+),
+pairs AS (
+    SELECT cat.name AS category, ch.name AS channel
+    FROM notify_categories AS cat CROSS JOIN notify_channels AS ch
+    WHERE cat.enabled AND ch.enabled
+    UNION
+    SELECT category, channel FROM switches
+),
+totals AS (
+    SELECT count(*) AS users_with_preferences, count(*) FILTER (WHERE muted) AS muted
+    FROM preferences
+)
+SELECT pr.category,
+       pr.channel,
+       cat.transactional,
+       CASE WHEN cat.name IS NOT NULL
+            THEN coalesce((cat.defaults ->> pr.channel)::boolean, true) END AS default_on,
+       t.users_with_preferences,
+       count(s.user_id) FILTER (WHERE s.is_on) AS switched_on,
+       count(s.user_id) FILTER (WHERE NOT s.is_on) AS switched_off,
+       (count(s.user_id) FILTER (WHERE NOT s.is_on))::float8
+           / nullif(t.users_with_preferences, 0) AS opt_out_rate,
+       t.muted,
+       CASE WHEN coalesce(cat.transactional, false) THEN 0
+            ELSE t.muted + count(s.user_id) FILTER (WHERE NOT s.is_on AND NOT s.muted)
+       END AS silenced
+FROM pairs AS pr
+CROSS JOIN totals AS t
+LEFT JOIN notify_categories AS cat ON cat.name = pr.category
+LEFT JOIN switches AS s ON s.category = pr.category AND s.channel = pr.channel
+GROUP BY pr.category, pr.channel, cat.name, cat.transactional, cat.defaults,
+         t.users_with_preferences, t.muted;

@@ -153,6 +153,8 @@ def notify_data(
                     "show_actors": 2,
                 },
             },
+            # The admin panel's one-off mailings (config/templates/announcement/).
+            "announcement": {"category": "content", "channels": ["email", "push", "inbox"]},
         },
     }
 

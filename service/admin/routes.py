@@ -10,8 +10,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from service.admin.audit_page import ROUTES as AUDIT_ROUTES
+from service.admin.consumers import ROUTES as CONSUMER_ROUTES
 from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
+from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
 from service.admin.login import ROUTES as LOGIN_ROUTES
+from service.admin.mailings import ROUTES as MAILING_ROUTES
+from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
+from service.admin.users import ROUTES as USER_ROUTES
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -19,6 +24,11 @@ ROUTES: list[BaseRoute] = [
     *LOGIN_ROUTES,
     *DASHBOARD_ROUTES,
     *AUDIT_ROUTES,
+    *MAILING_ROUTES,
+    *SCHEDULE_ROUTES,
+    *USER_ROUTES,
+    *DELIVERY_ROUTES,
+    *CONSUMER_ROUTES,
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="admin-static"),
 ]
 

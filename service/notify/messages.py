@@ -86,7 +86,7 @@ ClockTime = Annotated[
     msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)", description="`HH:MM`, 24 h."),
 ]
 Platform = Literal["ios", "android", "web"]
-EventStatusName = Literal["scheduled", "materializing", "done"]
+EventStatusName = Literal["scheduled", "materializing", "done", "cancelled"]
 DeliveryState = Literal["queued", "held", "sent", "failed", "dead", "suppressed"]
 
 

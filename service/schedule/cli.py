@@ -13,28 +13,27 @@ Schedules declared in the config file ([schedules.<name>]) follow the file: star
 `sync` make their rows what it says, and this command refuses to change them. Schedules
 made here are left alone by start-ups. Under pg_cron, each change here updates its jobs.
 
-The database is bin/dev's: DATABASE_URL, else the config's, else the embedded one.
+The config and the database are bin/dev's: MARK_NOTIFY_CONFIG (else config/mark-notify.toml,
+else config/example.toml); DATABASE_URL, else the config's, else the embedded one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 
-from service import migrate
-from service.config import Config, ConfigError, ScheduleSettings, load_config
+from service.config import Config, ConfigError, ScheduleSettings
 from service.config_schedule import Audience, HttpSource, Source, SqlSource
-from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, resolve_url
+from service.database import CONNECTION_OPTIONS
+from service.ops_database import DatabaseNotFound, load_cli_config, resolve_database
 from service.schedule import backend
 from service.schedule.periodic import (
     Schedule,
@@ -50,14 +49,12 @@ from service.sql import q
 
 
 def _database_url(config: Config) -> str:
-    """The database bin/dev uses: DATABASE_URL, else the config's, else the embedded one
-    (migrated, as bin/dev would)."""
-    url = os.environ.get("DATABASE_URL") or config.database.url
-    if url:
-        return url
-    url = resolve_url(config.database, Path(os.environ.get("MARK_NOTIFY_DATA_DIR", DEV_DATA_DIR)))
-    migrate.upgrade(url)
-    return url
+    """The database bin/dev uses (service/ops_database.py, resolve_database); the embedded one
+    is migrated, as bin/dev would."""
+    try:
+        return resolve_database(config=config).url
+    except DatabaseNotFound as exc:
+        raise SystemExit(f"schedules: {exc}") from None
 
 
 def _when(value: datetime | None) -> str:
@@ -129,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _edited(args: argparse.Namespace, current: ScheduleSettings | None) -> ScheduleSettings:
+def edited_settings(args: argparse.Namespace, current: ScheduleSettings | None) -> ScheduleSettings:
     """The settings `add` or `set` asks for (for `set`, over the current ones)."""
     base: dict[str, Any] = msgspec.to_builtins(current) if current else {}
     for key in ("cron", "timezone", "event_type", "description"):
@@ -165,7 +162,7 @@ def _edited(args: argparse.Namespace, current: ScheduleSettings | None) -> Sched
         raise ScheduleError(str(exc)) from None
 
 
-async def _check_event_type(conn: psycopg.AsyncConnection[Any], event_type: str) -> None:
+async def check_event_type(conn: psycopg.AsyncConnection[Any], event_type: str) -> None:
     cur = await conn.execute(q("schedule_event_type"), {"name": event_type})
     row = await cur.fetchone()
     if row is None or not row[0]:
@@ -276,8 +273,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
             )
             return 1 if result.outcome == "failed" else 0
         elif args.command == "add":
-            settings = _edited(args, None)
-            await _check_event_type(conn, settings.event_type)
+            settings = edited_settings(args, None)
+            await check_event_type(conn, settings.event_type)
             added = await add_schedule(conn, args.name, settings)
             print(f"added {added.name}; next run {_when(added.next_run_at)}")
             changed = True
@@ -290,8 +287,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
                 print(f"removed {args.name}")
             else:
                 if args.command == "set":
-                    settings = _edited(args, current.settings)
-                    await _check_event_type(conn, settings.event_type)
+                    settings = edited_settings(args, current.settings)
+                    await check_event_type(conn, settings.event_type)
                 else:
                     enabled = args.command == "enable"
                     settings = msgspec.structs.replace(current.settings, enabled=enabled)
@@ -312,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config()
+        config = load_cli_config()
     except ConfigError as exc:
         print(f"schedules: {exc}", file=sys.stderr)
         return 2

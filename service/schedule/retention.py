@@ -1,9 +1,10 @@
 """Retention: finished rows are pruned once past their age ([retention], RetentionSettings).
 
 What goes, when, is in the SQL (prune_retention_batch() in sql/schema.sql): delivered and
-suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead rows after
-`dead`, each with its attempts; attempts of rows that stay after `attempts`; flushed
-digest items after `digest_items`. Pending rows and their attempts are never touched.
+suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead letters
+(status `failed` or `dead`) after `dead`, each with its attempts; attempts of rows that
+stay after `attempts`; flushed digest items after `digest_items`. Pending rows and their
+attempts are never touched.
 
 `prune` loops bounded batches, each its own transaction on an autocommit connection, so a
 backlog of millions of rows never holds a lock or a snapshot for long and never waits for

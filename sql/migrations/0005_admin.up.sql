@@ -30,6 +30,175 @@ SELECT consumer,
 FROM outbox
 GROUP BY consumer;
 
+-- == ops: functions that read row states ==
+-- The retention prune's dead letters are the failed rows as well as the dead ones.
+CREATE OR REPLACE FUNCTION prune_retention_batch(
+    delivered interval, inbox interval, dead interval, attempts interval,
+    digest_items interval, batch_size integer,
+    delivered_from timestamptz DEFAULT '-infinity', dead_from timestamptz DEFAULT '-infinity',
+    attempts_from timestamptz DEFAULT '-infinity',
+    digest_items_from timestamptz DEFAULT '-infinity'
+) RETURNS TABLE (kind text, pruned bigint, full_batch boolean, reached timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- Cutoffs rather than ages in the queries: `attempts` is also an outbox column.
+    delivered_before timestamptz := now() - delivered;
+    inbox_before timestamptz := now() - inbox;
+    dead_before timestamptz := now() - dead;
+    attempts_before timestamptz := now() - attempts;
+    digest_before timestamptz := now() - digest_items;
+    finished bigint;
+    finished_attempts bigint;
+    finished_reached timestamptz;
+    buried bigint;
+    buried_attempts bigint;
+    buried_reached timestamptz;
+    lone_attempts bigint := 0;
+    lone_reached timestamptz := attempts_from;
+    items bigint;
+    items_reached timestamptz;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    -- The consumers with finished rows, by a loose scan of outbox_finished_idx from its
+    -- young end (the old end is where pruned rows leave dead index entries); then each
+    -- one's oldest finished rows past its age, and the oldest of those overall. The lock
+    -- re-checks them.
+    WITH RECURSIVE consumers AS (
+        SELECT max(o.consumer) AS consumer FROM outbox AS o
+        WHERE o.status IN ('delivered', 'suppressed')
+        UNION ALL
+        SELECT (SELECT max(o.consumer) FROM outbox AS o
+                WHERE o.status IN ('delivered', 'suppressed') AND o.consumer < c.consumer)
+        FROM consumers AS c
+        WHERE c.consumer IS NOT NULL
+    ),
+    cutoffs AS (
+        SELECT c.consumer,
+               CASE WHEN ch.kind = 'inbox' THEN inbox_before ELSE delivered_before END AS before
+        FROM consumers AS c
+        LEFT JOIN notify_channels AS ch ON ch.name = c.consumer
+        WHERE c.consumer IS NOT NULL
+    ),
+    candidates AS MATERIALIZED (
+        SELECT old.id, old.updated_at, cu.before
+        FROM cutoffs AS cu
+        CROSS JOIN LATERAL (
+            SELECT o.id, o.updated_at FROM outbox AS o
+            WHERE o.consumer = cu.consumer AND o.status IN ('delivered', 'suppressed')
+              AND o.updated_at >= delivered_from AND o.updated_at < cu.before
+            ORDER BY o.updated_at
+            LIMIT batch_size
+        ) AS old
+        ORDER BY old.updated_at
+        LIMIT batch_size
+    ),
+    doomed AS (
+        SELECT o.id FROM outbox AS o
+        JOIN candidates AS c ON c.id = o.id
+        WHERE o.status IN ('delivered', 'suppressed') AND o.updated_at < c.before
+        FOR UPDATE OF o SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM outbox AS o USING doomed AS d WHERE o.id = d.id RETURNING o.id
+    ),
+    gone_attempts AS (
+        DELETE FROM delivery_attempts AS a USING gone AS g WHERE a.outbox_id = g.id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
+           (SELECT coalesce(max(c.updated_at), delivered_from) FROM candidates AS c)
+    INTO finished, finished_attempts, finished_reached;
+
+    -- Dead letters (failed and dead rows) the same way, through outbox_dead_idx.
+    WITH RECURSIVE consumers AS (
+        SELECT max(o.consumer) AS consumer FROM outbox AS o
+        WHERE o.status IN ('failed', 'dead')
+        UNION ALL
+        SELECT (SELECT max(o.consumer) FROM outbox AS o
+                WHERE o.status IN ('failed', 'dead') AND o.consumer < c.consumer)
+        FROM consumers AS c
+        WHERE c.consumer IS NOT NULL
+    ),
+    candidates AS MATERIALIZED (
+        SELECT old.id, old.updated_at
+        FROM consumers AS c
+        CROSS JOIN LATERAL (
+            SELECT o.id, o.updated_at FROM outbox AS o
+            WHERE o.consumer = c.consumer AND o.status IN ('failed', 'dead')
+              AND o.updated_at >= dead_from AND o.updated_at < dead_before
+            ORDER BY o.updated_at
+            LIMIT batch_size
+        ) AS old
+        ORDER BY old.updated_at
+        LIMIT batch_size
+    ),
+    doomed AS (
+        SELECT o.id FROM outbox AS o
+        WHERE o.id IN (SELECT c.id FROM candidates AS c)
+          AND o.status IN ('failed', 'dead') AND o.updated_at < dead_before
+        FOR UPDATE SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM outbox AS o USING doomed AS d WHERE o.id = d.id RETURNING o.id
+    ),
+    gone_attempts AS (
+        DELETE FROM delivery_attempts AS a USING gone AS g WHERE a.outbox_id = g.id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
+           (SELECT coalesce(max(c.updated_at), dead_from) FROM candidates AS c)
+    INTO buried, buried_attempts, buried_reached;
+
+    -- Old attempts of rows that stay (inbox rows), once the rows past their age are gone
+    -- (their attempts go with them). The row is share-locked so that bin/redeliver cannot
+    -- make it pending meanwhile. Old attempts of pending, failed and dead rows are stepped
+    -- over.
+    IF finished < batch_size AND buried < batch_size THEN
+        WITH candidates AS MATERIALIZED (
+            SELECT a.outbox_id, a.attempt, a.updated_at FROM delivery_attempts AS a
+            JOIN outbox AS o ON o.id = a.outbox_id
+            WHERE a.updated_at >= attempts_from AND a.updated_at < attempts_before
+              AND o.status IN ('delivered', 'suppressed')
+            ORDER BY a.updated_at
+            LIMIT batch_size
+            FOR UPDATE OF a SKIP LOCKED
+            FOR SHARE OF o SKIP LOCKED
+        ),
+        gone AS (
+            DELETE FROM delivery_attempts AS a USING candidates AS c
+            WHERE a.outbox_id = c.outbox_id AND a.attempt = c.attempt
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone),
+               (SELECT coalesce(max(c.updated_at), attempts_from) FROM candidates AS c)
+        INTO lone_attempts, lone_reached;
+    END IF;
+
+    WITH candidates AS MATERIALIZED (
+        SELECT d.id, d.flushed_at FROM digest_items AS d
+        WHERE d.notification_id IS NOT NULL
+          AND d.flushed_at >= digest_items_from AND d.flushed_at < digest_before
+        ORDER BY d.flushed_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM digest_items AS d USING candidates AS c WHERE d.id = c.id RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone),
+           (SELECT coalesce(max(c.flushed_at), digest_items_from) FROM candidates AS c)
+    INTO items, items_reached;
+
+    RETURN QUERY VALUES
+        ('delivered'::text, finished, finished >= batch_size, finished_reached),
+        ('dead', buried, buried >= batch_size, buried_reached),
+        ('attempts', finished_attempts + buried_attempts + lone_attempts,
+         lone_attempts >= batch_size, lone_reached),
+        ('digest_items', items, items >= batch_size, items_reached);
+END
+$$;
+
 -- == mailings: a cancelled event ==
 ALTER TABLE events DROP CONSTRAINT events_status_check;
 ALTER TABLE events ADD CONSTRAINT events_status_check
@@ -66,7 +235,7 @@ CREATE TABLE admin_login_failures (
 -- Server-side sessions. The cookie holds a random token; only its SHA-256 is stored.
 -- A session without a user is the anonymous one that carries the login form's CSRF
 -- token; logging in replaces it with a new one (a token known before login is useless
--- after it). Expired rows are deleted by the retention prune.
+-- after it). Expired rows are deleted at each sign-in.
 CREATE TABLE admin_sessions (
     token_hash   bytea       PRIMARY KEY,
     user_id      bigint      REFERENCES admin_users (id) ON DELETE CASCADE,
@@ -146,3 +315,208 @@ CREATE TABLE mailings (
     CHECK ((audience = 'users') = (user_ids IS NOT NULL))
 );
 CREATE INDEX mailings_updated_at_idx ON mailings (updated_at);
+
+-- == mailings: fan-out skips cancelled events ==
+-- A mailing cancelled in progress stops its fan-out: the claims and chunks skip a
+-- cancelled event, and cancel_event() suppresses what is still pending.
+
+CREATE OR REPLACE FUNCTION notify_claim_chunk(p_event uuid, chunk integer)
+RETURNS TABLE (lo text, hi text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    bound text;
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR NO KEY UPDATE;
+    IF NOT FOUND OR ev.status IN ('done', 'cancelled') THEN
+        RETURN;
+    END IF;
+    bound := notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), chunk);
+    IF bound IS NOT NULL THEN
+        INSERT INTO event_chunks (event_id, lo, hi) VALUES (p_event, coalesce(ev.cursor, ''), bound);
+        UPDATE events AS e SET cursor = bound, status = 'materializing', updated_at = now()
+        WHERE e.id = p_event;
+        RETURN QUERY SELECT coalesce(ev.cursor, ''), bound;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT c.lo, c.hi FROM event_chunks AS c
+        WHERE c.event_id = p_event AND c.covered IS NULL
+        ORDER BY c.lo
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
+-- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
+LANGUAGE plpgsql SET work_mem = '64MB' AS $$
+DECLARE
+    ev events%ROWTYPE;
+    et notify_event_types%ROWTYPE;
+    cat notify_categories%ROWTYPE;
+    chunk_covered integer;
+    woken text[];
+    due timestamptz;
+BEGIN
+    PERFORM 1 FROM event_chunks AS c
+    WHERE c.event_id = p_event AND c.lo = p_lo AND c.covered IS NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- FOR KEY SHARE: chunks side by side do not block one another, but cancel_event()
+    -- (FOR UPDATE) waits for this chunk's rows to be committed before it suppresses the
+    -- pending ones, and a chunk that starts after a cancel sees it.
+    SELECT * INTO STRICT ev FROM events AS e WHERE e.id = p_event FOR KEY SHARE;
+    IF ev.status = 'cancelled' THEN
+        UPDATE event_chunks AS c SET covered = 0, updated_at = now()
+        WHERE c.event_id = p_event AND c.lo = p_lo;
+        RETURN 0;
+    END IF;
+    SELECT * INTO STRICT et FROM notify_event_types AS t WHERE t.name = ev.type;
+    SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
+    due := greatest(ev.send_at, now());
+
+    IF et.mode = 'digest' THEN
+        -- notify_event() checked that the key is there; a JSON null cannot group.
+        IF ev.data ->> et.digest_key IS NULL THEN
+            RAISE EXCEPTION 'event data lacks %', et.digest_key
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        WITH audience AS MATERIALIZED (
+            SELECT a.id FROM notify_audience(ev.recipients, p_lo, p_hi) AS a
+        ),
+        gathered AS (
+            INSERT INTO digest_items (event_id, user_id, type, digest_key, actor)
+            SELECT ev.id, a.id, ev.type, ev.data ->> et.digest_key, ev.data ->> et.digest_actor
+            FROM audience AS a
+            ORDER BY a.id
+            ON CONFLICT (event_id, user_id) WHERE notification_id IS NULL DO NOTHING
+        )
+        SELECT count(*) INTO chunk_covered FROM audience;
+    ELSE
+        WITH audience AS MATERIALIZED (
+            SELECT * FROM notify_audience(ev.recipients, p_lo, p_hi)
+        ),
+        decided AS MATERIALIZED (
+            SELECT a.id AS user_id, r.channel, r.escalation,
+                   notify_suppression(cat.transactional, p.muted, p.channels, cat.defaults,
+                                      et.category, r.channel, r.kind, a.email, a.phone,
+                                      EXISTS (SELECT 1 FROM push_devices AS d
+                                              WHERE d.user_id = a.id)) AS suppressed,
+                   due + make_interval(secs => r.delay_s) AS owed_at,
+                   notify_quiet_hours(cat.transactional, et.priority, p.quiet_hours, r.channel)
+                       AS quiet,
+                   coalesce(a.timezone, 'UTC') AS timezone
+            FROM audience AS a
+            LEFT JOIN preferences AS p ON p.user_id = a.id
+            CROSS JOIN notify_type_routes(et.name) AS r
+        ),
+        notified AS (
+            INSERT INTO notifications (event_id, user_id, type, category, suppressed)
+            SELECT ev.id, user_id, ev.type, et.category,
+                   jsonb_object_agg(channel, suppressed) FILTER (WHERE suppressed IS NOT NULL)
+            FROM decided
+            GROUP BY user_id
+            ORDER BY user_id
+            ON CONFLICT (event_id, user_id) DO NOTHING
+            RETURNING id, user_id
+        ),
+        queued AS (
+            INSERT INTO outbox (kind, consumer, ordering_key, payload, next_attempt_at,
+                                notification_id, reason)
+            SELECT 'notification', d.channel, d.user_id,
+                   CASE WHEN d.escalation THEN '{"escalation": true}'::jsonb
+                        ELSE '{}'::jsonb END,
+                   w.until, n.id, CASE WHEN w.until > d.owed_at THEN 'quiet_hours' END
+            FROM decided AS d
+            JOIN notified AS n USING (user_id)
+            CROSS JOIN LATERAL (
+                SELECT notify_send_at(d.owed_at, d.timezone, d.quiet) AS until
+            ) AS w
+            WHERE d.suppressed IS NULL
+            ORDER BY n.id, d.channel
+            RETURNING consumer
+        )
+        SELECT (SELECT count(*) FROM audience), ARRAY(SELECT DISTINCT consumer FROM queued)
+        INTO chunk_covered, woken;
+    END IF;
+
+    IF cardinality(woken) > 0 THEN
+        PERFORM wake_dispatchers(woken, 'dispatch', 'dispatcher.wake');
+    END IF;
+    UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()
+    WHERE c.event_id = p_event AND c.lo = p_lo;
+    -- Last, so the event row is locked only for the end of this transaction.
+    UPDATE events AS e SET notified = e.notified + chunk_covered,
+                           updated_at = now()
+    WHERE e.id = p_event;
+    RETURN chunk_covered;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION notify_finish(p_event uuid) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    ids text[];
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF ev.status IN ('done', 'cancelled') THEN
+        RETURN true;
+    END IF;
+    IF notify_audience_bound(ev.recipients, coalesce(ev.cursor, ''), 1) IS NOT NULL
+       OR EXISTS (SELECT 1 FROM event_chunks AS c
+                  WHERE c.event_id = p_event AND c.covered IS NULL) THEN
+        RETURN false;
+    END IF;
+    ids := ARRAY(SELECT DISTINCT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
+    UPDATE events AS e
+    SET status = 'done', materialized_at = now(), updated_at = now(),
+        no_recipient = cardinality(ids)
+                       - (SELECT count(*) FROM users AS u WHERE u.id = ANY(ids))
+    WHERE e.id = p_event;
+    RETURN true;
+END
+$$;
+
+-- Cancel an event: whatever has not gone out never will. Its fan-out job, if it has not
+-- started (a future send_at waits as one), is removed; the fan-out still to come stops
+-- (notify_claim_chunk() and notify_materialize_chunk() skip a cancelled event); its
+-- pending deliveries, held and escalations included, are suppressed with reason
+-- 'cancelled'. Deliveries already made stay as they are; a row a dispatcher holds at this
+-- moment is suppressed too, and its attempt, if it went out, is in delivery_attempts.
+-- FOR UPDATE waits for the chunks being materialized, so their rows are suppressed with
+-- the rest. An event that was done with nothing pending stays done (nothing to cancel).
+-- Returns the status before, the deliveries suppressed and whether the job was removed;
+-- no row for an unknown event.
+CREATE FUNCTION cancel_event(p_event uuid)
+RETURNS TABLE (previous text, suppressed bigint, job_removed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev events%ROWTYPE;
+    stopped bigint;
+    removed boolean;
+BEGIN
+    SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    DELETE FROM procrastinate_jobs AS j
+    WHERE j.queueing_lock = 'materialize:' || p_event AND j.status = 'todo';
+    removed := FOUND;
+    UPDATE outbox AS o SET status = 'suppressed', reason = 'cancelled', claimed_until = NULL,
+                           updated_at = now()
+    FROM notifications AS n
+    WHERE n.event_id = p_event AND o.notification_id = n.id AND o.status = 'pending';
+    GET DIAGNOSTICS stopped = ROW_COUNT;
+    IF ev.status <> 'done' OR stopped > 0 THEN
+        UPDATE events AS e SET status = 'cancelled', updated_at = now() WHERE e.id = p_event;
+    END IF;
+    RETURN QUERY SELECT ev.status, stopped, removed;
+END
+$$;

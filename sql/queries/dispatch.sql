@@ -2,13 +2,17 @@
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
 --   created_at timestamptz): the claimed rows; attempts is this attempt's number.
 -- purpose: claim up to `limit` due rows of one consumer for this dispatcher, oldest due
---   first. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
+--   first; none while an operator has paused the consumer. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
 --   next_attempt_at to the lease end, so the rows are due again only if this dispatcher
 --   dies before completing them. The attempts counter is also the fencing token that
 --   complete_outbox checks.
 WITH due AS (
     SELECT id FROM outbox
     WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+      -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
+      -- the row: evaluated once per claim, one primary-key probe.
+      AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
+                      WHERE c.consumer = %(consumer)s AND c.paused)
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -28,7 +32,8 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 --   created_at timestamptz), as claim_outbox.
 -- purpose: claim_outbox for an ordered consumer: only the head (lowest pending id) of each
 --   ordering key, and only while no other row of that key is leased, so one subject's rows
---   go one at a time in id order (the next waits until the previous is delivered or dead)
+--   go one at a time in id order (the next waits until the previous is delivered, failed
+--   or dead)
 --   while different subjects go in parallel (only seen consumers are ordered: kind =
 --   'seen' lets it use outbox_ordering_idx). The conditions on `o` sit in the locking
 --   query so that a row another dispatcher claimed meanwhile is re-checked and skipped.
@@ -36,6 +41,10 @@ WITH due AS (
     SELECT o.id FROM outbox AS o
     WHERE o.consumer = %(consumer)s AND o.status = 'pending' AND o.next_attempt_at <= now()
       AND o.kind = 'seen'
+      -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
+      -- the row: evaluated once per claim, one primary-key probe.
+      AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
+                      WHERE c.consumer = %(consumer)s AND c.paused)
       AND NOT EXISTS (
           SELECT 1 FROM outbox AS p
           WHERE p.consumer = o.consumer AND p.ordering_key = o.ordering_key
@@ -59,11 +68,14 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 -- name: claim_outbox_ids
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
 --   created_at timestamptz), as claim_outbox.
--- purpose: claim the given pending rows, whether due or not; the baseline of
---   bench/dispatch.py (one Procrastinate job per row) claims its one row with it.
+-- purpose: claim the given pending rows, whether due or not, except those of a paused
+--   consumer; the baseline of bench/dispatch.py (one Procrastinate job per row) claims
+--   its one row with it.
 WITH picked AS (
     SELECT id FROM outbox
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
+                      WHERE c.consumer = outbox.consumer AND c.paused)
     FOR UPDATE SKIP LOCKED
 )
 UPDATE outbox AS o
@@ -82,7 +94,8 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 --   still this dispatcher's claim (false: the lease ran out and another took it over).
 -- purpose: record a delivered batch in one statement: every attempt becomes a
 --   delivery_attempts row, and each row still held by this claim becomes delivered, due
---   again after its backoff delay, or dead. Input arrays are parallel, one per attempt.
+--   again after its backoff delay, failed (the consumer refused it: outcome 'failed') or
+--   dead (retries or age ran out). Input arrays are parallel, one per attempt.
 WITH input AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
@@ -109,6 +122,7 @@ changed AS (
     UPDATE outbox AS o
     SET status = CASE d.outcome WHEN 'delivered' THEN 'delivered'
                                 WHEN 'retry' THEN 'pending'
+                                WHEN 'failed' THEN 'failed'
                                 ELSE 'dead' END,
         next_attempt_at = CASE WHEN d.outcome = 'retry'
                                THEN now() + make_interval(secs => d.delay_s)
@@ -193,73 +207,27 @@ SELECT consumer,
 FROM listed
 ORDER BY consumer;
 
--- name: redeliver_candidates
--- returns: rows (id bigint, consumer text, tag text, class text, created_at timestamptz):
---   rows that bin/redeliver would requeue; class is 'dead' (retries exhausted or too
---   old), 'failed' (the consumer refused it: permanent 4xx) or 'delivered'.
--- purpose: bin/redeliver's selection. Every filter is optional (NULL = any). In the
---   requeue transaction the rows are locked, so two concurrent runs cannot both take one.
-WITH classified AS (
-    SELECT o.id, o.consumer, o.payload ->> 'tag' AS tag, o.created_at,
-           CASE WHEN o.status = 'delivered' THEN 'delivered'
-                WHEN last.outcome = 'failed' THEN 'failed'
-                ELSE 'dead' END AS class
-    FROM outbox AS o
-    LEFT JOIN LATERAL (
-        SELECT a.outcome FROM delivery_attempts AS a
-        WHERE a.outbox_id = o.id
-        ORDER BY a.attempt DESC
-        LIMIT 1
-    ) AS last ON true
-    WHERE o.status IN ('dead', 'delivered')
-      AND (%(consumers)s::text[] IS NULL OR o.consumer = ANY(%(consumers)s::text[]))
-      AND (%(tags)s::text[] IS NULL OR o.payload ->> 'tag' = ANY(%(tags)s::text[]))
-      AND (%(ids)s::bigint[] IS NULL OR o.id = ANY(%(ids)s::bigint[]))
-      AND (%(since)s::timestamptz IS NULL OR o.created_at >= %(since)s::timestamptz)
-      AND (%(until)s::timestamptz IS NULL OR o.created_at < %(until)s::timestamptz)
-    FOR UPDATE OF o
-)
-SELECT id, consumer, tag, class, created_at
-FROM classified
-WHERE class = ANY(%(classes)s::text[])
-ORDER BY id;
-
--- name: redeliver_requeue
--- returns: rows (consumer text, requeued bigint)
--- purpose: put dead or delivered rows back in the queue with a fresh retry budget
---   (attempt_base, requeued_at), and wake one dispatcher per consumer as the write path
---   does. Rows that are pending already are left alone, so running it twice is harmless.
-WITH requeued AS (
-    UPDATE outbox AS o
-    SET status = 'pending', attempt_base = o.attempts, requeued_at = now(),
-        next_attempt_at = now(), claimed_until = NULL, last_error = NULL,
-        delivered_at = NULL, updated_at = now()
-    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status IN ('dead', 'delivered')
-    RETURNING o.consumer
-),
-woken AS (
-    SELECT wake_dispatchers(array_agg(consumer), %(wake_queue)s::text, %(wake_task)s::text)
-    FROM requeued
-    HAVING count(*) > 0
-)
-SELECT consumer, count(*) AS requeued
--- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
-FROM requeued LEFT JOIN woken ON true
-GROUP BY consumer ORDER BY consumer;
-
 -- name: claim_notifications
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
 --   created_at timestamptz), as claim_outbox; payload is what a channel transport needs:
---   notification_id, event_id, type, category, transactional, user_id, locale, data, and
---   the contact of the channel's kind (email, phone, or devices [{token, platform}]).
--- purpose: claim_outbox for a notification channel. Contacts are read now, not at the
---   fan-out, so a changed address is used and an erased one is not. Due rows that must
+--   notification_id, event_id, type, category, transactional, user_id, locale, data, the
+--   contact of the channel's kind (email, phone, or devices [{token, platform}]), and
+--   providers_off: the names of the channel's providers an operator switched off
+--   (provider_controls; sms and push only, else empty).
+-- purpose: claim_outbox for a notification channel (none while it is paused). Contacts
+--   are read now, not at the fan-out, so a changed address is used and an erased one is
+--   not; provider switches too, so transports need no database and a switch counts from
+--   the next batch. Due rows that must
 --   not be sent are suppressed instead of claimed, in the same statement: an escalation
 --   whose notification was seen (a seen mark of the notification tag by its user), a
 --   notification past its type's ttl, a recipient whose contact for this kind is gone.
 WITH due AS (
     SELECT id FROM outbox
     WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+      -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
+      -- the row: evaluated once per claim, one primary-key probe.
+      AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
+                      WHERE c.consumer = %(consumer)s AND c.paused)
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -323,7 +291,11 @@ SELECT c.id, c.row_event_id, c.ordering_key,
            'locale', f.locale, 'data', f.data, 'escalation', f.escalation,
            'email', CASE WHEN %(kind)s = 'email' THEN f.email END,
            'phone', CASE WHEN %(kind)s = 'sms' THEN f.phone END,
-           'devices', f.devices) AS payload,
+           'devices', f.devices,
+           'providers_off', (SELECT coalesce(jsonb_agg(p.provider ORDER BY p.provider), '[]')
+                             FROM provider_controls AS p
+                             WHERE %(kind)s IN ('sms', 'push')
+                               AND p.channel = %(consumer)s AND NOT p.enabled)) AS payload,
        c.attempts, c.created_at
 FROM claimed AS c JOIN facts AS f ON f.id = c.id;
 

@@ -6,10 +6,11 @@
 --   and any other that has deliveries.
 -- purpose: GET /v1/events/{id}: the event's deliveries counted by channel and state in
 --   one set-based statement. queued = pending and not held; held = pending until quiet
---   hours end; failed = dead after a permanent refusal (its last attempt 'failed'); dead
---   = out of attempts; seen = sent and marked seen by its user. Suppressed reasons come
---   from the notification (muted, preference, no_contact: never queued) and from outbox
---   rows (seen, expired, no_contact, erased: dropped before sending).
+--   hours end; failed = refused for good (a permanent 4xx); dead = out of attempts or
+--   age (failed and dead are the outbox row's status); seen = sent and marked seen by
+--   its user. Suppressed reasons come from the notification (muted, preference,
+--   no_contact: never queued) and from outbox rows (seen, expired, no_contact, erased:
+--   dropped before sending).
 WITH ev AS (
     SELECT e.id, e.type, e.status, e.send_at, e.created_at, e.materialized_at, e.notified,
            e.no_recipient
@@ -22,7 +23,6 @@ notified AS (
 ),
 deliveries AS (
     SELECT o.consumer AS channel, o.status, o.reason,
-           coalesce(last.outcome = 'failed', false) AS refused,
            o.status = 'delivered' AND EXISTS (
                SELECT 1 FROM seen_marks AS m
                WHERE m.tag = %(seen_tag)s AND m.item_id = s.id::text
@@ -30,13 +30,6 @@ deliveries AS (
            ) AS seen
     FROM notified AS s
     JOIN outbox AS o ON o.notification_id = s.id
-    LEFT JOIN LATERAL (
-        -- Only dead rows need their last attempt; the filter on o keeps the rest cheap.
-        SELECT a.outcome FROM delivery_attempts AS a
-        WHERE a.outbox_id = o.id AND o.status = 'dead'
-        ORDER BY a.attempt DESC
-        LIMIT 1
-    ) AS last ON true
 ),
 by_state AS (
     SELECT channel, jsonb_build_object(
@@ -44,8 +37,8 @@ by_state AS (
                                    AND reason IS DISTINCT FROM 'quiet_hours'),
         'held', count(*) FILTER (WHERE status = 'pending' AND reason = 'quiet_hours'),
         'sent', count(*) FILTER (WHERE status = 'delivered'),
-        'failed', count(*) FILTER (WHERE status = 'dead' AND refused),
-        'dead', count(*) FILTER (WHERE status = 'dead' AND NOT refused),
+        'failed', count(*) FILTER (WHERE status = 'failed'),
+        'dead', count(*) FILTER (WHERE status = 'dead'),
         'seen', count(*) FILTER (WHERE seen)
     ) AS counts
     FROM deliveries
@@ -105,8 +98,7 @@ per_channel AS (
             WHEN o.status = 'pending' AND o.reason = 'quiet_hours' THEN 'held'
             WHEN o.status = 'pending' THEN 'queued'
             WHEN o.status = 'delivered' THEN 'sent'
-            WHEN o.status = 'dead' AND last.outcome = 'failed' THEN 'failed'
-            WHEN o.status = 'dead' THEN 'dead'
+            WHEN o.status IN ('failed', 'dead') THEN o.status
             ELSE 'suppressed' END,
         'reason', o.reason,
         'attempts', o.attempts,
@@ -119,7 +111,7 @@ per_channel AS (
     FROM nt
     JOIN outbox AS o ON o.notification_id = nt.id
     LEFT JOIN LATERAL (
-        SELECT a.outcome, a.provider, a.error FROM delivery_attempts AS a
+        SELECT a.provider, a.error FROM delivery_attempts AS a
         WHERE a.outbox_id = o.id
         ORDER BY a.attempt DESC
         LIMIT 1

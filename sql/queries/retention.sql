@@ -1,8 +1,8 @@
 -- name: prune_retention_batch
 -- returns: rows (kind text, pruned bigint, full_batch boolean, reached timestamptz), one per
---   kind: 'delivered', 'dead', 'attempts', 'digest_items'; full_batch: the kind filled its
---   batch; reached: how far it got, the kind's `*_from` for the next batch (NULL: from the
---   oldest).
+--   kind: 'delivered', 'dead' (dead letters: rows failed or dead), 'attempts',
+--   'digest_items'; full_batch: the kind filled its batch; reached: how far it got, the
+--   kind's `*_from` for the next batch (NULL: from the oldest).
 -- purpose: one bounded batch of retention (the prune_retention_batch() function); run on
 --   an autocommit connection so that each batch commits on its own, and again while any
 --   kind comes back full (service/schedule/retention.py).

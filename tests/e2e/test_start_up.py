@@ -17,7 +17,13 @@ def write(folder: Path, name: str, text: str) -> None:
 
 
 def test_a_broken_template_stops_the_dispatcher_at_start_naming_the_file(tmp_path: Path) -> None:
-    for name in ("new_episode", "registration_confirmation", "payment_receipt", "comment_likes"):
+    for name in (
+        "new_episode",
+        "registration_confirmation",
+        "payment_receipt",
+        "comment_likes",
+        "announcement",
+    ):
         for source in (ROOT / "config" / "templates" / name).glob("*.toml"):
             write(tmp_path / name, source.name, source.read_text())
     write(tmp_path / "comment_likes", "en.toml", '[push]\ntitle = "{% if %}"\nbody = "b"\n')

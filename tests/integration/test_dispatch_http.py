@@ -206,7 +206,7 @@ async def test_retry_after_is_honoured(db: Conn, db_url: str) -> None:
     assert 1.0 <= second.at - first.at < 2.5
 
 
-async def test_400_is_dead_after_one_attempt_and_redeliver_brings_it_back(
+async def test_400_fails_after_one_attempt_and_redeliver_brings_it_back(
     db: Conn, db_url: str
 ) -> None:
     accepting = False
@@ -224,10 +224,10 @@ async def test_400_is_dead_after_one_attempt_and_redeliver_brings_it_back(
         await add_marks(db, "promotions", "promotions", [(client("u1"), "item-1")])
         async with running(config, db_url):
 
-            async def dead() -> bool:
-                return (await outbox_status(db)).get("dead") == 1
+            async def failed() -> bool:
+                return (await outbox_status(db)).get("failed") == 1
 
-            await wait_until(dead, 10, "the row to die")
+            await wait_until(failed, 10, "the row to fail")
             cur = await db.execute(
                 "SELECT attempt, outcome, status_code FROM delivery_attempts ORDER BY attempt"
             )
@@ -236,7 +236,11 @@ async def test_400_is_dead_after_one_attempt_and_redeliver_brings_it_back(
             dry = await _redeliver(db_url, "--consumer", "promotions", "--dry-run")
             assert dry.returncode == 0, dry.stderr
             assert "would requeue 1" in dry.stdout
-            assert (await outbox_status(db)) == {"dead": 1}
+            # A refused row is not one that ran out of retries.
+            dead_only = await _redeliver(db_url, "--consumer", "promotions", "--status", "dead")
+            assert dead_only.returncode == 0, dead_only.stderr
+            assert "nothing to requeue" in dead_only.stdout
+            assert (await outbox_status(db)) == {"failed": 1}
 
             accepting = True
             done = await _redeliver(db_url, "--consumer", "promotions", "--status", "failed")

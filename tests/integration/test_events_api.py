@@ -402,7 +402,7 @@ async def test_status_counts_every_state_per_channel(
     # What dispatchers would have done meanwhile:
     await _set(db, "anna", "push", "delivered", None)
     await _set(db, "anna", "inbox", "delivered", None)
-    await _attempts(db, await _set(db, "anna", "email", "dead", None), "retry", "failed")
+    await _attempts(db, await _set(db, "anna", "email", "failed", None), "retry", "failed")
     await _attempts(db, await _set(db, "ben", "email", "dead", None), "retry", "retry", "dead")
     await _set(db, "ben", "inbox", "pending", "quiet_hours")
     await _set(db, "dora", "push", "suppressed", "expired")

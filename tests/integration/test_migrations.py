@@ -146,7 +146,14 @@ def test_migrated_schema_equals_declared_schema(pg_server_url: str) -> None:
     assert "outbox_id_seq" in {row[0] for row in a["sequences"]}
 
 
-REVISIONS = ["0001_procrastinate", "0002_core", "0003_notify", "0004_schedule", "0005_admin"]
+REVISIONS = [
+    "0001_procrastinate",
+    "0002_core",
+    "0003_notify",
+    "0004_schedule",
+    "0005_admin",
+    "0006_analytics",
+]
 
 
 def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:

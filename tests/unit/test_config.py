@@ -67,6 +67,7 @@ def test_example_config_loads() -> None:
         "payment_receipt",
         "comment_likes",
         "weekly_newsletter",
+        "announcement",
     }
     for name, tag in config.tags.items():
         assert isinstance(tag, Tag)

@@ -34,6 +34,7 @@ def test_the_shipped_types_compile_and_know_the_data_they_need() -> None:
         "registration_confirmation",
         "payment_receipt",
         "comment_likes",
+        "announcement",
     }
     assert templates["new_episode"].required_data == {"series", "episode", "title", "url"}
     assert templates["registration_confirmation"].required_data == {"name", "confirm_url"}

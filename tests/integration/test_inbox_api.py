@@ -21,7 +21,12 @@ from tests.notify_api import (
 )
 from tests.support import bearer, client_token, config_data, driver_token
 
-ANNA = bearer(client_token("anna"))
+
+def anna() -> dict[str, str]:
+    # Made per use: a token made at import would expire in a long run of the suite.
+    return bearer(client_token("anna"))
+
+
 LIKES = {"actor": "Ben", "comment_id": "c-1", "comment_url": "https://x/c/1"}
 
 
@@ -79,8 +84,8 @@ async def deliver_inbox(db: Conn, *event_ids: str) -> None:
     )
 
 
-async def inbox(api: httpx.AsyncClient, headers: dict[str, str] = ANNA, **query: Any) -> Any:
-    response = await api.get("/v1/inbox", params=query, headers=headers)
+async def inbox(api: httpx.AsyncClient, headers: dict[str, str] | None = None, **query: Any) -> Any:
+    response = await api.get("/v1/inbox", params=query, headers=headers or anna())
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -165,7 +170,7 @@ async def test_pages_walk_back_with_the_cursor(
     assert len((await inbox(api, limit=100))["items"]) == 25
 
     for query in ({"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"cursor": "abc"}):
-        response = await api.get("/v1/inbox", params=query, headers=ANNA)
+        response = await api.get("/v1/inbox", params=query, headers=anna())
         assert_error(response, 400, "invalid_query")
 
 
@@ -180,7 +185,7 @@ async def test_marking_an_item_seen_through_post_seen(
 
     for expected in ("recorded", "duplicate"):
         response = await api.post(
-            "/v1/seen", json={"tag": "notifications", "id": target}, headers=ANNA
+            "/v1/seen", json={"tag": "notifications", "id": target}, headers=anna()
         )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == expected

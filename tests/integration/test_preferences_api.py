@@ -19,7 +19,12 @@ from tests.notify_api import (
 )
 from tests.support import bearer, client_token, driver_token
 
-ANNA = bearer(client_token("anna"))
+
+def anna() -> dict[str, str]:
+    # Made per use: a token made at import would expire in a long run of the suite.
+    return bearer(client_token("anna"))
+
+
 CHANNELS = ("email", "inbox", "sms", "push")
 
 
@@ -57,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
 async def test_effective_defaults_then_the_users_own(
     api: httpx.AsyncClient, key: dict[str, str], db: Conn
 ) -> None:
-    response = await api.get("/v1/preferences", headers=ANNA)
+    response = await api.get("/v1/preferences", headers=anna())
     assert response.status_code == 200, response.text
     assert response.json() == DEFAULTS
 
@@ -65,14 +70,14 @@ async def test_effective_defaults_then_the_users_own(
         "categories": {"content": {"email": False, "sms": True}, "billing": {"email": True}},
         "quiet_hours": {"push": {"start": "22:00", "end": "07:30"}},
     }
-    response = await api.put("/v1/preferences", json=mine, headers=ANNA)
+    response = await api.put("/v1/preferences", json=mine, headers=anna())
     assert response.status_code == 200, response.text
     expected = DEFAULTS | {
         "categories": DEFAULT_SWITCHES | {"content": switches(email=False)},
         "quiet_hours": {"push": {"start": "22:00", "end": "07:30"}},
     }
     assert response.json() == expected
-    assert (await api.get("/v1/preferences", headers=ANNA)).json() == expected
+    assert (await api.get("/v1/preferences", headers=anna())).json() == expected
     # The service sees the same, through the user's id.
     response = await api.get("/v1/users/anna/preferences", headers=key)
     assert response.json() == expected
@@ -80,7 +85,7 @@ async def test_effective_defaults_then_the_users_own(
     assert await cur.fetchall() == [(False, mine["categories"], mine["quiet_hours"])]
 
     # PUT replaces: what is left out goes back to its default.
-    response = await api.put("/v1/preferences", json={"muted": True}, headers=ANNA)
+    response = await api.put("/v1/preferences", json={"muted": True}, headers=anna())
     assert response.json() == DEFAULTS | {"muted": True}
 
 
@@ -105,11 +110,11 @@ async def test_effective_defaults_then_the_users_own(
 async def test_bad_preferences_are_refused_and_change_nothing(
     api: httpx.AsyncClient, key: dict[str, str], db: Conn, body: dict[str, Any], code: str
 ) -> None:
-    await api.put("/v1/preferences", json={"muted": True}, headers=ANNA)
+    await api.put("/v1/preferences", json={"muted": True}, headers=anna())
     before = await counts(db)
     cur = await db.execute("SELECT muted, channels, quiet_hours, updated_at FROM preferences")
     stored = await cur.fetchall()
-    for path, headers in (("/v1/preferences", ANNA), ("/v1/users/anna/preferences", key)):
+    for path, headers in (("/v1/preferences", anna()), ("/v1/users/anna/preferences", key)):
         assert_error(await api.put(path, json=body, headers=headers), 400, code)
     assert await counts(db) == before
     cur = await db.execute("SELECT muted, channels, quiet_hours, updated_at FROM preferences")
@@ -166,7 +171,7 @@ async def test_a_switched_off_channel_gets_nothing(
     api: httpx.AsyncClient, key: dict[str, str], db: Conn
 ) -> None:
     body = {"categories": {"content": {"push": False}}}
-    assert (await api.put("/v1/preferences", json=body, headers=ANNA)).status_code == 200
+    assert (await api.put("/v1/preferences", json=body, headers=anna())).status_code == 200
     await _post(api, key, "new_episode", EPISODE)
     assert await _fanned_out(db, "new_episode") == (["email", "inbox"], {"push": "preference"})
 

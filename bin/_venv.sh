@@ -19,17 +19,23 @@ find_python() {
   return 1
 }
 
+# ensure_venv [EXTRA ...]: extras as separate words or comma-separated ("dev,embedded").
+# `embedded` (pgserver, the embedded PostgreSQL) is always added: every bin/ tool may start
+# or reach bin/dev's embedded database, and only the production image goes without it.
+# One stamp per set of extras, named after them in sorted order, holds the hash of the
+# pyproject.toml it was installed from.
 ensure_venv() {
-  local extras="${1:-}" spec="." stamp want
-  [ -n "$extras" ] && spec=".[$extras]"
+  local extras spec stamp want
+  extras="$(printf '%s\n' embedded ${*//,/ } | sort -u | paste -sd, -)"
+  spec=".[$extras]"
   if [ ! -x .venv/bin/python ]; then
     echo "creating .venv ..." >&2
     "$(find_python)" -m venv .venv
   fi
-  stamp=".venv/.mark-notify-installed${extras:+-$extras}"
+  stamp=".venv/.mark-notify-installed-$extras"
   want="$(cat pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "installing mark-notify${extras:+ [$extras]} into .venv ..." >&2
+    echo "installing mark-notify [$extras] into .venv ..." >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" >&2
     echo "$want" > "$stamp"

@@ -56,6 +56,22 @@ _HEADERS = [
             "(https://www.standardwebhooks.com); any of its libraries verifies it."
         ),
     },
+    {
+        "name": "traceparent",
+        "in": "header",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        },
+        "description": (
+            "W3C Trace Context (https://www.w3.org/TR/trace-context/): the trace of the "
+            "request that made the event (the client's `traceparent` on `POST /v1/seen`, "
+            "or one the API started), with a new span id for each attempt. Continue it in "
+            "your own logs and calls to follow one mark from the client to you; the "
+            "mark-notify logs name the same trace id."
+        ),
+    },
 ]
 
 _RESPONSES = {

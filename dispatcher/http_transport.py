@@ -71,6 +71,8 @@ class _Target:
                 "webhook-timestamp": str(int(started_at.timestamp())),
                 "webhook-signature": self.signer.sign(delivery.event_id, started_at, body.decode()),
             }
+            if delivery.trace is not None:
+                headers["traceparent"] = delivery.trace.traceparent
             try:
                 # Bounds the whole exchange, so a consumer trickling bytes cannot hold a
                 # row past the claim's lease.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -25,9 +26,10 @@ from typing import Any
 
 import procrastinate
 import psycopg
+import psycopg_pool
 
 from service.config import Config
-from service.database import CONNECTION_OPTIONS
+from service.database import CONNECTION_OPTIONS, RECONNECT_TIMEOUT_S
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
 from service.schedule.backend import current_state
 from service.schedule.digests import flush_due
@@ -46,19 +48,45 @@ DIGESTS_TASK = "digests.flush"
 RETENTION_TASK = "retention.prune"
 # Runs side by side: a slow URL does not hold up the other schedules.
 SCHEDULE_CONCURRENCY = 4
-# A failed worker is restarted after this long, doubling up to RESTART_MAX_S.
-RESTART_S = 1.0
-RESTART_MAX_S = 30.0
+# A failed worker is restarted after this long, doubling up to RESTART_MAX_S: short, as
+# while the wake-up worker is down an idle consumer waits for the sweep, and a restart
+# against a database that is still down costs one failed connect.
+RESTART_S = 0.2
+RESTART_MAX_S = 2.0
+# A worker that ran this long before it stopped starts over from RESTART_S.
+HEALTHY_RUN_S = 10.0
+JOBS_POOL_TIMEOUT_S = 3.0
+JOBS_CONNECT_TIMEOUT_S = 3
+
+
+class _BoundedOpenPool(psycopg_pool.AsyncConnectionPool):
+    """Procrastinate opens its pool waiting up to 30 s for the first connection: a worker
+    restarted while the database is still down sat there after the database was back, as
+    the pool gives up reconnecting after RECONNECT_TIMEOUT_S. Failing early lets
+    run_jobs_worker start it again at once."""
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        await super().open(wait, min(timeout, JOBS_POOL_TIMEOUT_S))
 
 
 def jobs_app(
     database_url: str, name: str, wake: Callable[[str], None], config: Config
 ) -> procrastinate.App:
     connector = procrastinate.PsycopgConnector(
+        pool_factory=_BoundedOpenPool,
         conninfo=database_url,
         min_size=1,
         max_size=3,
-        kwargs={"options": CONNECTION_OPTIONS, "application_name": f"wake-{name}"},
+        # Bounded waits: on a stop, Procrastinate unregisters its worker through this pool
+        # even when the database is gone, and the default 30 s held up a dispatcher's exit.
+        # (Procrastinate checks each connection as it is handed out itself.)
+        timeout=JOBS_POOL_TIMEOUT_S,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
+        kwargs={
+            "options": CONNECTION_OPTIONS,
+            "application_name": f"wake-{name}",
+            "connect_timeout": JOBS_CONNECT_TIMEOUT_S,
+        },
     )
     app = procrastinate.App(connector=connector)
 
@@ -156,11 +184,18 @@ async def run_jobs_worker(
     polling_s: float,
     concurrency: int = 1,
 ) -> None:
-    """Run a Procrastinate worker on one queue; restart it if it fails (for wake-ups, the
-    claim loops' sweep covers the gap)."""
+    """Run a Procrastinate worker on one queue until cancelled; restart it whenever it
+    stops (for wake-ups, the claim loops' sweep covers the gap).
+
+    It stops on its own after a database outage: its listener cannot reconnect while the
+    server is down, and Procrastinate then stops the whole worker ("Side task listener
+    failed ... stopping worker") and returns normally if the server is back by the time
+    it unregisters. Returning is thus no sign of a requested stop: only cancellation is.
+    """
     pause = RESTART_S
     while True:
         app = make_app()
+        started = time.monotonic()
         try:
             async with app.open_async():
                 await app.run_worker_async(
@@ -173,10 +208,13 @@ async def run_jobs_worker(
                     delete_jobs="successful",
                     install_signal_handlers=False,
                 )
-            return
+            reason = "stopped"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s worker failed (%s); restarting in %.0f s", queue, exc, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, RESTART_MAX_S)
+            reason = f"failed ({exc})"
+        if time.monotonic() - started > HEALTHY_RUN_S:
+            pause = RESTART_S
+        log.warning("%s worker %s; restarting in %.1f s", queue, reason, pause)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, RESTART_MAX_S)

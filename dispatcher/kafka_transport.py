@@ -96,12 +96,16 @@ def build_message(settings: KafkaSettings, consumer: Consumer, delivery: Deliver
         event = seen_event(delivery.event_id, delivery.payload)
     except msgspec.ValidationError as exc:
         raise MessageError(f"payload does not match the {event_type} event: {exc}") from None
+    # Lets consumers route or deduplicate without parsing the value.
+    headers = [("event-type", event_type.encode()), ("event-id", event.event_id.encode())]
+    if delivery.trace is not None:
+        # W3C Trace Context over Kafka, as its Kafka binding drafts it: a `traceparent` header.
+        headers.append(("traceparent", delivery.trace.traceparent.encode()))
     return Message(
         topic=topic_for(settings, consumer, event_type),
         key=delivery.ordering_key.encode(),
         value=_encode(event),
-        # Lets consumers route or deduplicate without parsing the value.
-        headers=[("event-type", event_type.encode()), ("event-id", event.event_id.encode())],
+        headers=headers,
     )
 
 

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from dispatcher.transport import Delivery, Outcome
 from service.config import DeliveryPolicy
 from service.sql import q
+from service.tracing import attempt_trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ def _deliveries(consumer: str, rows: Sequence[tuple[Any, ...]]) -> list[Delivery
             payload=row[3],
             attempt=row[4],
             created_at=row[5],
+            trace=attempt_trace(row[6], row[1]),
         )
         for row in rows
     ]
@@ -63,8 +65,9 @@ async def _claim(
     query: LiteralString,
     consumer: str,
     params: dict[str, object],
+    acquire_s: float | None = None,
 ) -> list[Delivery]:
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection(acquire_s) as conn, conn.transaction():
         cur = await conn.execute(query, params)
         rows = await cur.fetchall()
     # RETURNING has no order; the transports and the ordered test read batches in id order.
@@ -80,7 +83,9 @@ async def claim(
     dispatcher: str,
     ordered: bool = False,
     channel: ChannelClaim | None = None,
+    acquire_s: float | None = None,
 ) -> list[Delivery]:
+    """`acquire_s`: the wait for a connection from the pool (None: the pool's)."""
     params: dict[str, object] = {
         "consumer": consumer,
         "limit": limit,
@@ -92,7 +97,7 @@ async def claim(
         params |= {"kind": channel.kind, "seen_tag": channel.seen_tag}
     else:
         query = q("claim_outbox_ordered") if ordered else q("claim_outbox")
-    return await _claim(pool, query, consumer, params)
+    return await _claim(pool, query, consumer, params, acquire_s)
 
 
 async def remove_push_devices(

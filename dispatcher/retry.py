@@ -1,9 +1,11 @@
 """Retry policy: which results are worth retrying, and how long to wait before the next try.
 
-Backoff is exponential with full jitter: the delay before attempt n+1 is uniform in
-[0, min(cap, initial * factor**(n-1))], so many rows failing together spread out instead
-of hammering a recovering consumer in step. A Retry-After from the consumer is a floor
-(bounded by the cap, so a consumer cannot park rows indefinitely).
+Backoff is exponential with equal jitter: with b = min(cap, initial * factor**(n-1)), the
+delay before attempt n+1 is uniform in [b/2, b]. The jitter spreads rows failing together
+so they do not hammer a recovering consumer in step; the floor keeps the schedule
+predictable for consumers (full jitter could retry 20 ms after a failure). A Retry-After
+from the consumer is a floor too (bounded by the cap, so a consumer cannot park rows
+indefinitely). The README (Delivery) publishes the default schedule: `schedule()`.
 """
 
 from __future__ import annotations
@@ -49,10 +51,19 @@ def retry_delay(
 ) -> float:
     """Seconds to wait after failed attempt `attempt` before the next one."""
     bound = backoff_bound(backoff, attempt)
-    delay = (rng or _rng).uniform(0.0, bound)
+    delay = (rng or _rng).uniform(bound / 2, bound)
     if retry_after is not None and retry_after > 0:
         delay = max(delay, min(retry_after, backoff.cap.total_seconds()))
     return delay
+
+
+def schedule(backoff: Backoff, attempts: int) -> list[tuple[int, float, float]]:
+    """(failed attempt n, shortest, longest delay before attempt n+1), for n = 1..attempts,
+    without Retry-After."""
+    return [
+        (n, backoff_bound(backoff, n) / 2, backoff_bound(backoff, n))
+        for n in range(1, attempts + 1)
+    ]
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -60,7 +71,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isdigit() alone is true of "²" and other Unicode digits float() refuses.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

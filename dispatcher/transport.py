@@ -8,10 +8,13 @@ retries from the outcomes. Transports never touch the database.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
+
+from service.tracing import TraceContext
 
 OutcomeKind = Literal["delivered", "retry", "failed"]
 
@@ -27,6 +30,9 @@ class Delivery:
     payload: dict[str, Any]
     attempt: int  # 1 for the first attempt
     created_at: datetime
+    # This attempt's span: a child of the traceparent stored with the row (service/tracing.py),
+    # sent on as the `traceparent` header.
+    trace: TraceContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +57,41 @@ class Transport(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+attempt_log = logging.getLogger("dispatcher.attempts")
+
+
+def log_attempts(consumer: str, batch: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
+    """One line per delivery attempt, with the trace it continues. Never the payload or
+    the contact: only ids, the outcome and the error (scrubbed by service/logs.py)."""
+    if not attempt_log.isEnabledFor(logging.INFO):
+        return
+    by_id = {d.outbox_id: d for d in batch}
+    for outcome in outcomes:
+        delivery = by_id.get(outcome.outbox_id)
+        trace = delivery.trace if delivery is not None else None
+        fields: dict[str, Any] = {
+            "consumer": consumer,
+            "outbox_id": outcome.outbox_id,
+            "event_id": delivery.event_id if delivery is not None else None,
+            "attempt": delivery.attempt if delivery is not None else None,
+            "outcome": outcome.kind,
+            "status_code": outcome.status_code,
+            "duration_ms": round(outcome.duration_ms, 3),
+            "trace_id": trace.trace_id if trace is not None else None,
+            "span_id": trace.span_id if trace is not None else None,
+        }
+        if outcome.provider is not None:
+            fields["provider"] = outcome.provider
+        if outcome.error is not None:
+            fields["error"] = outcome.error
+        attempt_log.log(
+            logging.INFO if outcome.kind == "delivered" else logging.WARNING,
+            "%s: outbox row %d attempt %s %s",
+            consumer,
+            outcome.outbox_id,
+            fields["attempt"],
+            outcome.kind,
+            extra=fields,
+        )

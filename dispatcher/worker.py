@@ -30,13 +30,13 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from dispatcher import outbox
+from dispatcher import metrics, outbox
 from dispatcher.breaker import CircuitBreaker
 from dispatcher.jobs import SCHEDULE_CONCURRENCY, jobs_app, run_jobs_worker
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
-from dispatcher.transport import Delivery, Outcome, Transport
+from dispatcher.transport import Delivery, Outcome, Transport, log_attempts
 from dispatcher.transports import build_transports, destinations
 from service.config import (
     Channel,
@@ -57,15 +57,23 @@ from service.wake import WAKE_QUEUE
 log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
-# After a database error the loop waits this long before trying again.
-DB_RETRY_S = 1.0
+# After a database error the loop waits this long before trying again: short, so that a
+# consumer delivers again within about this long of the database coming back.
+DB_RETRY_S = 0.5
 # Completions of an unordered consumer written in the background while it goes on.
 MAX_PENDING_COMPLETIONS = 2
 # After a claim that found rows, empty claims are retried every HOT_POLL_S for up to
 # HOT_WINDOW_S (see ConsumerLoop._delay).
 HOT_WINDOW_S = 1.0
 HOT_POLL_S = 0.02
-COMPLETE_TRIES = 3
+# A failed completion is retried on a fresh connection for up to this share of the lease:
+# written late it still counts (complete_outbox checks the claim, not the clock), and every
+# completion lost is a batch delivered twice.
+COMPLETE_LEASE_SHARE = 0.5
+# On a stop, loops get this long to finish the batch in hand, side tasks and pools this
+# long each to close; dispatcher/main.py's deadline covers anything beyond.
+STOP_LOOPS_S = 15.0
+STOP_SIDE_S = 2.0
 
 
 def default_name() -> str:
@@ -129,6 +137,7 @@ class ConsumerLoop:
         self._retries: list[float] = []
         self._publishing: set[asyncio.Task[None]] = set()
         self._completing: set[asyncio.Task[None]] = set()
+        self._db_failing = False
         self._last_rows_at = -HOT_WINDOW_S
         self._publish_lock = asyncio.Lock()
 
@@ -138,7 +147,6 @@ class ConsumerLoop:
     def stop(self) -> None:
         self._stopping = True
         self._event.set()
-
     async def run(self) -> None:
         await self._publish()
         busy = True  # claim at once on start: rows may have waited for us
@@ -157,7 +165,10 @@ class ConsumerLoop:
                 busy = await self._batch()
             except (PoolTimeout, psycopg.Error) as exc:
                 log.warning("consumer %s: database error, retrying: %s", self.name, exc)
-                busy = False
+                # Claim again right after the pause, not at the next sweep: the wake-ups
+                # sent while the database was away are lost with it.
+                busy = True
+                self._db_failing = True
                 await asyncio.sleep(DB_RETRY_S)
         # A stopped loop has written everything it delivered.
         if self._completing:
@@ -214,7 +225,13 @@ class ConsumerLoop:
                 dispatcher=self.dispatcher,
                 ordered=self.consumer.ordered,
                 channel=self.channel,
+                # After a database error, short waits for a connection: the pool starts a
+                # fresh connect only for a new request once its previous attempt gave up
+                # (service/database.py, RECONNECT_TIMEOUT_S), so a request waiting out the
+                # full acquire timeout would delay the recovery by as much.
+                acquire_s=DB_RETRY_S if self._db_failing else None,
             )
+            self._db_failing = False
             claimed = len(batch)
         finally:
             if self.limiter is not None:
@@ -226,9 +243,11 @@ class ConsumerLoop:
             return False
         self._last_rows_at = time.monotonic()
         outcomes = await self._deliver(batch)
+        log_attempts(self.name, batch, outcomes)
         await self._forget_invalid_devices(batch, outcomes)
         completions = self._decide(batch, outcomes)
         self._account(outcomes)
+        metrics.observe_attempts(self.name, outcomes)
         if self.consumer.ordered:
             # A subject's next row becomes claimable only once this one is completed.
             await self._complete(completions)
@@ -308,14 +327,19 @@ class ConsumerLoop:
             self._event.set()
 
     async def _complete(self, completions: Sequence[outbox.Completion]) -> None:
-        for n in range(1, COMPLETE_TRIES + 1):
+        give_up_at = time.monotonic() + self.lease_s * COMPLETE_LEASE_SHARE
+        n = 0
+        while True:
+            n += 1
             try:
                 recorded = await outbox.complete(
                     self.pool, self.name, self.consumer, completions, dispatcher=self.dispatcher
                 )
                 break
             except (PoolTimeout, psycopg.OperationalError) as exc:
-                if n == COMPLETE_TRIES:
+                # A stopping dispatcher does not wait for the database to come back.
+                late = time.monotonic() + DB_RETRY_S > give_up_at
+                if late or self._stopping:
                     # The rows stay leased and come back when the lease ends: delivered
                     # ones are delivered again (at least once), none is lost.
                     log.error(
@@ -325,7 +349,8 @@ class ConsumerLoop:
                         exc,
                     )
                     return
-                await asyncio.sleep(DB_RETRY_S * n)
+                # The pool replaces the connection that failed (make_pool's check).
+                await asyncio.sleep(min(DB_RETRY_S * n, 2.0))
         self._schedule_retries(completions)
         lost = sum(1 for r in recorded if not r.applied)
         if lost:
@@ -335,6 +360,8 @@ class ConsumerLoop:
                 lost,
             )
         self.delivered += sum(1 for r in recorded if r.applied and r.outcome == "delivered")
+        # Counted as written: a row whose lease ran out is another claim's to count.
+        metrics.count_deliveries(self.name, (r.outcome for r in recorded if r.applied))
         dead = [r.outbox_id for r in recorded if r.applied and r.outcome in ("dead", "failed")]
         if dead:
             log.warning(
@@ -350,6 +377,7 @@ class ConsumerLoop:
         error = failures[0].error if failures else None
         if self.breaker.record(successes, len(failures), error):
             if self.breaker.state == "open":
+                metrics.breaker_opened(self.name)
                 log.warning(
                     "consumer %s: circuit open after %d failures in a row (last: %s); "
                     "paused, probing in %.1f s",
@@ -471,12 +499,19 @@ class Dispatcher:
                         kafka=self.config.kafka,
                         channel=channel,
                     )
-            await self._run(pool)
+            async with metrics.exporter(
+                self.settings.metrics_host,
+                self.settings.metrics_port,
+                pool,
+                sorted(destinations(self.config)),
+                lambda: {name: loop.breaker.state for name, loop in self.loops.items()},
+            ):
+                await self._run(pool)
         finally:
             for transport in {id(t): t for t in transports.values()}.values():
                 with contextlib.suppress(Exception):
                     await transport.close()
-            await pool.close()
+            await pool.close(timeout=STOP_SIDE_S)
 
     async def _run(self, pool: Pool) -> None:
         for name, loop in self.loops.items():
@@ -513,13 +548,22 @@ class Dispatcher:
             for loop in self.loops.values():
                 loop.stop()
             # Loops finish the batch in hand (bounded by the consumer's timeout), so that
-            # a clean stop leaves nothing to wait a lease out for.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # a clean stop leaves nothing to wait a lease out for; but not for ever (a
+            # database that is gone): a loop cut short leaves its rows to the lease.
+            _, late = await asyncio.wait(tasks, timeout=STOP_LOOPS_S) if tasks else ((), ())
+            if late:
+                log.warning("%d consumer loops did not stop in time: cancelled", len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=STOP_SIDE_S)
             for task in [stopper, *side]:
                 task.cancel()
-            await asyncio.gather(stopper, *side, return_exceptions=True)
+            # Procrastinate's workers unregister on the way out (bounded by their pool's
+            # timeout, dispatcher/jobs.py).
+            await asyncio.wait([stopper, *side], timeout=STOP_SIDE_S)
             for loop in self.loops.values():
-                await loop.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(loop.flush(), STOP_SIDE_S)
 
     async def _jobs_worker(self, queue: str, concurrency: int = 1) -> None:
         await run_jobs_worker(

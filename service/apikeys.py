@@ -1,7 +1,7 @@
 """API keys of producer services: minting, verifying, and the `bin/apikey` command.
 
 Service identity is core, beside service/identity.py (users' and drivers' tokens): any
-capability's service endpoints take `state.keys.require_scope(headers, scope)`.
+capability's service endpoints take `state.keys.require_scope(request, scope)`.
 
     bin/apikey create billing --scope events:write --scope users:write
     KEY=$(bin/apikey create demo --scope events:write --quiet)
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import sys
@@ -41,9 +42,10 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import HTTPConnection
 
 from service.database import CONNECTION_OPTIONS
-from service.errors import api_error
+from service.errors import ApiError, api_error
 from service.identity import (
     API_KEY_ID_LENGTH,
     API_KEY_PREFIX,
@@ -58,6 +60,9 @@ SCOPES: tuple[Scope, ...] = ("events:write", "users:write", "users:read")
 PRODUCER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 CACHE_TTL_S = 5.0
 CACHE_SIZE = 10_000
+# Failed key checks one address may make per window before it gets 429s.
+MAX_KEY_FAILURES = 20
+KEY_FAILURE_WINDOW_S = 60.0
 # last_used_at is a hint for ops ("is this key still in use?"), not an audit log.
 TOUCH_AFTER_S = 60.0
 
@@ -138,6 +143,51 @@ class ServiceCaller:
     scopes: frozenset[str]
 
 
+class FailedKeyLimiter:
+    """Failed key checks per client address, in fixed windows: past `max_failures` in
+    `window_s` seconds, the address gets 429 `too_many_attempts` (with Retry-After) for
+    every key not already verified, until its window ends.
+
+    256-bit keys cannot be guessed, so this is not what keeps them safe; it keeps a
+    guesser (or a broken client retrying a revoked key) from turning every request into
+    a database lookup. Per process: with N workers an address gets up to N times the
+    budget. Behind a proxy every caller shares the proxy's address, so the budget is
+    generous. Keys already verified (in the cache) are never refused."""
+
+    def __init__(
+        self,
+        max_failures: int = MAX_KEY_FAILURES,
+        window_s: float = KEY_FAILURE_WINDOW_S,
+        size: int = CACHE_SIZE,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._size = size
+        # address -> (failures, when its window started)
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def locked_for(self, peer: str | None) -> int | None:
+        """Whole seconds until `peer` may try again, or None if it may now."""
+        entry = self._failures.get(peer or "")
+        if entry is None or entry[0] < self.max_failures:
+            return None
+        left = entry[1] + self.window_s - time.monotonic()
+        if left <= 0:
+            del self._failures[peer or ""]
+            return None
+        return max(1, math.ceil(left))
+
+    def failed(self, peer: str | None) -> None:
+        now = time.monotonic()
+        key = peer or ""
+        count, started = self._failures.get(key, (0, now))
+        if now - started >= self.window_s:
+            count, started = 0, now
+        if key not in self._failures and len(self._failures) >= self._size:
+            self._failures.pop(next(iter(self._failures)))
+        self._failures[key] = (count + 1, started)
+
+
 class KeyVerifier:
     """The producer services calling, by their keys: verified against the table, and
     remembered for `ttl_s` (see the module docstring). One per process State."""
@@ -150,9 +200,12 @@ class KeyVerifier:
         self._size = size
         # Keyed by the key's hash: the cache never holds a key itself.
         self._cache: dict[bytes, tuple[ServiceCaller, float]] = {}
+        self.limiter = FailedKeyLimiter()
 
-    async def require_scope(self, headers: Mapping[str, str], scope: Scope) -> ServiceCaller:
-        """The producer service calling, holding `scope`; otherwise a 401 or 403."""
+    async def require_scope(self, request: HTTPConnection, scope: Scope) -> ServiceCaller:
+        """The producer service calling, holding `scope`; otherwise a 401 or 403 (or a 429
+        while its address is locked out for failed keys: see FailedKeyLimiter)."""
+        headers: Mapping[str, str] = request.headers
         authorization = headers.get("authorization")
         if authorization is None:
             raise api_error(
@@ -168,7 +221,8 @@ class KeyVerifier:
             if _looks_like_jwt(token):
                 raise api_error("service_key_required")
             raise api_error("invalid_api_key", "The API key is malformed.")
-        caller = await self.verify(token)
+        peer = request.client.host if request.client else None
+        caller = await self._verify_from(token, peer)
         if scope not in caller.scopes:
             raise api_error(
                 "insufficient_scope",
@@ -176,6 +230,20 @@ class KeyVerifier:
                 f"{', '.join(sorted(caller.scopes))}.",
             )
         return caller
+
+    async def _verify_from(self, key: str, peer: str | None) -> ServiceCaller:
+        cached = self._cache.get(hash_key(key))
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        wait = self.limiter.locked_for(peer)
+        if wait is not None:
+            raise api_error("too_many_attempts", retry_after=str(wait))
+        try:
+            return await self.verify(key)
+        except ApiError as exc:
+            if exc.code == "invalid_api_key":
+                self.limiter.failed(peer)
+            raise
 
     async def verify(self, key: str) -> ServiceCaller:
         digest = hash_key(key)

@@ -17,12 +17,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import openapi
+from service import metrics, openapi
 from service.admin.routes import admin_mount
 from service.config import Config, load_config
 from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
-from service.http import error_response, json_response
+from service.http import error_response, json_response, serve_logged
+from service.http_limits import headers_too_large, refuse_headers
 from service.messages import Health, Readiness, SchedulerHealth
 from service.notify import openapi as notify_openapi
 from service.notify.catalog import sync_catalog_soon
@@ -38,7 +39,7 @@ from service.state import MarkWriter, State, state_of
 log = logging.getLogger(__name__)
 
 # The documented API: the core's paths and those of every capability mounted below.
-OPENAPI_SECTIONS = (seen_openapi.SECTION, notify_openapi.SECTION)
+OPENAPI_SECTIONS = (seen_openapi.SECTION, notify_openapi.SECTION, metrics.OPENAPI_SECTION)
 
 
 class _AsgiEndpoint:
@@ -57,11 +58,23 @@ class MarkNotifyApp(Starlette):
     through on the way."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Before anything reads a header: bounds that hold under any server.
+        if scope["type"] == "http" and headers_too_large(scope):
+            await refuse_headers(send)
+            return
         if scope["type"] == "http" and scope["path"] == "/v1/seen" and scope["method"] == "POST":
             scope["app"] = self
             await post_seen(scope, receive, send)
             return
+        if scope["type"] == "http":
+            # The fast path above writes its own request line.
+            await serve_logged(self._measured, scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Outside Starlette's middlewares: the 500 or 503 they answer is what is counted.
+        await metrics.measure(super().__call__, scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
@@ -138,6 +151,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
             for task in app.state.mn.background:
                 task.cancel()
             await app.state.mn.committer.close()
+            metrics.worker_stopped()
             await pool.close()
 
     routes = [
@@ -145,6 +159,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
         *NOTIFY_ROUTES,
     ]
     routes.append(admin_mount())

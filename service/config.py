@@ -214,6 +214,10 @@ class DispatcherSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     # How often waiting rows of disabled or unknown consumers are counted and reported.
     census_interval: timedelta = timedelta(seconds=60)
     pool_max: Positive = 8
+    # GET /metrics of this dispatcher (docs/observability.md); 0: none. Loopback by
+    # default: set "0.0.0.0" where Prometheus scrapes from another host or container.
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+    metrics_host: str = "127.0.0.1"
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from service.config import ROOT, DatabaseSettings
+from service.config import ROOT, ConfigError, DatabaseSettings
 
 DEV_DATA_DIR = ROOT / ".data" / "pg-dev"
 TEST_DATA_DIR = ROOT / ".data" / "pg-test"
@@ -21,11 +21,22 @@ TEST_DATA_DIR = ROOT / ".data" / "pg-test"
 # Every session speaks UTC so timestamps rendered into JSON payloads never depend on the
 # server's TimeZone setting.
 CONNECTION_OPTIONS = "-c TimeZone=UTC"
+# See make_pool.
+RECONNECT_TIMEOUT_S = 1.0
 
 
 def start_embedded(data_dir: Path, *, stop_at_exit: bool) -> str:
     """Start (or reuse) the embedded PostgreSQL in data_dir and return its URL."""
-    import pgserver  # imported lazily: only development and tests use it
+    try:
+        import pgserver  # imported lazily: only development and tests use it
+    except ImportError:
+        # The production image has no pgserver (the `embedded` extra): there an unset
+        # DATABASE_URL is a deployment mistake, said as such rather than as a traceback.
+        raise ConfigError(
+            "no database configured: set DATABASE_URL (or [database].url), or install "
+            "the `embedded` extra (pip install 'mark-notify[embedded]') for an embedded "
+            "PostgreSQL"
+        ) from None
 
     data_dir.mkdir(parents=True, exist_ok=True)
     cleanup = "stop" if stop_at_exit else None
@@ -83,6 +94,14 @@ def make_pool(
             "application_name": name,
         },
         configure=configure,
+        # After a PostgreSQL restart every idle connection is dead: checked as it is
+        # handed out (one empty round trip), a dead one is replaced instead of failing
+        # the caller's statement (a failed completion means a duplicate delivery).
+        check=AsyncConnectionPool.check_connection,
+        # The pool retries a failed connect with a doubling delay until this runs out and
+        # only then lets a new request start a fresh one: short, so that after an outage
+        # the first request reconnects at once rather than after a grown delay.
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,
         name=name,
     )

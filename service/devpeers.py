@@ -19,6 +19,7 @@ import contextlib
 import email
 import email.policy
 import functools
+import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,18 @@ def secrets_by_path(config: Config, port: int) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _describe(body: bytes) -> str:
+    """What a delivery says, in a few words: a seen mark's event type, tag and id (never
+    a contact: provider requests are only counted in bytes)."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        event = None
+    if isinstance(event, dict) and {"event_type", "tag", "id"} <= event.keys():
+        return f"{event['event_type']} saw {event['tag']}/{event['id']}"
+    return f"{len(body)} bytes"
+
+
 def http_app(routes: dict[str, tuple[str, str]]) -> Starlette:
     async def receive(request: Request) -> Response:
         known = routes.get(request.url.path)
@@ -88,7 +101,7 @@ def http_app(routes: dict[str, tuple[str, str]]) -> Starlette:
         except WebhookVerificationError:
             _say(f"{who}: signature did not verify, answered 401")
             return Response(b"bad signature", 401)
-        _say(f"{who}: {request.headers.get('webhook-id')} ({len(body)} bytes)")
+        _say(f"{who}: {_describe(body)}, signature verified ({request.headers.get('webhook-id')})")
         return Response(b"{}", 200, media_type="application/json")
 
     return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import IO
 from service import migrate
 from service.config import ROOT, ConfigError, load_config
 from service.database import start_embedded
+from service.metrics import MULTIPROC_ENV
 from service.notify.templates import load_templates
 from service.ops_database import config_path, dev_data_dir, display_url
 
@@ -91,6 +94,15 @@ def main() -> int:
 
     # The children read the same config file and database as this process.
     env = os.environ | {"DATABASE_URL": url, "MARK_NOTIFY_CONFIG": str(config_file)}
+    # A person reads this terminal: log lines as text, unless JSON is asked for.
+    env.setdefault("MARK_NOTIFY_LOG_FORMAT", "text")
+    # and every POST /v1/seen, which production samples (docs/observability.md).
+    env.setdefault("MARK_NOTIFY_SEEN_ACCESS_LOG_RATE", "1")
+    # The API's workers add up their metrics through files in a directory of their own
+    # (service/metrics.py): a new one each run, as an old run's files would be summed in.
+    metrics_dir = tempfile.mkdtemp(prefix="mark-notify-metrics-")
+    env.pop(MULTIPROC_ENV, None)
+    envs = {"api": env | {MULTIPROC_ENV: metrics_dir}}
     python = sys.executable
     commands = {
         "api": [
@@ -108,6 +120,9 @@ def main() -> int:
             # The gateway trust check reads the direct peer; letting uvicorn rewrite it from
             # X-Forwarded-For would let any local caller claim a trusted address.
             "--no-proxy-headers",
+            # httptools has no bound on a request's head of its own (service/http_limits.py).
+            "--http",
+            "service.http_limits:BoundedHttpToolsProtocol",
             "--timeout-graceful-shutdown",
             "5",
         ],
@@ -130,11 +145,15 @@ def main() -> int:
             continue
         # Children get their own process group so a terminal Ctrl-C reaches only us, and we
         # stop them in order.
-        process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603 (our own fixed argv)
+        child_env = envs.get(name, env)
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env, start_new_session=True)  # noqa: S603 (our own fixed argv)
         children.append(Child(name, process))
     _say(f"API        {base_url}  (workers: {workers})")
     _say(f"OpenAPI    {base_url}/openapi.json")
     _say(f"health     {base_url}/healthz  {base_url}/readyz")
+    if config.dispatcher.metrics_port:
+        exporter = f"http://{config.dispatcher.metrics_host}:{config.dispatcher.metrics_port}"
+        _say(f"metrics    {base_url}/metrics  dispatcher {exporter}/metrics")
     _say("peers      SMTP 127.0.0.1:8025, providers and consumers http://127.0.0.1:8001")
     _say("Ctrl-C stops everything")
 
@@ -161,6 +180,7 @@ def main() -> int:
             _say(f"{child.name} did not stop in {STOP_GRACE_S:.0f}s; killing it")
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     lock.close()
     _say("stopped")
     return exit_code

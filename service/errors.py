@@ -58,6 +58,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "No such endpoint."),
     "method_not_allowed": (405, "The endpoint does not take this method."),
     "payload_too_large": (413, "The body is over the configured size limit."),
+    "headers_too_large": (431, "Too many request headers, or too many bytes of them."),
+    "too_many_attempts": (
+        429,
+        "Too many failed API key checks from this address; retry after Retry-After seconds.",
+    ),
     "data_too_large": (413, "The event's data is over notify.max_data_bytes."),
     "unsupported_media_type": (415, "The body must be application/json."),
     "database_unavailable": (503, "Storage is unavailable; retry after Retry-After seconds."),

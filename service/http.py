@@ -10,23 +10,27 @@ is refused, `decode_error`.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, api_error
+from service.logs import log_request, request_context, request_id_from
 from service.messages import ErrorBody
+from service.tracing import TraceContext, intake_trace, new_trace
 
 T = TypeVar("T")
 
 encode = msgspec.json.Encoder().encode
 JSON_TYPES = ("application/json",)
-# What a msgspec decoder raises for a body it refuses (ValidationError is a DecodeError).
-DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+# What a msgspec decoder raises for a body it refuses (ValidationError is a DecodeError);
+# RecursionError: JSON nested deeper than the interpreter's recursion limit, in an `Any`.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 _AT = re.compile(r" - at `(?P<path>\$[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
@@ -102,6 +106,8 @@ def decode_error(exc: Exception, codes: Mapping[str, str] | None = None) -> ApiE
     if isinstance(exc, msgspec.ValidationError):
         message = str(exc)
         return api_error(_code_for(_path_of(message), codes) if codes else "invalid_body", message)
+    if isinstance(exc, RecursionError):
+        return api_error("malformed_json", "The JSON is nested too deeply.")
     if isinstance(exc, UnicodeDecodeError):
         # msgspec reports invalid UTF-8 inside a string this way, not as a DecodeError.
         return api_error("malformed_json", "The body is not valid UTF-8.")
@@ -125,3 +131,62 @@ async def read_json(
         return decode(body)
     except DECODE_ERRORS as exc:
         raise decode_error(exc, codes) from None
+
+
+async def serve_logged(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one HTTP request through `app` with its request line (service/logs.py): the
+    request id (the caller's X-Request-Id if well-formed, else new) is echoed in the
+    response, and it and the trace id are on every line logged meanwhile."""
+    started = time.perf_counter()
+    raw_id = raw_trace = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            raw_id = value.decode("latin-1")
+        elif name == b"traceparent":
+            raw_trace = value.decode("latin-1")
+    request_id = request_id_from(raw_id)
+    trace = intake_trace(raw_trace)
+    scope["trace"] = trace
+    status = 500
+    id_header = (b"x-request-id", request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = [*message.get("headers", ()), id_header]
+        await send(message)
+
+    token = request_context.set((request_id, trace.trace_id))
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        log_request(
+            scope["method"],
+            route_template(scope),
+            status,
+            started,
+            request_id,
+            trace.trace_id,
+        )
+        request_context.reset(token)
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path as declared ("/v1/events/{event_id}"), never the path
+    itself: ids in it would make every line unique, and may be personal. None: no route
+    matched."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return None
+    # Inside a Mount, the route's path is relative to the mount's (static) prefix.
+    root_path: str = scope.get("root_path", "")
+    mounted = root_path[len(scope.get("app_root_path", "")) :]
+    return mounted + path
+
+
+def request_trace(request: Request) -> TraceContext:
+    """The API's span of this request (set by serve_logged; a new trace without it)."""
+    trace = request.scope.get("trace")
+    return trace if isinstance(trace, TraceContext) else new_trace()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import jwt
 from service.config import ROOT, ConfigError, EventType, IdentitySettings
 from service.errors import ApiError, api_error
 from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
+from service.text_rules import unsafe_at
 
 TOKEN_CACHE_SIZE = 50_000
 DEV_SECRET_PREFIX = "dev-"  # noqa: S105 (a marker that refuses dev secrets, not a secret)
@@ -82,20 +84,28 @@ def split_api_key(token: str) -> str | None:
 
 def _nonempty(value: Any) -> str | None:
     # Control characters (NUL above all, which PostgreSQL refuses in text) never make a
-    # valid id, even in a correctly signed token.
-    if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-        text = str(value)
-        if not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    # valid id, even in a correctly signed token: service/text_rules.py is the one rule.
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        text = str(value) if isinstance(value, str) else _int_text(value)
+        if text and unsafe_at(text) is None:
             return text
     return None
 
 
+def _int_text(value: int) -> str:
+    # str() of an int past 4300 digits raises ValueError; no id is that long anyway.
+    try:
+        return str(value)
+    except ValueError:
+        return ""
+
+
 def _id_list(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list):
-        return [str(v) for v in value if _nonempty(v)]
-    return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        return []
+    ids = (_nonempty(v.strip() if isinstance(v, str) else v) for v in items)
+    return [i for i in ids if i is not None]
 
 
 class Authenticator:
@@ -209,7 +219,16 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise api_error("invalid_token", f"Invalid bearer token: {exc}.") from None
-        expires = float(claims["exp"]) + settings.leeway.total_seconds()
+        # PyJWT takes any JSON integer as `exp`, and 10**400 is one: as a float it
+        # overflows. No real token lives that long, so it is refused like any bad claim
+        # (huge `nbf` and `iat` are in the future, which PyJWT already refuses).
+        out_of_range = api_error("invalid_token", "Invalid bearer token: `exp` is out of range.")
+        try:
+            expires = float(claims["exp"]) + settings.leeway.total_seconds()
+        except (OverflowError, TypeError, ValueError):
+            raise out_of_range from None
+        if not math.isfinite(expires):
+            raise out_of_range
         return self._subject_from_claims(claims), expires
 
     def _subject_from_claims(self, claims: Mapping[str, Any]) -> Subject:

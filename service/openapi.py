@@ -20,10 +20,15 @@ from service.errors import ERROR_CODES
 from service.messages import ErrorBody, Health, Readiness
 
 REF = "#/components/schemas/{name}"
-SERVICE_AUTH = ("invalid_api_key", "service_key_required", "insufficient_scope")
+SERVICE_AUTH = (
+    "invalid_api_key",
+    "service_key_required",
+    "insufficient_scope",
+    "too_many_attempts",
+)
 CLIENT_AUTH = ("unauthenticated", "invalid_token", "client_identity_required")
 BODY_ERRORS = ("malformed_json", "invalid_body", "payload_too_large", "unsupported_media_type")
-ALWAYS = ("database_unavailable", "internal_error")
+ALWAYS = ("headers_too_large", "database_unavailable", "internal_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,9 @@ class Section:
 
     paths: Callable[[], dict[str, Any]]
     structs: tuple[Any, ...]
+    # Schemas no Struct describes as well as a hand-written one does (e.g. a body that is
+    # one of two shapes, which one Struct decodes): added after, and over, the generated.
+    schemas: Callable[[], dict[str, Any]] | None = None
 
 
 def json_content(ref: str) -> dict[str, Any]:
@@ -122,6 +130,9 @@ def api_document(*sections: Section) -> dict[str, Any]:
     structs += [ErrorBody, Health, Readiness]
     paths |= _health_paths()
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
+    for section in sections:
+        if section.schemas is not None:
+            components |= section.schemas()
     return {
         "openapi": "3.1.0",
         "info": {"title": "mark-notify", "version": "1"},

@@ -76,6 +76,9 @@ CREATE TABLE outbox (
     -- 'expired' past its type's ttl, 'no_contact' when the contact went, 'erased').
     notification_id bigint,
     reason          text,
+    -- The W3C traceparent of the request that wrote the row (service/tracing.py): each
+    -- delivery attempt sends a child of it, so a mark can be followed to its consumer.
+    traceparent     text,
     UNIQUE (event_id)
 );
 -- The claim: due pending rows of one consumer, oldest due first.

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from service.config import Config
 from service.state import EventTemplates
+from service.text_rules import is_safe
 
 ONE_OFF = "announcement"
 # The parts of a one-off message per locale: (form name, label, longest).
@@ -40,7 +41,6 @@ MAX_USER_ID = 128
 # How many bad lines of an upload are named; the rest are counted.
 SHOWN_PROBLEMS = 10
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_USER_ID = re.compile(r"[^\x00-\x1f\x7f/]+")
 
 Audience = Literal["all", "topic", "users"]
 
@@ -192,7 +192,7 @@ def parse_user_ids(raw: bytes, limit: int) -> list[str]:
             value = cells[column] if column < len(cells) else ""
             if not value:
                 bad.append(f"line {line}: no user id")
-            elif len(value) > MAX_USER_ID or not _USER_ID.fullmatch(value):
+            elif not is_safe(value, MAX_USER_ID, segment=True):
                 bad.append(f"line {line}: {value[:40]!r} is not a user id")
             else:
                 ids.setdefault(value, None)
@@ -233,7 +233,7 @@ async def read_draft(
     name = _text(form, "name")
     if not name:
         problems.append("Give the mailing a name.")
-    elif len(name) > MAX_NAME or _CONTROL.search(name):
+    elif not is_safe(name, MAX_NAME):
         problems.append(f"The name must be one line of at most {MAX_NAME} characters.")
     type_name = _text(form, "event_type")
     content: dict[str, dict[str, str]] | None = None
@@ -251,7 +251,7 @@ async def read_draft(
         topic = _text(form, "topic")
         if not topic:
             problems.append("Name the topic whose members get the mailing.")
-        elif len(topic) > MAX_TOPIC or _CONTROL.search(topic):
+        elif not is_safe(topic, MAX_TOPIC):
             problems.append("The topic is not a topic name.")
     elif audience == "users":
         upload = form.get("audience_file")

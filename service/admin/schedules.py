@@ -41,12 +41,14 @@ from service.schedule.periodic import (
 from service.schedule.runner import run_schedule
 from service.sql import q
 from service.state import state_of
+from service.text_rules import is_safe
 
 log = logging.getLogger(__name__)
 
 UPCOMING = 3
 LAST_RUNS = 3
 HISTORY = 100
+MAX_SCHEDULE_NAME = 200
 FIELDS = (
     "name", "description", "cron", "timezone", "event_type", "audience", "topic",
     "user_ids", "source", "data", "query", "shape", "url", "headers", "enabled",
@@ -266,6 +268,11 @@ async def create(request: Request, who: Session, form: FormData) -> Response:
     try:
         if not name:
             raise ScheduleError("name: a schedule needs a name")
+        # The name is a path segment of its page and shown in logs and the audit log.
+        if not is_safe(name, MAX_SCHEDULE_NAME, segment=True):
+            raise ScheduleError(
+                f"name: at most {MAX_SCHEDULE_NAME} characters, no '/' or control characters"
+            )
         settings = edited_settings(_arguments(values, adding=True), None)
         async with pool_of(request).connection() as conn, conn.transaction():
             await check_event_type(conn, settings.event_type)

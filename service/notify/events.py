@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.errors import api_error
 from service.http import json_response, read_json
+from service.metrics import count_event
 from service.notify.messages import (
     ChannelCounts,
     ChannelDelivery,
@@ -85,7 +86,7 @@ def _check_recipients(event: EventRequest, limit: int) -> None:
 
 async def post_event(request: Request) -> Response:
     state = state_of(request)
-    caller = await state.keys.require_scope(request.headers, "events:write")
+    caller = await state.keys.require_scope(request, "events:write")
     notify = state.config.notify
     limit = max(
         state.config.api.max_body_bytes,
@@ -161,6 +162,7 @@ async def post_event(request: Request) -> Response:
         raise api_error(code, f"Refused by the database: {message}.") from None
     assert row is not None
     event_id, status, created = str(row[0]), row[1], bool(row[2])
+    count_event(event.type, created)
     return json_response(
         EventAccepted(event_id, status, created),
         202 if created else 200,
@@ -170,7 +172,7 @@ async def post_event(request: Request) -> Response:
 
 async def get_event(request: Request) -> Response:
     state = state_of(request)
-    caller = await state.keys.require_scope(request.headers, "events:write")
+    caller = await state.keys.require_scope(request, "events:write")
     raw_id: str = request.path_params["event_id"]
     try:
         event_id = uuid.UUID(raw_id)
@@ -203,7 +205,7 @@ async def get_event(request: Request) -> Response:
 
 async def get_notification(request: Request) -> Response:
     state = state_of(request)
-    caller = await state.keys.require_scope(request.headers, "events:write")
+    caller = await state.keys.require_scope(request, "events:write")
     raw_id: str = request.path_params["notification_id"]
     # Notification ids are bigints; anything else cannot be one.
     if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):

@@ -3,21 +3,18 @@ signed-in client of the user-facing endpoints. JSON in and out is service/http.p
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 
 from service.errors import api_error
 from service.messages import ClientSubject
 from service.state import state_of
-
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+from service.text_rules import is_safe
 
 
 def printable(value: str, max_length: int) -> bool:
-    """Whether a path parameter is 1 to max_length printable characters (Starlette has
-    already decoded %-escapes, so a %00 arrives here as a NUL)."""
-    return 0 < len(value) <= max_length and _PRINTABLE.fullmatch(value) is not None
+    """Whether a path parameter is 1 to max_length characters that service/text_rules.py
+    allows (Starlette has already decoded %-escapes, so a %00 arrives here as a NUL)."""
+    return is_safe(value, max_length)
 
 
 def user_id_param(request: Request) -> str:

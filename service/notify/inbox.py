@@ -64,6 +64,10 @@ def _render(
 async def get_inbox(request: Request) -> Response:
     user_id = client_user(request)
     state = state_of(request)
+    # As bodies forbid unknown fields: a misspelt parameter is an error, not ignored.
+    unknown = sorted(set(request.query_params) - {"limit", "cursor"})
+    if unknown:
+        raise api_error("invalid_query", f"Unknown query parameter {unknown[0]!r}.")
     limit = _limit(request.query_params.get("limit"))
     before = _cursor(request.query_params.get("cursor"))
     params = {

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-# Printable text only; see service/seen/messages.py for why `$(?!\n)` rather than `$`.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$(?!\n)"
+from service.text_rules import SAFE_PATTERN, SAFE_SEGMENT_PATTERN
+
+# Identifiers are printable text only, one rule for all (service/text_rules.py).
+_PRINTABLE = SAFE_PATTERN
 _NOT_IN_ADDRESS = r"@\s\x00-\x1f\x7f"
 
 # How many inline users or devices one body may carry; bulk imports are a separate limit.
@@ -27,7 +29,7 @@ UserId = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[^\x00-\x1f\x7f/]+$(?!\n)",
+        pattern=SAFE_SEGMENT_PATTERN,
         description="Your user id: printable, no `/`.",
     ),
 ]

@@ -256,7 +256,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 description=(
                     "Mark an item seen with POST /v1/seen, tag `notify.seen_tag`, id = the "
-                    "item's id."
+                    "item's id. A query parameter other than these two is `invalid_query`."
                 ),
             )
         },

@@ -132,12 +132,12 @@ async def put_own(request: Request) -> Response:
 
 
 async def get_users(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:read")
+    await state_of(request).keys.require_scope(request, "users:read")
     return await _read(request, user_id_param(request))
 
 
 async def put_users(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:write")
+    await state_of(request).keys.require_scope(request, "users:write")
     return await _write(request, user_id_param(request))
 
 

@@ -120,7 +120,7 @@ async def _view(conn: psycopg.AsyncConnection[Any], user_id: str) -> UserView | 
 
 
 async def put_user(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:write")
+    await state_of(request).keys.require_scope(request, "users:write")
     user_id = user_id_param(request)
     body = await read_json(request, _decode_user, USER_BODY_BYTES)
     record = UserRecord(id=user_id, **msgspec.structs.asdict(body))
@@ -136,7 +136,7 @@ async def put_user(request: Request) -> Response:
 
 
 async def import_users(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:write")
+    await state_of(request).keys.require_scope(request, "users:write")
     body = await read_json(request, _decode_import, IMPORT_BODY_BYTES)
     seen: set[str] = set()
     for n, user in enumerate(body.users):
@@ -151,7 +151,7 @@ async def import_users(request: Request) -> Response:
 
 
 async def get_user(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:read")
+    await state_of(request).keys.require_scope(request, "users:read")
     user_id = user_id_param(request)
     async with state_of(request).pool.connection() as conn:
         view = await _view(conn, user_id)
@@ -161,7 +161,7 @@ async def get_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:write")
+    await state_of(request).keys.require_scope(request, "users:write")
     user_id = user_id_param(request)
     async with state_of(request).pool.connection() as conn:
         cur = await conn.execute(q("erase_user"), {"user_id": user_id})
@@ -179,7 +179,7 @@ def _topic(request: Request) -> str:
 
 
 async def _topic_change(request: Request, query: str) -> Response:
-    await state_of(request).keys.require_scope(request.headers, "users:write")
+    await state_of(request).keys.require_scope(request, "users:write")
     user_id = user_id_param(request)
     params = {"user_id": user_id, "topic": _topic(request)}
     try:

@@ -25,6 +25,7 @@ import msgspec
 import psycopg
 
 from service.config import Config
+from service.metrics import SCHEDULE_RUNS
 from service.schedule.periodic import (
     PRODUCER,
     FiredBy,
@@ -149,6 +150,7 @@ async def run_schedule(
                 attempts=attempts,
                 event_id=event_id,
             )
+    SCHEDULE_RUNS.labels(name, outcome).inc()
     result = RunResult(
         schedule=name,
         scheduled_for=scheduled_for,

@@ -8,6 +8,8 @@ the marks to the group committer, answer.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -25,9 +27,13 @@ from service.http import (
     read_body,
 )
 from service.identity import ANONYMOUS, check_caller
+from service.logs import log_request, request_context, request_id_from, seen_access_rate
+from service.metrics import count_seen, observe_request
 from service.seen.messages import SeenBatchResult, SeenItem, SeenRequest, SeenResult
 from service.seen.store import MarkRow, StorageUnavailable
 from service.state import State
+from service.text_rules import is_header_value
+from service.tracing import new_trace, parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +58,23 @@ def parse_seen(body: bytes, max_batch: int) -> tuple[list[SeenItem], bool]:
 
 
 async def record_seen(
-    state: State, headers: Mapping[str, str], peer: str | None, body: bytes
+    state: State,
+    headers: Mapping[str, str],
+    peer: str | None,
+    body: bytes,
+    traceparent: str | None = None,
 ) -> SeenResult | SeenBatchResult:
-    """POST /v1/seen on plain inputs: the answer, or an ApiError."""
+    """POST /v1/seen on plain inputs: the answer, or an ApiError. `traceparent` (the
+    API's span of the request) is stored with each outbox row it writes."""
     config = state.config
     caller = state.auth.authenticate(headers, peer)
     items, batch = parse_seen(body, config.api.max_batch)
 
     idempotency_key = headers.get("idempotency-key")
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise api_error("invalid_body", "Idempotency-Key must be 1 to 255 characters.")
+    if idempotency_key is not None and not is_header_value(idempotency_key, 255):
+        raise api_error(
+            "invalid_body", "Idempotency-Key must be 1 to 255 visible ASCII characters."
+        )
 
     rows: list[MarkRow] = []
     for item in items:
@@ -92,6 +105,7 @@ async def record_seen(
                 subject=mark_caller.subject,
                 consumer=tag.consumer,
                 remember_for_s=tag.remember_for.total_seconds(),
+                traceparent=traceparent,
             )
         )
 
@@ -108,6 +122,7 @@ async def record_seen(
         if r.key in seen:
             results[n] = SeenResult(r.tag, r.item_id, "duplicate")
         seen.add(r.key)
+    count_seen(results)
     return SeenBatchResult(results) if batch else results[0]
 
 
@@ -118,18 +133,25 @@ async def post_seen(scope: Scope, receive: Receive, send: Send) -> None:
     """The hot endpoint as a bare ASGI app: no Request/Response objects, and (reached
     through MarkNotifyApp) no router or exception middlewares, which were most of the
     API's CPU per request. It answers every error itself, as JSON."""
+    started = time.perf_counter()
     state: State = scope["app"].state.mn
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    request_id = request_id_from(headers.get("x-request-id"))
+    parent = parse_traceparent(headers.get("traceparent"))
+    trace = parent.child() if parent is not None else new_trace()
+    context = request_context.set((request_id, trace.trace_id))
     extra: dict[str, str] = {}
     try:
         check_json_headers(headers, state.config.api.max_body_bytes)
         body = await read_body(receive, state.config.api.max_body_bytes)
         client = scope.get("client")
         answer: msgspec.Struct = await record_seen(
-            state, headers, client[0] if client else None, body
+            state, headers, client[0] if client else None, body, trace.traceparent
         )
         status = 200
     except ClientGone:
+        request_context.reset(context)
+        observe_request("POST", "/v1/seen", None, started)
         return
     except ApiError as exc:
         status, answer, extra = exc.status, error_body(exc), exc.headers
@@ -140,5 +162,13 @@ async def post_seen(scope: Scope, receive: Receive, send: Send) -> None:
     payload = encode(answer)
     response_headers = [_JSON_HEADER, (b"content-length", str(len(payload)).encode())]
     response_headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+    response_headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": payload})
+    observe_request("POST", "/v1/seen", status, started)
+    request_context.reset(context)
+    # 200s are sampled unless the caller's trace is (docs/observability.md, Logs).
+    sampled = parent is not None and parent.sampled
+    rate = seen_access_rate()
+    if status != 200 or sampled or rate >= 1.0 or random.random() < rate:  # noqa: S311
+        log_request("POST", "/v1/seen", status, started, request_id, trace.trace_id)

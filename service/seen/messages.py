@@ -12,10 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-# Printable text only: control characters in ids end up in logs, headers and topics.
-# `$(?!\n)` is the true end of the text: Python's `$` alone also matches before a final
-# newline (and `\Z` is not valid in the ECMA regex dialect the OpenAPI document uses).
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$(?!\n)"
+from service.text_rules import SAFE_PATTERN
+
 TagName = Annotated[
     str,
     msgspec.Meta(
@@ -30,8 +28,9 @@ ItemId = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=256,
-        pattern=_PRINTABLE,
-        description="Id of the notification that was shown.",
+        # Printable text only (service/text_rules.py): ids end up in logs, headers, topics.
+        pattern=SAFE_PATTERN,
+        description="Id of the notification that was shown: no control characters.",
     ),
 ]
 SeenStatus = Literal["recorded", "duplicate"]
@@ -56,6 +55,24 @@ class SeenRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         ]
         | None
     ) = None
+
+
+# The most items a batch may ever hold; a deployment's api.max_batch may be lower.
+MAX_BATCH_CAP = 1000
+
+
+class SeenBatch(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The batch form, as documented: SeenRequest decodes both forms in one Struct, and
+    the OpenAPI document publishes them as `oneOf` SeenItem, SeenBatch."""
+
+    items: Annotated[
+        list[SeenItem],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BATCH_CAP,
+            description="At most `api.max_batch` items (<= 1000): more is `batch_too_large`.",
+        ),
+    ]
 
 
 class SeenResult(msgspec.Struct, frozen=True):

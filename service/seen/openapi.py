@@ -6,9 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from service.openapi import REF, Section, error_responses, json_content
-from service.seen.messages import SeenBatchResult, SeenRequest, SeenResult
+from service.seen.messages import SeenBatch, SeenBatchResult, SeenItem, SeenResult
+from service.text_rules import HEADER_VALUE_PATTERN
 
-STRUCTS = (SeenRequest, SeenResult, SeenBatchResult)
+STRUCTS = (SeenItem, SeenBatch, SeenResult, SeenBatchResult)
+
+
+def _schemas() -> dict[str, Any]:
+    # The body is one mark or a batch, never both and never neither: `oneOf` says so, where
+    # the Struct that decodes it (SeenRequest) has all three fields optional.
+    return {
+        "SeenRequest": {
+            "title": "SeenRequest",
+            "description": "Either one mark (`tag` and `id`) or a batch (`items`), never both.",
+            "oneOf": [
+                {"$ref": REF.format(name="SeenItem")},
+                {"$ref": REF.format(name="SeenBatch")},
+            ],
+        }
+    }
 
 
 def _paths() -> dict[str, Any]:
@@ -22,6 +38,7 @@ def _paths() -> dict[str, Any]:
         "wrong_event_type",
         "client_identity_required",
         "payload_too_large",
+        "headers_too_large",
         "unsupported_media_type",
         "database_unavailable",
         "internal_error",
@@ -41,8 +58,16 @@ def _paths() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 255},
-                        "description": "Deduplicates anonymous marks across retries.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 255,
+                            "pattern": HEADER_VALUE_PATTERN,
+                        },
+                        "description": (
+                            "Deduplicates anonymous marks across retries: 1-255 visible "
+                            "ASCII characters, else `invalid_body`."
+                        ),
                     }
                 ],
                 "security": [{"bearer": []}, {}],
@@ -68,4 +93,4 @@ def _paths() -> dict[str, Any]:
     }
 
 
-SECTION = Section(_paths, STRUCTS)
+SECTION = Section(_paths, STRUCTS, _schemas)

@@ -18,6 +18,8 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from service.logs import request_context
+from service.metrics import observe_commit
 from service.sql import q
 from service.wake import WAKE_QUEUE, WAKE_TASK
 
@@ -37,6 +39,8 @@ class MarkRow:
     # None: the tag has no consumer, the mark is only remembered.
     consumer: str | None
     remember_for_s: float
+    # The W3C traceparent stored with the outbox row (service/tracing.py).
+    traceparent: str | None = None
 
     @property
     def key(self) -> MarkKey:
@@ -108,6 +112,9 @@ class GroupCommitter:
         task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
+        # The task was spawned on some request's behalf, but commits a batch of many: its
+        # lines name all their traces, not that one request's.
+        request_context.set(None)
         async with self._slots:
             self._drainer_waiting = False
             batch: list[_Waiter] = []
@@ -135,7 +142,10 @@ class GroupCommitter:
             # One request's rows broke the shared statement: write each request on its own
             # so that only the culprit fails.
             log.warning(
-                "group commit of %d requests failed (%s); retrying one by one", len(batch), exc
+                "group commit of %d requests failed (%s); retrying one by one",
+                len(batch),
+                exc,
+                extra={"trace_ids": _trace_ids(batch)},
             )
             for w in batch:
                 try:
@@ -143,6 +153,13 @@ class GroupCommitter:
                 except Exception as single_exc:
                     _settle(w, single_exc)
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "group commit of %d requests",
+                len(batch),
+                extra={"new_marks": len(new), "trace_ids": _trace_ids(batch)},
+            )
+        observe_commit(len(batch), sum(len(w.rows) for w in batch))
         # A mark sent by several requests of one batch was written once: it is new for the
         # first of them only, and a repeat for the others (as if they had come one by one).
         unclaimed = set(new)
@@ -165,6 +182,11 @@ class GroupCommitter:
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _trace_ids(batch: Sequence[_Waiter]) -> list[str]:
+    """The trace ids of a batch's requests (a traceparent's second field)."""
+    return sorted({row.traceparent[3:35] for w in batch for row in w.rows[:1] if row.traceparent})
 
 
 def _settle(waiter: _Waiter, outcome: set[MarkKey] | BaseException) -> None:

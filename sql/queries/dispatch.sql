@@ -1,6 +1,7 @@
 -- name: claim_outbox
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
---   created_at timestamptz): the claimed rows; attempts is this attempt's number.
+--   created_at timestamptz, traceparent text): the claimed rows; attempts is this attempt's
+--   number, traceparent the W3C trace context of the request that wrote the row, if any.
 -- purpose: claim up to `limit` due rows of one consumer for this dispatcher, oldest due
 --   first; none while an operator has paused the consumer. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
 --   next_attempt_at to the lease end, so the rows are due again only if this dispatcher
@@ -25,11 +26,12 @@ SET attempts = o.attempts + 1,
     updated_at = now()
 FROM due
 WHERE o.id = due.id
-RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
+          o.traceparent;
 
 -- name: claim_outbox_ordered
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
---   created_at timestamptz), as claim_outbox.
+--   created_at timestamptz, traceparent text), as claim_outbox.
 -- purpose: claim_outbox for an ordered consumer: only the head (lowest pending id) of each
 --   ordering key, and only while no other row of that key is leased, so one subject's rows
 --   go one at a time in id order (the next waits until the previous is delivered, failed
@@ -63,11 +65,12 @@ SET attempts = o.attempts + 1,
     updated_at = now()
 FROM due
 WHERE o.id = due.id
-RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
+          o.traceparent;
 
 -- name: claim_outbox_ids
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
---   created_at timestamptz), as claim_outbox.
+--   created_at timestamptz, traceparent text), as claim_outbox.
 -- purpose: claim the given pending rows, whether due or not, except those of a paused
 --   consumer; the baseline of bench/dispatch.py (one Procrastinate job per row) claims
 --   its one row with it.
@@ -86,7 +89,8 @@ SET attempts = o.attempts + 1,
     updated_at = now()
 FROM picked
 WHERE o.id = picked.id
-RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at;
+RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
+          o.traceparent;
 
 -- name: complete_outbox
 -- returns: rows (id bigint, outcome text, applied boolean): the recorded outcome of each
@@ -209,7 +213,7 @@ ORDER BY consumer;
 
 -- name: claim_notifications
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
---   created_at timestamptz), as claim_outbox; payload is what a channel transport needs:
+--   created_at timestamptz, traceparent text), as claim_outbox; payload is what a channel transport needs:
 --   notification_id, event_id, type, category, transactional, user_id, locale, data, the
 --   contact of the channel's kind (email, phone, or devices [{token, platform}]), and
 --   providers_off: the names of the channel's providers an operator switched off
@@ -282,7 +286,8 @@ claimed AS (
         updated_at = now()
     FROM facts AS f
     WHERE o.id = f.id AND f.suppress IS NULL
-    RETURNING o.id, o.event_id::text AS row_event_id, o.ordering_key, o.attempts, o.created_at
+    RETURNING o.id, o.event_id::text AS row_event_id, o.ordering_key, o.attempts, o.created_at,
+              o.traceparent
 )
 SELECT c.id, c.row_event_id, c.ordering_key,
        jsonb_build_object(
@@ -296,7 +301,7 @@ SELECT c.id, c.row_event_id, c.ordering_key,
                              FROM provider_controls AS p
                              WHERE %(kind)s IN ('sms', 'push')
                                AND p.channel = %(consumer)s AND NOT p.enabled)) AS payload,
-       c.attempts, c.created_at
+       c.attempts, c.created_at, c.traceparent
 FROM claimed AS c JOIN facts AS f ON f.id = c.id;
 
 -- name: remove_push_devices

@@ -3,7 +3,7 @@
 --   that had expired and were revived; every other input position was a repeat.
 -- purpose: the whole seen write path as one set-based statement, so a request, a batch or
 --   a group-committed set of requests costs one round trip: upsert the marks, add one
---   outbox row per new mark of a tag with a consumer, and defer one dispatcher wake-up per consumer that got rows.
+--   outbox row per new mark of a tag with a consumer (with the request's W3C traceparent), and defer one dispatcher wake-up per consumer that got rows.
 --   The wake-up is a Procrastinate job with a queueing lock per consumer, so a burst adds
 --   at most one pending job per consumer. The input is one JSON array of mark objects
 --   (one parameter that Python encodes and PostgreSQL unpacks in C, where parallel arrays
@@ -11,10 +11,11 @@
 --   folded; rows are written in key order so concurrent batches cannot deadlock.
 WITH input AS (
     SELECT DISTINCT ON (tag, item_id, subject_key)
-           tag, item_id, subject_key, subject_kind, subject, consumer, remember_for_s
+           tag, item_id, subject_key, subject_kind, subject, consumer, remember_for_s,
+           traceparent
     FROM jsonb_to_recordset(%(marks)s::jsonb)
          AS t(tag text, item_id text, subject_key text, subject_kind text, subject jsonb,
-              consumer text, remember_for_s float8)
+              consumer text, remember_for_s float8, traceparent text)
     ORDER BY tag, item_id, subject_key
 ),
 marks AS (
@@ -33,10 +34,11 @@ marks AS (
     RETURNING tag, item_id, subject_key, subject_kind, subject, seen_at, outbox_id
 ),
 queued AS (
-    INSERT INTO outbox (id, kind, consumer, ordering_key, payload)
+    INSERT INTO outbox (id, kind, consumer, ordering_key, payload, traceparent)
     SELECT mk.outbox_id, 'seen', i.consumer, mk.subject_key,
            jsonb_build_object('event_type', mk.subject_kind, 'tag', mk.tag, 'id', mk.item_id,
-                              'seen_at', mk.seen_at, 'subject', mk.subject)
+                              'seen_at', mk.seen_at, 'subject', mk.subject),
+           i.traceparent
     FROM marks AS mk JOIN input AS i USING (tag, item_id, subject_key)
     WHERE mk.outbox_id IS NOT NULL
     ORDER BY mk.outbox_id

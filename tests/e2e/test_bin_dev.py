@@ -6,8 +6,10 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -15,6 +17,36 @@ from service.config import ROOT
 from tests.support import free_port
 
 START_BUDGET_S = 90.0
+# The README promises the delivery in bin/dev's log and in the SQL shell "within a moment".
+DELIVERY_BUDGET_S = 5.0
+
+
+class Output:
+    """bin/dev's terminal, read line by line as it is written."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        self.stream = stream = process.stdout
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            self.lines.append(raw.decode(errors="replace"))
+
+    def wait_for(self, text: str, budget_s: float) -> float:
+        """Seconds until a line containing `text` appeared."""
+        started = time.monotonic()
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() - started < budget_s, f"no {text!r} in {budget_s}s"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def text(self) -> str:
+        self.reader.join(timeout=30)
+        self.stream.close()
+        return "".join(self.lines)
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
@@ -38,6 +70,7 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
     dev = subprocess.Popen(
         [str(ROOT / "bin" / "dev")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+    out = Output(dev)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, dev)
@@ -56,6 +89,24 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["status"] in {"recorded", "duplicate"}
         assert time.monotonic() - started < START_BUDGET_S
+        # As the README says: the example consumer bin/dev runs logs the signed delivery,
+        # and the SQL shell shows the delivered row, within a moment.
+        out.wait_for(
+            "consumer promotions: client saw promotions/some-promotion-id, signature verified",
+            DELIVERY_BUDGET_S,
+        )
+        readme = (ROOT / "README.md").read_text()
+        sql_line = next(line for line in readme.splitlines() if line.startswith("bin/sql -c"))
+        shell = subprocess.run(
+            ["bash", "-c", sql_line],
+            cwd=ROOT,
+            env=env | {"MARK_NOTIFY_SQL_BUILTIN": "1"},
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "promotions" in shell.stdout and "delivered" in shell.stdout, shell.stdout
 
         # The README's notification example, run as written there (on this test's port).
         readme = (ROOT / "README.md").read_text()
@@ -107,7 +158,8 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
         assert "already running" in second.stdout + second.stderr
     finally:
         dev.send_signal(signal.SIGINT)
-        output = dev.communicate(timeout=60)[0].decode()
+        dev.wait(timeout=60)
+    output = out.text()
     assert dev.returncode == 0, output
     assert "stopped" in output
     # The local peers bin/dev runs received them.

@@ -177,8 +177,9 @@ async def test_503_four_times_then_200_is_delivered_once_after_five_attempts(
     bounds = Backoff(initial=timedelta(seconds=0.05), factor=2.0, cap=timedelta(seconds=0.3))
     for n, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
         gap = (after[4] - before[4]).total_seconds() - before[5] / 1000.0
-        # Full jitter: anywhere in [0, bound]; plus scheduling slack (claim, wake-up).
-        assert -0.01 <= gap <= backoff_bound(bounds, n) + 0.25, (n, gap)
+        # Equal jitter: in [bound / 2, bound]; plus scheduling slack (claim, wake-up).
+        bound = backoff_bound(bounds, n)
+        assert bound / 2 - 0.01 <= gap <= bound + 0.25, (n, gap)
 
 
 async def test_retry_after_is_honoured(db: Conn, db_url: str) -> None:

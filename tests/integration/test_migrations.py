@@ -153,6 +153,7 @@ REVISIONS = [
     "0004_schedule",
     "0005_admin",
     "0006_analytics",
+    "0007_tracing",
 ]
 
 

@@ -672,17 +672,24 @@ async def test_openapi(refusals: tuple[httpx.AsyncClient, Conn]) -> None:
     post_op = doc["paths"]["/v1/seen"]["post"]
     request_schema = post_op["requestBody"]["content"]["application/json"]["schema"]
     assert request_schema == {"$ref": "#/components/schemas/SeenRequest"}
-    seen_request = schemas["SeenRequest"]
-    assert set(seen_request["properties"]) == {"tag", "id", "items"}
-    tag_schema = next(s for s in seen_request["properties"]["tag"]["anyOf"] if s.get("type"))
+    # One mark or a batch: each form's fields required, nothing else allowed.
+    assert schemas["SeenRequest"]["oneOf"] == [
+        {"$ref": "#/components/schemas/SeenItem"},
+        {"$ref": "#/components/schemas/SeenBatch"},
+    ]
+    tag_schema = schemas["SeenItem"]["properties"]["tag"]
     assert (tag_schema["maxLength"], tag_schema["minLength"]) == (64, 1)
     assert set(schemas["SeenItem"]["required"]) == {"tag", "id"}
+    assert schemas["SeenBatch"]["required"] == ["items"]
+    for form in ("SeenItem", "SeenBatch"):
+        assert schemas[form]["additionalProperties"] is False
     assert schemas["SeenItem"]["properties"]["id"]["maxLength"] == 256
     assert schemas["ErrorBody"]["required"] == ["code", "message"]
 
     responses = post_op["responses"]
-    assert set(responses) == {"200", "400", "401", "403", "413", "415", "500", "503"}
-    for status in ("400", "401", "403", "413", "415", "500", "503"):
+    errors = ("400", "401", "403", "413", "415", "431", "500", "503")
+    assert set(responses) == {"200", *errors}
+    for status in errors:
         content = responses[status]["content"]["application/json"]["schema"]
         assert content == {"$ref": "#/components/schemas/ErrorBody"}
     documented = " ".join(r.get("description", "") for r in responses.values())

@@ -16,6 +16,7 @@ from dispatcher.retry import (
     classify_status,
     parse_retry_after,
     retry_delay,
+    schedule,
     trim_error,
 )
 from dispatcher.worker import lease_for
@@ -52,21 +53,42 @@ def test_backoff_bound_grows_exponentially_up_to_the_cap() -> None:
     assert backoff_bound(BACKOFF, 10_000) == 30  # no overflow
 
 
-def test_retry_delay_is_full_jitter_within_the_bound() -> None:
+def test_retry_delay_is_equal_jitter_between_half_the_bound_and_the_bound() -> None:
     rng = random.Random(1)
     for attempt in range(1, 10):
         delays = [retry_delay(BACKOFF, attempt, rng=rng) for _ in range(2000)]
         bound = backoff_bound(BACKOFF, attempt)
-        assert all(0 <= d <= bound for d in delays)
-        # Spread over the whole range, not clustered at the top (that would be no jitter).
-        assert min(delays) < bound * 0.05 and max(delays) > bound * 0.95
+        # A floor: never a retry right on the heels of a failure.
+        assert all(bound / 2 <= d <= bound for d in delays)
+        # Spread over the whole upper half, not clustered (that would be no jitter).
+        assert min(delays) < bound * 0.52 and max(delays) > bound * 0.98
+
+
+def test_the_published_schedule_of_the_default_backoff() -> None:
+    # The table in README.md (Delivery): attempt -> shortest and longest wait after it.
+    assert schedule(Backoff(), 12) == [
+        (1, 0.5, 1),
+        (2, 1, 2),
+        (3, 2, 4),
+        (4, 4, 8),
+        (5, 8, 16),
+        (6, 16, 32),
+        (7, 32, 64),
+        (8, 64, 128),
+        (9, 128, 256),
+        (10, 256, 512),
+        (11, 300, 600),
+        (12, 300, 600),
+    ]
 
 
 def test_retry_after_is_a_floor_bounded_by_the_cap() -> None:
     rng = random.Random(2)
     assert all(retry_delay(BACKOFF, 1, 7.0, rng) == 7.0 for _ in range(100))
     assert retry_delay(BACKOFF, 1, 3600.0, rng) == 30.0
-    assert 0 <= retry_delay(BACKOFF, 1, 0.0, rng) <= 1
+    assert 0.5 <= retry_delay(BACKOFF, 1, 0.0, rng) <= 1
+    # A short Retry-After does not undercut the floor.
+    assert all(0.5 <= retry_delay(BACKOFF, 1, 0.1, rng) <= 1 for _ in range(100))
 
 
 def test_parse_retry_after() -> None:

@@ -432,3 +432,21 @@ def test_check_caller(caller: Caller, tag_type: Any, expected: tuple[int, str] |
 
 def test_anonymous_subject_is_empty() -> None:
     assert ANONYMOUS == Caller("anonymous", AnonymousSubject(), "anonymous")
+
+
+# -- claims out of range (issue 12) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_huge_time_claim_is_an_invalid_token_not_a_crash(claim: str) -> None:
+    # Signed with the right key: only the number is wrong (10**400 overflows a float).
+    body = claims(kind="client", sub="u") | {claim: 10**400}
+    tok = forged_hs256(body, JWT_SECRET.encode())
+    assert_invalid_token(HS, tok)
+
+
+@pytest.mark.parametrize("value", ["u\u0085", "u\u009b[31m", "a\u202eb", "x\u2028y", "\x7f"])
+def test_ids_with_unsafe_characters_are_refused_even_when_signed(value: str) -> None:
+    assert_invalid_token(HS, token({"kind": "client", "sub": value}), "'sub'")
+    caller = authenticate(HS, bearer(token({"kind": "client", "sub": "u", "phone_id": value})))
+    assert caller.subject == ClientSubject(user_id="u", phone_id=None)

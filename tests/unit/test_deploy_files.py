@@ -1,0 +1,294 @@
+"""The deployment files hold together: docker-compose.yml's services, health checks,
+dependencies, images and paths; the production Dockerfile; config/compose.toml with the
+compose environment; Prometheus's scrape config; Grafana's provisioning and dashboard.
+No Docker here: the files are read as Docker, Prometheus and Grafana would read them."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+
+from service.config import load_config
+from service.config_base import ROOT
+from service.notify.templates import load_templates
+
+COMPOSE = ROOT / "docker-compose.yml"
+SERVICES = {"postgres", "kafka", "migrate", "api", "dispatcher", "prometheus", "grafana"}
+ONE_SHOT = {"migrate"}
+ENV_EXAMPLE = ROOT / "config" / "compose.env.example"
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:?message}, ${VAR:-default} with env (a missing required
+    variable fails the test, as it fails `docker compose up`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        if name in env and (env[name] or op not in (":-", ":?")):
+            return env[name]
+        if op in (":-", "-"):
+            return arg
+        raise AssertionError(f"${{{name}}} is required and unset: {arg}")
+
+    return re.sub(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", one, text)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_the_stack_has_every_service() -> None:
+    assert set(services()) == SERVICES
+
+
+def test_every_long_running_service_has_a_health_check() -> None:
+    for name, service in services().items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", name
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name}: no healthcheck"
+        assert not check.get("disable"), name
+        test = check["test"]
+        assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL"), (name, test)
+        assert len(test) > 1, name
+
+
+def test_health_checks_probe_what_the_service_is_for() -> None:
+    long_running = {n: s for n, s in services().items() if n not in ONE_SHOT}
+    checks = {name: " ".join(s["healthcheck"]["test"]) for name, s in long_running.items()}
+    assert "pg_isready" in checks["postgres"]
+    assert "kafka-broker-api-versions" in checks["kafka"]
+    assert ":8000/readyz" in checks["api"]
+    port = compose_config().dispatcher.metrics_port
+    assert f":{port}/metrics" in checks["dispatcher"]
+    assert "/-/ready" in checks["prometheus"]
+    assert "/api/health" in checks["grafana"]
+
+
+def test_dependencies_wait_for_health_and_for_the_migrations() -> None:
+    s = services()
+    assert s["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "dispatcher"):
+        depends = s[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    assert s["dispatcher"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert s["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert s["migrate"]["command"] == ["python", "-m", "service.migrate", "upgrade"]
+    assert s["dispatcher"]["command"] == ["python", "-m", "dispatcher.main"]
+    assert "uvicorn service.asgi:app" in s["api"]["command"]
+
+
+def test_dispatchers_can_be_scaled() -> None:
+    dispatcher = services()["dispatcher"]
+    # A fixed name or host port would make `--scale dispatcher=3` fail on the second one.
+    for key in ("container_name", "ports", "hostname"):
+        assert key not in dispatcher, key
+    assert "PROMETHEUS_MULTIPROC_DIR" not in environment(dispatcher)
+
+
+def test_the_api_workers_share_an_empty_multiprocess_directory() -> None:
+    api = services()["api"]
+    directory = environment(api)["PROMETHEUS_MULTIPROC_DIR"]
+    assert directory in api["tmpfs"]  # fresh, so empty, at every start
+    assert "--workers" in api["command"]
+
+
+def test_every_image_is_pinned_to_a_tag() -> None:
+    for name, service in services().items():
+        image = service.get("image")
+        assert image or service.get("build"), f"{name}: neither image nor build"
+        if image is None:
+            continue
+        repository, _, tag = image.rpartition("/")[2].partition(":")
+        assert tag and tag != "latest", f"{name}: {image} is not pinned to a tag"
+        assert "@" not in tag and repository, image
+
+
+def test_every_build_context_and_dockerfile_exists() -> None:
+    contexts = 0
+    for name, service in services().items():
+        build = service.get("build")
+        if build is None:
+            continue
+        context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+        assert context.is_dir(), f"{name}: no build context {context}"
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile")
+        assert dockerfile and (context / dockerfile).is_file(), f"{name}: no {dockerfile}"
+        for image in re.findall(r"^FROM\s+(\S+)", (context / dockerfile).read_text(), re.M):
+            assert ":" in image and not image.endswith(":latest"), f"{name}: FROM {image}"
+        contexts += 1
+    assert contexts >= 4  # the application's three services and postgres
+
+
+def test_every_bind_mounted_host_path_exists() -> None:
+    named = set(compose().get("volumes") or {})
+    mounts = 0
+    for name, service in services().items():
+        for volume in service.get("volumes") or []:
+            source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+            if source in named:
+                continue
+            assert source.startswith(("./", "../", "/")), f"{name}: {source} is no named volume"
+            assert (ROOT / source).exists(), f"{name}: bind mount {source} does not exist"
+            mounts += 1
+    assert mounts >= 5
+
+
+def test_every_secret_comes_from_the_environment_and_the_example_has_them_all() -> None:
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert {"POSTGRES_PASSWORD", "JWT_SECRET", "GRAFANA_ADMIN_PASSWORD"} <= required
+    example = env_example()
+    assert required <= set(example)
+    for name, value in example.items():
+        if not value.startswith("whsec_"):
+            assert "REPLACE-ME" in value, f"{name}: placeholder not marked"
+    # No literal secret in the compose file: every password and secret is a variable.
+    for service in services().values():
+        for key, value in environment(service).items():
+            if re.search(r"SECRET|PASSWORD", key, re.I):
+                assert value.startswith("${"), f"{key} is set in docker-compose.yml"
+
+
+def compose_config() -> Any:
+    """config/compose.toml as the API and the dispatchers load it, with the environment
+    docker-compose.yml gives them (the example's placeholders for the secrets)."""
+    api = services()["api"]
+    raw = environment(api)
+    env = {k: interpolate(v, env_example()) for k, v in raw.items()}
+    assert env["MARK_NOTIFY_CONFIG"].startswith("/app/config/")
+    path = ROOT / "config" / env["MARK_NOTIFY_CONFIG"].removeprefix("/app/config/")
+    return load_config(path, env)
+
+
+def test_the_containers_config_loads_with_the_compose_environment() -> None:
+    config = compose_config()
+    assert config.environment == "production"
+    assert config.database.url and "@postgres:5432/" in config.database.url
+    assert config.kafka.bootstrap_servers == "kafka:9092"
+    # Reachable by Prometheus from its own container.
+    assert config.dispatcher.metrics_host == "0.0.0.0"  # noqa: S104
+    assert config.identity.jwt is not None and config.identity.jwt.secret
+    assert not config.identity.jwt.secret.startswith("dev-")
+    assert set(load_templates(config)) == set(config.event_types)
+    # Every service of the application reads the same configuration.
+    envs = [environment(services()[n]) for n in ("migrate", "api", "dispatcher")]
+    for key in envs[1]:
+        if key != "PROMETHEUS_MULTIPROC_DIR":
+            assert all(env.get(key) == envs[1][key] for env in envs), key
+
+
+def test_the_production_image_has_no_embedded_database() -> None:
+    # The instructions, without the comments (which may name what is left out).
+    dockerfile = re.sub(r"^\s*#.*\n", "", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs
+    assert "embedded" not in dockerfile and "pgserver" not in dockerfile
+    assert not re.search(r"pip install[^\n]*\.\[", dockerfile)  # no extras at all
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    for source in re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)\s", dockerfile, re.M):
+        assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    copied = re.findall(r"^COPY\s+(\S+)", dockerfile, re.M)
+    assert not set(copied) & set(ignored)
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("pgserver") for d in project["dependencies"])
+    assert any(d.startswith("pgserver") for d in project["optional-dependencies"]["embedded"])
+
+
+@pytest.mark.parametrize("script", ["dev", "test"])
+def test_bin_dev_and_bin_test_install_the_embedded_extra(script: str) -> None:
+    lines = (ROOT / "bin" / script).read_text().splitlines()
+    calls = [line for line in lines if line.startswith("ensure_venv")]
+    assert calls and "embedded" in calls[0]
+    assert script in calls[0]
+
+
+def test_prometheus_scrapes_the_api_and_every_dispatcher() -> None:
+    config = yaml.safe_load((ROOT / "config/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["mark-notify-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    (dns,) = jobs["mark-notify-dispatcher"]["dns_sd_configs"]
+    assert dns["names"] == ["dispatcher"] and dns["type"] == "A"
+    assert dns["port"] == compose_config().dispatcher.metrics_port
+    for rules in config["rule_files"]:
+        assert (ROOT / "config/prometheus" / rules).is_file()
+    prometheus = services()["prometheus"]
+    assert "./config/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard() -> None:
+    base = ROOT / "config/grafana"
+    (source,) = yaml.safe_load((base / "provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((base / "provisioning/dashboards/mark-notify.yml").read_text())[
+        "providers"
+    ]
+    mounts = dict(v.split(":")[:2] for v in services()["grafana"]["volumes"] if v.startswith("./"))
+    assert mounts["./config/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./config/grafana/dashboards"] == provider["options"]["path"]
+
+    dashboard = json.loads((base / "dashboards/mark-notify.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+    titles = " ".join(p["title"] for p in panels).lower()
+    for topic in (
+        "rps",
+        "/v1/seen latency",
+        "seen marks per tag",
+        "pending",
+        "oldest pending age",
+        "deliveries by consumer and outcome",
+        "attempt latency",
+        "dead letters",
+        "breaker",
+        "queue depth",
+        "scheduler",
+    ):
+        assert topic in titles, topic
+
+
+def test_every_api_server_bounds_request_heads() -> None:
+    """The image, the stack and bin/dev all run uvicorn with the bounded protocol, which
+    answers 431 to an oversized request head before reading it all into memory."""
+    protocol = "service.http_limits:BoundedHttpToolsProtocol"
+    assert protocol in (ROOT / "Dockerfile").read_text()
+    assert protocol in services()["api"]["command"]
+    assert protocol in (ROOT / "service" / "devserver.py").read_text()

@@ -65,7 +65,7 @@ class _BoundedOpenPool(psycopg_pool.AsyncConnectionPool):
     the pool gives up reconnecting after RECONNECT_TIMEOUT_S. Failing early lets
     run_jobs_worker start it again at once."""
 
-    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (the signature it overrides)
         await super().open(wait, min(timeout, JOBS_POOL_TIMEOUT_S))
 
 

@@ -147,6 +147,7 @@ class ConsumerLoop:
     def stop(self) -> None:
         self._stopping = True
         self._event.set()
+
     async def run(self) -> None:
         await self._publish()
         busy = True  # claim at once on start: rows may have waited for us

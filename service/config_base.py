@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 
 
 class Backoff(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Delay before attempt n+1 is min(cap, initial * factor**(n-1)), with full jitter."""
+    """Delay before attempt n+1: half of min(cap, initial * factor**(n-1)), plus up to the
+    other half at random (equal jitter: never sooner than half the bound)."""
 
     initial: timedelta = timedelta(seconds=1)
     factor: Annotated[float, msgspec.Meta(ge=1.0)] = 2.0

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,22 @@ def make_pool(
     async def configure(conn: AsyncConnection[Any]) -> None:
         await conn.set_autocommit(autocommit)
 
-    return AsyncConnectionPool(
+    sweeping: set[asyncio.Task[None]] = set()
+
+    async def check(conn: AsyncConnection[Any]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            # One dead connection means a restart killed its idle siblings too. Left to
+            # the pool, each would fail a later request's check in turn, each failure
+            # pausing that request longer (1 s, 2 s, ...): drop them all at once.
+            if not sweeping:
+                task = asyncio.create_task(pool.check())
+                sweeping.add(task)
+                task.add_done_callback(sweeping.discard)
+            raise
+
+    pool: AsyncConnectionPool = AsyncConnectionPool(
         url,
         min_size=settings.pool_min,
         max_size=max(settings.pool_min, settings.pool_max),
@@ -97,7 +113,7 @@ def make_pool(
         # After a PostgreSQL restart every idle connection is dead: checked as it is
         # handed out (one empty round trip), a dead one is replaced instead of failing
         # the caller's statement (a failed completion means a duplicate delivery).
-        check=AsyncConnectionPool.check_connection,
+        check=check,
         # The pool retries a failed connect with a doubling delay until this runs out and
         # only then lets a new request start a fresh one: short, so that after an outage
         # the first request reconnects at once rather than after a grown delay.
@@ -105,3 +121,4 @@ def make_pool(
         open=False,
         name=name,
     )
+    return pool

@@ -1,13 +1,13 @@
-"""Prometheus metrics of the API, and the exposition both processes serve.
+"""Prometheus metrics of the API and its `GET /metrics`.
 
 The API runs as several uvicorn workers, each its own process with its own counters,
 and a scrape reaches one of them. prometheus-client's multiprocess mode makes the one
 that answers speak for all: when `PROMETHEUS_MULTIPROC_DIR` is set (bin/dev sets it for
 the API; set it wherever the API runs with more than one worker), every worker keeps its
 values in memory-mapped files there, and `GET /metrics` sums the files of every worker,
-live or gone. A worker's update is an in-process write to its own file, about a
-microsecond, with no lock shared between workers. The directory must be empty when the
-API starts (stale files would be summed in) and must not be shared with the dispatcher,
+live or gone. A worker's update is a write to its own file, with no lock shared between
+workers; the request path defers even that (see flush()). The directory must be empty
+when the API starts (stale files would be summed in) and must not be shared with the dispatcher,
 which is one process and serves its own registry (dispatcher/metrics.py). The API has
 counters and histograms only: gauges of the database's state would be exported once
 per worker, so the dispatcher exports those.
@@ -19,9 +19,10 @@ here unregistered, and registered by the dispatcher's exporter.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections import Counter as Tally
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -90,15 +91,20 @@ SCHEDULE_RUNS = Counter(
     registry=None,
 )
 
-# labels() costs a few microseconds (a lock and a tuple check); the hot path looks its
-# children up here instead.
-_requests: dict[tuple[str, str, int], Any] = {}
-_durations: dict[tuple[str, str], Any] = {}
-_marks: dict[tuple[str, str], Any] = {}
+# The hot path only tallies, in plain dicts of this process (well under a microsecond);
+# flush() hands the tallies to prometheus-client (about a microsecond per value written,
+# and a request writes four) at most FLUSH_S after they were made, and before every
+# exposition, so a scrape lags a worker's requests by at most that.
+FLUSH_S = 1.0
+_requests: dict[tuple[str, str, int], int] = {}
+# Per (method, route): [sum of durations, count per bucket..., count above the last bound].
+_durations: dict[tuple[str, str], list[float]] = {}
+_marks: dict[tuple[str, str], int] = {}
+_flush_loop: asyncio.AbstractEventLoop | None = None
 
 
-def status_class(status: int | None) -> str:
-    return "aborted" if status is None else f"{status // 100}xx"
+def status_class(status: int) -> str:
+    return "aborted" if not status else f"{status // 100}xx"
 
 
 def observe_request(method: str, route: str, status: int | None, started: float) -> None:
@@ -106,15 +112,55 @@ def observe_request(method: str, route: str, status: int | None, started: float)
     elapsed = time.perf_counter() - started
     if method not in METHODS:
         method = "other"  # any token is a method to HTTP: one label for the odd ones
-    counter = _requests.get((method, route, status or 0))
-    if counter is None:
-        counter = HTTP_REQUESTS.labels(method, route, status_class(status))
-        _requests[(method, route, status or 0)] = counter
-    counter.inc()
-    histogram = _durations.get((method, route))
-    if histogram is None:
-        histogram = _durations[(method, route)] = HTTP_DURATION.labels(method, route)
-    histogram.observe(elapsed)
+    key = (method, route, status or 0)
+    _requests[key] = _requests.get(key, 0) + 1
+    tally = _durations.get((method, route))
+    if tally is None:
+        tally = _durations[(method, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+    tally[0] += elapsed
+    # A bucket counts durations up to and including its bound, as observe() does.
+    tally[1 + bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+    _flush_soon()
+
+
+def count_seen(results: Sequence[Any]) -> None:
+    """Count the marks of one answered request (SeenResults: .tag and .status)."""
+    for r in results:
+        key = (r.tag, r.status)
+        _marks[key] = _marks.get(key, 0) + 1
+    _flush_soon()
+
+
+def _flush_soon() -> None:
+    global _flush_loop
+    loop = asyncio.get_running_loop()
+    # Compared with the loop, not a flag: a loop that closed with a flush pending (tests
+    # run one per test) must not leave the next one without.
+    if _flush_loop is not loop:
+        _flush_loop = loop
+        loop.call_later(FLUSH_S, flush)
+
+
+def flush() -> None:
+    """Write this process's tallies into its metrics (in multiprocess mode, its files)."""
+    global _flush_loop
+    _flush_loop = None
+    requests, durations, marks = dict(_requests), dict(_durations), dict(_marks)
+    _requests.clear()
+    _durations.clear()
+    _marks.clear()
+    for (method, route, status), n in requests.items():
+        HTTP_REQUESTS.labels(method, route, status_class(status)).inc(n)
+    for (method, route), tally in durations.items():
+        histogram = HTTP_DURATION.labels(method, route)
+        # prometheus-client can only observe one value at a time: add the tallies to the
+        # very values observe() increments (a sum, and one count per bucket).
+        histogram._sum.inc(tally[0])
+        for bucket, count in zip(histogram._buckets, tally[1:], strict=True):
+            if count:
+                bucket.inc(count)
+    for (tag, result), n in marks.items():
+        SEEN_MARKS.labels(tag, result).inc(n)
 
 
 async def measure(
@@ -126,7 +172,7 @@ async def measure(
     """Serve a request through a Starlette app and count it under its route template
     (`unmatched` when no route took it: raw paths would make a series per URL)."""
     started = time.perf_counter()
-    status: int | None = None
+    status = 0
 
     async def send_and_note(message: Message) -> None:
         nonlocal status
@@ -139,19 +185,6 @@ async def measure(
     finally:
         route = route_template(scope) or "unmatched"
         observe_request(scope["method"], route, status, started)
-
-
-def count_seen(results: Sequence[Any]) -> None:
-    """Count the marks of one answered request (SeenResults: .tag and .status)."""
-    if len(results) == 1:
-        tallies: Any = (((results[0].tag, results[0].status), 1),)
-    else:
-        tallies = Tally((r.tag, r.status) for r in results).items()
-    for key, n in tallies:
-        counter = _marks.get(key)
-        if counter is None:
-            counter = _marks[key] = SEEN_MARKS.labels(*key)
-        counter.inc(n)
 
 
 def observe_commit(requests: int, marks: int) -> None:
@@ -169,6 +202,7 @@ def multiprocess_dir() -> str | None:
 
 def api_exposition() -> bytes:
     """The API's metrics in the text format: every worker's, in multiprocess mode."""
+    flush()
     path = multiprocess_dir()
     if path is None:
         return generate_latest(API_REGISTRY)
@@ -180,6 +214,7 @@ def api_exposition() -> bytes:
 def worker_stopped() -> None:
     """At a worker's exit: drop its live gauges' files (it has none today; a gauge added
     later must not outlive its process). Its counters stay: they are part of the totals."""
+    flush()
     path = multiprocess_dir()
     if path is not None:
         mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]

@@ -51,7 +51,7 @@ class PrivatePostgres:
             try:
                 pwd.getpwnam(self._user)
             except KeyError:
-                subprocess.run(["useradd", "-s", "/bin/sh", self._user], check=True)  # noqa: S607
+                subprocess.run(["useradd", "-s", "/bin/sh", self._user], check=True)
             entry = pwd.getpwnam(self._user)
             self.dir.chmod(0o755)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
@@ -62,7 +62,7 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, tool: str, *args: str, check: bool = True) -> int:
-        result = subprocess.run(  # noqa: S603 (our own fixed argv)
+        result = subprocess.run(
             [str(_pg_bin() / tool), *args],
             user=self._user,
             stdout=subprocess.DEVNULL,
@@ -137,7 +137,7 @@ class Process:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(  # noqa: S603 (our own fixed argv)
+            self.process = subprocess.Popen(
                 self.argv,
                 cwd=ROOT,
                 env=self.env,

@@ -30,15 +30,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="also run the tests that wait for pg_cron's next minute tick (.ci/run does)",
     )
+    parser.addoption(
+        "--chaos",
+        action="store_true",
+        help="also run the faults-under-load tests, about 5 minutes (.ci/run does)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--pg-cron-tick"):
-        return
-    wait = pytest.mark.skip(reason="waits for pg_cron's minute tick: run with --pg-cron-tick")
+    skips = []
+    if not config.getoption("--pg-cron-tick"):
+        reason = "waits for pg_cron's minute tick: run with --pg-cron-tick"
+        skips.append(("pg_cron_tick", pytest.mark.skip(reason=reason)))
+    if not config.getoption("--chaos"):
+        skips.append(("chaos", pytest.mark.skip(reason="faults under load: run with --chaos")))
     for item in items:
-        if "pg_cron_tick" in item.keywords:
-            item.add_marker(wait)
+        for keyword, skip in skips:
+            if keyword in item.keywords:
+                item.add_marker(skip)
 
 
 def _server_url() -> str:

@@ -67,6 +67,8 @@ def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
         # CI's PostgreSQL has pg_cron: under "auto" every dispatcher would give pg_cron jobs
         # to its throwaway database. The scheduler's tests choose their backend themselves.
         "scheduler": {"backend": "procrastinate"},
+        # No metrics port unless a test asks for one: many dispatchers run side by side.
+        "dispatcher": {"metrics_port": 0},
     } | notify_data()
     for key, value in overrides.items():
         data[key] = value

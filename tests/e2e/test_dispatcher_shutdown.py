@@ -55,6 +55,6 @@ def test_sigterm_stops_a_dispatcher_whose_database_is_gone(
         took = time.monotonic() - started
     finally:
         dispatcher.kill()
-    assert code is not None, f"still running {EXIT_WITHIN_S} s after SIGTERM:\n{dispatcher.log_tail()}"
+    assert code is not None, f"running {EXIT_WITHIN_S} s after SIGTERM:\n{dispatcher.log_tail()}"
     assert code == 0, dispatcher.log_tail()
     assert took < EXIT_WITHIN_S

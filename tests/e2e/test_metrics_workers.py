@@ -93,6 +93,8 @@ def test_one_scrape_counts_the_requests_of_both_workers(tmp_path: Path, db_url: 
 
         seen = {"method": "POST", "route": "/v1/seen", "status": "2xx"}
         marks = {"tag": "promotions", "result": "recorded"}
+        # A worker writes its tallies within a second (service/metrics.py, FLUSH_S).
+        time.sleep(1.5)
         # Whichever worker answers the scrape, it counts every worker's requests.
         for _ in range(4):
             text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text

@@ -121,3 +121,12 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
         [list(orphans)],
     )
     assert rescued == len(orphans)
+    # The killed attempt left no attempts row (docs/reliability.md): it shows as a gap in
+    # the attempt numbers, and still counts.
+    cur = await db.execute(
+        "SELECT o.attempts, array_agg(a.attempt ORDER BY a.attempt) FROM outbox o"
+        " JOIN delivery_attempts a ON a.outbox_id = o.id WHERE o.id = ANY(%s) GROUP BY o.id",
+        [list(orphans)],
+    )
+    for attempts, logged in await cur.fetchall():
+        assert logged[-1] == attempts and len(logged) < attempts, (attempts, logged)

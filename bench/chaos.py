@@ -1,6 +1,7 @@
-"""Faults under load: `python -m bench.chaos [--only NAME ...] [--fault-s S]`.
+"""Faults under load: `python -m bench.chaos [--only NAME ...]`.
 
-A steady load of real `POST /v1/seen` (to an HTTP consumer) and `POST /v1/events` (email
+A steady load of real `POST /v1/seen` (to an HTTP consumer; in the Kafka broker's
+scenario, to a Kafka consumer on Tansu) and `POST /v1/events` (email
 over SMTP and SMS through a provider) from clients that retry as apps do (5xx, 429 and
 connection errors, with the same Idempotency-Key / idempotency_key), while one fault at a
 time hits the system. The API (uvicorn) and two dispatchers are real processes, the
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import signal
 import tempfile
 import time
@@ -29,6 +31,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from aiokafka import AIOKafkaConsumer
 from aiosmtpd.smtp import SMTP
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,6 +46,7 @@ from tests.chaos_support import (
     wait_ready,
 )
 from tests.consumers import Received, RecordingConsumer, Reply, http_consumer, to_toml
+from tests.kafka_broker import TansuBroker, kafka_settings
 from tests.notify_api import RECEIPT, new_key
 from tests.providers import Providers
 from tests.smtp_server import SmtpServer
@@ -55,6 +59,9 @@ TAIL_S = 3.0  # load after it
 DRAIN_S = 60.0  # for the backlog to be delivered
 GIVE_UP_S = 60.0  # a client's retries of one request
 HANG_S = 5.0  # the answer a hanging consumer never gives in time
+KAFKA_FAULT = "Kafka broker restart"
+KAFKA_TAG = "offers"  # its consumer is Kafka; only the Kafka scenario's marks use it
+KAFKA_CONSUMER = "seen-kafka"
 
 
 @dataclass
@@ -67,6 +74,7 @@ class Load:
     slowest_503_s: float = 0.0
     unacknowledged: int = 0
     sent: int = 0
+    seen_tag: str = "promotions"
 
 
 @dataclass
@@ -137,6 +145,112 @@ class RestartableSmtp:
         return sum(n - 1 for n in ids.values())
 
 
+class TopicReader:
+    """Reads the Kafka consumer's topic from the beginning for as long as it runs, and
+    counts each message's event id, taken from the value and the `event-id` header as
+    dispatcher/kafka_transport.py writes them.
+
+    Tansu runs with memory storage here (its build has no durable engine), so a broker
+    restart comes back with an empty topic: the reader is stopped while the broker is down
+    (nothing can arrive then) and started again from offset 0 of the new topic, which
+    holds only what was produced after the restart. Counts span both, so a message
+    written before the kill and again after it counts as a duplicate."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.counts: Counter[str] = Counter()
+        self.malformed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        # No group: the consumer takes every partition and starts at the earliest offset.
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=5000,
+            # Short polls: a message the broker acknowledged is read within ~0.1 s, which
+            # leaves little unread when the broker is killed (and loses what it held).
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=1000,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._read(consumer))
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                for records in batches.values():
+                    for record in records:
+                        self._take(record)
+        finally:
+            await _close(consumer)
+
+    def _take(self, record: Any) -> None:
+        headers = {k: bytes(v).decode() for k, v in record.headers}
+        try:
+            event_id = json.loads(record.value)["event_id"]
+        except (ValueError, KeyError, TypeError):
+            event_id = None
+        # A message a consumer could not deduplicate (no key, no or contradictory event
+        # id) is counted apart, and not as a delivery.
+        if not record.key or event_id is None or headers.get("event-id") != event_id:
+            self.malformed += 1
+            return
+        self.counts[event_id] += 1
+
+    async def caught_up(self, within: float) -> bool:
+        """Wait until the reader has every message of every partition: its position is the
+        high watermark of the latest fetch. Only meaningful while nothing is produced."""
+        assert self._consumer is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if await self._at_end(self._consumer):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    @staticmethod
+    async def _at_end(consumer: AIOKafkaConsumer) -> bool:
+        partitions = consumer.assignment()
+        for tp in partitions:
+            high = consumer.highwater(tp)
+            if high is None or await consumer.position(tp) < high:
+                return False
+        return bool(partitions)
+
+    async def stop(self) -> None:
+        self._consumer = None
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()
+            await task
+
+    def duplicates(self, event_ids: set[str]) -> int:
+        return sum(self.counts[e] - 1 for e in event_ids if self.counts[e] > 1)
+
+
+async def _close(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await asyncio.wait_for(consumer.stop(), 5)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # aiokafka 0.14: with the broker gone, stop() re-raises the CancelledError of the
+        # fetch task it cancels, before closing the client: close the connections here.
+        await consumer._client.close()
+    except Exception as exc:
+        print(f"closing the Kafka reader: {exc!r}", flush=True)
+
+
 @dataclass
 class World:
     pg: PrivatePostgres
@@ -148,6 +262,9 @@ class World:
     providers: RecordingProviders
     smtp: RestartableSmtp
     config: dict[str, Any]
+    broker: TansuBroker
+    reader: TopicReader
+    broker_restarted_at: datetime | None = None
 
     async def one(self, query: Any, params: Any) -> tuple[Any, ...]:
         # A connection per question: the faults restart the database.
@@ -197,7 +314,7 @@ async def _send(world: World, client: httpx.AsyncClient, load: Load, name: str, 
             load,
             "POST",
             "/v1/seen",
-            json={"tag": "promotions", "id": item},
+            json={"tag": load.seen_tag, "id": item},
             headers=bearer(client_token(user)) | {"Idempotency-Key": item},
         )
         if ok:
@@ -237,14 +354,14 @@ async def _run_load(world: World, name: str, load: Load, stop: asyncio.Event) ->
             await asyncio.gather(*pending)
 
 
-async def _delivered(world: World, load: Load, before: datetime | None = None) -> tuple[int, int]:
+async def _delivered(world: World, load: Load) -> tuple[int, int]:
     """(acknowledged requests found in the database, of them delivered: every outbox row
     of theirs delivered)."""
     seen = await world.one(
         "SELECT count(*), count(*) FILTER (WHERE o.status = 'delivered')"
         " FROM seen_marks m LEFT JOIN outbox o ON o.id = m.outbox_id"
-        " WHERE m.tag = 'promotions' AND m.item_id = ANY(%s)",
-        [load.seen],
+        " WHERE m.tag = %s AND m.item_id = ANY(%s)",
+        [load.seen_tag, load.seen],
     )
     events = await world.one(
         "SELECT count(DISTINCT e.id),"
@@ -276,12 +393,64 @@ async def _recovery(world: World, load: Load, cleared: datetime) -> float | None
     return max(0.0, seconds)
 
 
+async def _kafka_marks(world: World, load: Load) -> list[tuple[str, str, datetime | None]]:
+    """(status, event id, delivered_at) of the outbox row of each acknowledged mark."""
+    async with await psycopg.AsyncConnection.connect(world.pg.url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT o.status, o.event_id::text, o.delivered_at"
+            " FROM seen_marks m JOIN outbox o ON o.id = m.outbox_id"
+            " WHERE m.tag = %s AND m.item_id = ANY(%s)",
+            [load.seen_tag, load.seen],
+        )
+        return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+
+
+@dataclass
+class KafkaCheck:
+    delivered: int  # marks whose outbox row is delivered
+    in_topic: int  # delivered in the outbox and read from the topic
+    unread_before: int  # delivered (acknowledged) by the broker before its kill, never read
+    unread_after: int  # delivered after the restart, never read: ours, never expected
+    duplicates: int
+    first_after_s: float | None  # first delivery after the restart, from the restart
+
+
+async def _kafka_check(world: World, load: Load) -> KafkaCheck:
+    restarted = world.broker_restarted_at
+    marks = await _kafka_marks(world, load)
+    delivered = [(e, at) for status, e, at in marks if status == "delivered"]
+    # Messages written last are read within a poll: give them a moment.
+    for _ in range(25):
+        if all(e in world.reader.counts for e, _ in delivered):
+            break
+        await asyncio.sleep(0.2)
+    unread = [at for e, at in delivered if e not in world.reader.counts]
+    # While the broker was down nothing could be acknowledged, so a row delivered before
+    # the restart was acknowledged by the broker that was then killed with its memory.
+    before = sum(1 for at in unread if restarted is None or at is None or at < restarted)
+    after_restart = [at for _, at in delivered if at is not None and restarted and at > restarted]
+    first = (
+        (min(after_restart) - restarted).total_seconds() if after_restart and restarted else None
+    )
+    return KafkaCheck(
+        delivered=len(delivered),
+        in_topic=len(delivered) - len(unread),
+        unread_before=before,
+        unread_after=len(unread) - before,
+        duplicates=world.reader.duplicates({e for _, e, _ in marks}),
+        first_after_s=first,
+    )
+
+
 Fault = Callable[[World], Awaitable[str]]
 
 
 async def run_scenario(world: World, name: str, fault: Fault) -> Row:
     """Load, fault (which returns once it is over, with a note), load, then drain."""
-    load, stop = Load(), asyncio.Event()
+    load, stop = Load(seen_tag=SEEN_TAG.get(name, "promotions")), asyncio.Event()
+    kafka = load.seen_tag == KAFKA_TAG
+    if kafka:
+        await world.reader.start()
     dups_before = world.duplicates()
     started = time.monotonic()
     runner = asyncio.create_task(_run_load(world, name, load, stop))
@@ -301,6 +470,24 @@ async def run_scenario(world: World, name: str, fault: Fault) -> Row:
         await asyncio.sleep(0.5)
     await asyncio.sleep(1.0)  # room for a stray second delivery to arrive
     recovery = await _recovery(world, load, cleared)
+    duplicates = world.duplicates() - dups_before
+    if kafka:
+        check = await _kafka_check(world, load)
+        await world.reader.stop()
+        # For Kafka, delivered also means: in the topic, as a consumer reads it.
+        delivered += check.in_topic - check.delivered
+        duplicates += check.duplicates
+        if check.first_after_s is not None:
+            note += f"; first delivery {check.first_after_s:.1f} s after the restart"
+        if check.unread_before:
+            note += (
+                f"; {check.unread_before} acknowledged by the broker just before its kill"
+                " and lost with its memory storage"
+            )
+        if check.unread_after:
+            note += f"; {check.unread_after} delivered after the restart but not in the topic"
+        if world.reader.malformed:
+            note += f"; {world.reader.malformed} malformed messages"
     if load.unacknowledged:
         note += f"; {load.unacknowledged} never acknowledged (gave up)"
     errors = {k: v for k, v in load.statuses.items() if k not in ("200", "202")}
@@ -314,7 +501,7 @@ async def run_scenario(world: World, name: str, fault: Fault) -> Row:
         acknowledged,
         found,
         delivered,
-        world.duplicates() - dups_before,
+        duplicates,
         recovery,
         note.strip("; "),
     )
@@ -362,6 +549,32 @@ async def smtp_down(world: World) -> str:
     return "refusing connections for 5 s"
 
 
+async def kafka_restart(world: World) -> str:
+    # Memory storage loses what the broker held, so a message it acknowledged just before
+    # the kill would vanish unread and could not be told from one we lost. The dispatchers
+    # are frozen for the instant of the kill, once the reader has read all the broker
+    # has: every acknowledgement the dispatchers can get from this broker is then read.
+    for d in world.dispatchers:
+        d.signal(signal.SIGSTOP)
+    try:
+        # Two fetches at least, so the high watermarks postdate the freeze.
+        await asyncio.sleep(0.3)
+        caught_up = await world.reader.caught_up(within=3.0)
+        await asyncio.to_thread(world.broker.stop)  # SIGKILL
+    finally:
+        for d in world.dispatchers:
+            d.signal(signal.SIGCONT)
+    # Dead broker, nothing more to read: what the reader has is all the old topic gave.
+    await world.reader.stop()
+    await asyncio.sleep(3.0)
+    await asyncio.to_thread(world.broker.start)
+    world.broker_restarted_at = datetime.now(UTC)
+    # Memory storage: the topic starts again empty, at offset 0.
+    await world.reader.start()
+    note = "SIGKILL, restarted on its port after 3 s (memory storage: back empty)"
+    return note if caught_up else note + "; the reader had not caught up at the kill"
+
+
 async def sms_down(world: World) -> str:
     for name in ("sms-primary", "sms-fallback"):
         world.providers.status[name] = 503
@@ -397,6 +610,7 @@ FAULTS: dict[str, Fault] = {
     "PostgreSQL crash": pg_crash,
     "API SIGKILL": api_kill,
     "dispatcher SIGKILL": dispatcher_kill,
+    KAFKA_FAULT: kafka_restart,
     "SMTP server down": smtp_down,
     "SMS provider down": sms_down,
     "HTTP consumer hangs": _consumer_fault("hang", 5.0, "hangs 5 s (timeout 1 s)"),
@@ -404,14 +618,27 @@ FAULTS: dict[str, Fault] = {
     "HTTP consumer 500": _consumer_fault("500", 10.0, "answers 500 for 10 s"),
     "pool exhausted": pool_exhausted,
 }
+# The tag of each scenario's seen marks, when not "promotions" (HTTP consumer).
+SEEN_TAG: dict[str, str] = {KAFKA_FAULT: KAFKA_TAG}
 
 
 # -- the world -------------------------------------------------------------------------------
 
 
-def _chaos_config(db_url: str, consumer: str, smtp_port: int, providers: str) -> dict[str, Any]:
+def _chaos_config(
+    db_url: str, consumer: str, smtp_port: int, providers: str, broker: TansuBroker
+) -> dict[str, Any]:
     fast = {"concurrency": 8, "batch_size": 16, "timeout": 1}
-    consumers = {"promotions": http_consumer(f"{consumer}/seen", **fast)}
+    consumers = {
+        "promotions": http_consumer(f"{consumer}/seen", **fast),
+        KAFKA_CONSUMER: {
+            "transport": "kafka",
+            "batch_size": 16,
+            # Back soon after the broker is: short backoff, a breaker that reopens fast.
+            "backoff": {"initial": 0.2, "factor": 2.0, "cap": 1.0},
+            "breaker": {"failures": 3, "cooldown": 0.5, "max_cooldown": 1.0},
+        },
+    }
     data = config_data(
         db_url,
         consumers=consumers,
@@ -420,6 +647,20 @@ def _chaos_config(db_url: str, consumer: str, smtp_port: int, providers: str) ->
     data["database"] |= {"pool_min": 1, "pool_max": 4, "acquire_timeout": 1}
     data["api"] |= {"retry_after_s": 1}
     data["tags"] = {k: data["tags"][k] for k in ("promotions", "notifications")}
+    data["tags"][KAFKA_TAG] = {
+        "consumer": KAFKA_CONSUMER,
+        "event_type": "client",
+        "remember_for": 86400,
+    }
+    # Fresh topics whose values the broker checks against docs/kafka/*.schema.json; no
+    # idempotence (Tansu rejects InitProducerId).
+    settings = kafka_settings(broker, request_timeout=2)
+    data["kafka"] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "topics": dict(settings.topics),
+        "enable_idempotence": False,
+        "request_timeout": 2,
+    }
     data |= notify_data(smtp_port=smtp_port, providers_url=providers)
     # Leases follow a batch's worst case (dispatcher/worker.py, lease_for): small batches
     # and timeouts keep a killed dispatcher's rows from waiting minutes.
@@ -449,13 +690,14 @@ async def world(workdir: Path) -> AsyncIterator[World]:
     providers = RecordingProviders()
     smtp = RestartableSmtp()
     await smtp.up()
-    with PrivatePostgres() as pg:
+    with PrivatePostgres() as pg, TansuBroker(parent_dir=workdir) as broker:
         await asyncio.to_thread(migrate.upgrade, pg.url)
         async with (
             serve(consumer.app) as consumer_url,
             serve(providers.app) as providers_url,
         ):
-            data = _chaos_config(pg.url, consumer_url, smtp.port, providers_url)
+            data = _chaos_config(pg.url, consumer_url, smtp.port, providers_url, broker)
+            reader = TopicReader(broker.bootstrap_servers, data["kafka"]["topics"]["client"])
             config_file = workdir / "chaos.toml"
             config_file.write_text(to_toml(data))
             env = service_env(config_file, pg.url)
@@ -477,7 +719,9 @@ async def world(workdir: Path) -> AsyncIterator[World]:
                         contact = {"email": f"u{n}@chaos.test", "phone": f"+1555000{n:04d}"}
                         r = await client.put(f"/v1/users/u{n}", json=contact, headers=bearer(key))
                         assert r.status_code in (200, 201), r.text
-                yield World(pg, api, dispatchers, base, key, consumer, providers, smtp, data)
+                yield World(
+                    pg, api, dispatchers, base, key, consumer, providers, smtp, data, broker, reader
+                )
             finally:
                 for process in [api, *dispatchers]:
                     process.stop(5)

@@ -17,6 +17,7 @@ from typing import TypeVar
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, api_error
@@ -183,6 +184,10 @@ def route_template(scope: Scope) -> str | None:
     # Inside a Mount, the route's path is relative to the mount's (static) prefix.
     root_path: str = scope.get("root_path", "")
     mounted = root_path[len(scope.get("app_root_path", "")) :]
+    if isinstance(route, Mount):
+        # Matched by a Mount itself (static files, or a whole mount that answered 404):
+        # its prefix is already in root_path, and what follows it is any path.
+        return mounted + "/{path}"
     return mounted + path
 
 

@@ -108,7 +108,7 @@ async def _health(request: Request) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("admin_consumers_state"))
         states = {r["consumer"]: r for r in await cur.fetchall()}
-        await cur.execute(q("admin_consumers_backlog"))
+        await cur.execute(q("admin_outbox_backlog"))
         backlog = {r["consumer"]: r for r in await cur.fetchall()}
         # Configured first, then whatever the tables know of that the config does not.
         names = [*sorted(config.consumers), *sorted(config.channels)]

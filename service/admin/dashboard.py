@@ -46,7 +46,7 @@ async def _numbers(request: Request) -> dict[str, Any]:
         minutes = await cur.fetchall()
         await cur.execute(q("admin_dashboard_deliveries"))
         attempts = await cur.fetchall()
-        await cur.execute(q("admin_dashboard_outbox"))
+        await cur.execute(q("admin_outbox_backlog"))
         outbox = await cur.fetchall()
 
     labels = [m["minute"].astimezone(UTC).strftime("%H:%M") for m in minutes]

@@ -29,11 +29,11 @@ LEFT JOIN LATERAL (
 ) AS e ON true
 ORDER BY c.consumer;
 
--- name: admin_consumers_backlog
+-- name: admin_outbox_backlog
 -- returns: rows (consumer text, pending bigint, due bigint, in_flight bigint,
 --   oldest_pending_at timestamptz, failed bigint, dead bigint), by consumer: only
 --   consumers with pending rows or dead letters
--- purpose: the admin's consumers page: backlog and dead letters in the words of the view
+-- purpose: the admin's dashboard and consumers page: backlog and dead letters in the words of the view
 --   outbox_consumer_stats, without its scan of every row: pending rows come through
 --   outbox_due_idx and dead letters through outbox_dead_idx (both partial), so the
 --   delivered history is never read. Refreshed every few seconds.

@@ -42,31 +42,3 @@ WHERE a.updated_at >= now() - interval '1 hour'
   AND a.started_at >= now() - interval '1 hour'
 GROUP BY a.consumer, a.outcome
 ORDER BY a.consumer, a.outcome;
-
--- name: admin_dashboard_outbox
--- returns: rows (consumer text, pending bigint, due bigint, oldest_pending_at timestamptz,
---   failed bigint, dead bigint), by consumer: only consumers with pending or dead rows
--- purpose: the dashboard's backlog and dead letters, in outbox_consumer_stats' words but
---   without its scan of every row: pending rows are read through outbox_due_idx and dead
---   letters through outbox_dead_idx (both partial), so the cost is the backlog and the
---   dead letters, never the delivered history. Refreshed every few seconds.
-WITH pending AS (
-    SELECT o.consumer, count(*) AS pending,
-           count(*) FILTER (WHERE o.next_attempt_at <= now()) AS due,
-           min(o.created_at) AS oldest_pending_at
-    FROM outbox AS o
-    WHERE o.status = 'pending'
-    GROUP BY o.consumer
-),
-lost AS (
-    SELECT o.consumer, count(*) FILTER (WHERE o.status = 'failed') AS failed,
-           count(*) FILTER (WHERE o.status = 'dead') AS dead
-    FROM outbox AS o
-    WHERE o.status IN ('failed', 'dead')
-    GROUP BY o.consumer
-)
-SELECT consumer, coalesce(p.pending, 0) AS pending, coalesce(p.due, 0) AS due,
-       p.oldest_pending_at, coalesce(l.failed, 0) AS failed, coalesce(l.dead, 0) AS dead
-FROM pending AS p
-FULL JOIN lost AS l USING (consumer)
-ORDER BY consumer;

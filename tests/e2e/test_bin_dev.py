@@ -162,6 +162,8 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
     output = out.text()
     assert dev.returncode == 0, output
     assert "stopped" in output
+    # It says which database it uses, so bin/sql or any client can be pointed at it.
+    assert "database   postgresql://" in output and str(tmp_path / "pg") in output, output
     # The local peers bin/dev runs received them.
     assert "email #1: 'New episode of Dark: Past and Present'" in output
     assert "push provider push-primary" in output

@@ -91,6 +91,7 @@ async def test_api_counts_requests_by_route_and_status_class_and_marks_per_tag(
         missing = await api.get("/v1/events/0190c0de-0000-7000-8000-000000000000", headers=key)
         assert missing.status_code == 404
         assert (await api.get("/no/such/page")).status_code == 404
+        assert (await api.get("/admin/static/admin.css")).status_code == 200
         after = await scrape(api)
 
     requests = "mark_notify_http_requests_total"
@@ -105,6 +106,9 @@ async def test_api_counts_requests_by_route_and_status_class_and_marks_per_tag(
     assert delta(before, after, requests, method="GET", route="unmatched", status="4xx") == 1
     assert delta(before, after, requests, method="POST", route="/v1/events", status="2xx") >= 2
     assert not any("/no/such/page" in dict(labels).get("route", "") for _, labels in after)
+    # A file served by a Mount: the mount's prefix and any path, not the file's name.
+    static = {"method": "GET", "route": "/admin/static/{path}", "status": "2xx"}
+    assert delta(before, after, requests, **static) == 1
 
     marks_total = "mark_notify_seen_marks_total"
     assert delta(before, after, marks_total, tag="promotions", result="recorded") == 2

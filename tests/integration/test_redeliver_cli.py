@@ -3,6 +3,7 @@ after `bin/dev` a plain `bin/redeliver --consumer cashback` reaches the same row
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from pathlib import Path
@@ -144,3 +145,23 @@ def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it
             assert conn.execute("SELECT status FROM outbox").fetchall() == [("dead",)]
     finally:
         pgserver.get_server(data_dir).cleanup()  # type: ignore[attr-defined]
+
+
+def test_the_help_examples_name_what_the_example_config_defines() -> None:
+    """A newcomer copies an example from --help: its names must exist in bin/dev's config."""
+    from dispatcher import redeliver
+    from service.config import load_config
+
+    config = load_config(ROOT / "config" / "example.toml", {})
+    destinations = set(config.consumers) | set(config.channels)
+    doc = redeliver.__doc__ or ""
+    examples = [line.split() for line in doc.splitlines() if "bin/redeliver --" in line]
+    assert examples
+    for words in examples:
+        for flag, value in itertools.pairwise(words):
+            if flag == "--consumer":
+                assert value in destinations, value
+            if flag == "--tag":
+                assert value in config.tags, value
+            if flag == "--event-type":
+                assert value in config.event_types, value

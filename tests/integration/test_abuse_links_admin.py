@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, LiteralString
 
 import httpx
 import jwt
@@ -136,3 +136,28 @@ async def test_admin_forms_need_their_csrf_token_and_sign_in_renews_the_session(
         response = await client.post("/admin/logout", data={"csrf": "guess"})
         assert response.status_code == 403
         assert (await client.get("/admin/", follow_redirects=False)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "aged",
+    [
+        # Idle past [admin].idle (1 h):
+        "UPDATE admin_sessions SET last_seen_at = now() - interval '2 hours'"
+        " WHERE user_id IS NOT NULL",
+        # Past its session_ttl, however busy:
+        "UPDATE admin_sessions SET expires_at = now() - interval '1 second'"
+        " WHERE user_id IS NOT NULL",
+    ],
+)
+async def test_an_idle_or_expired_admin_session_ends(
+    db_url: str, db: Conn, aged: LiteralString
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        create_user(conn, "manager", PASSWORD, "manager", actor="test")
+    async with running_api(db_url, admin=ADMIN) as client:
+        assert (await sign_in(client, "manager", PASSWORD)).status_code in (200, 303)
+        assert (await client.get("/admin/", follow_redirects=False)).status_code == 200
+        await db.execute(aged)
+        response = await client.get("/admin/", follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/admin/login")

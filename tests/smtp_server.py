@@ -21,6 +21,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+from tests.consumers import patience
+
 HOSTNAME = "smtp.test"
 
 
@@ -69,7 +71,7 @@ class SmtpServer:
                 session.transport.close()
 
     async def wait_for(self, count: int, within: float = 10.0) -> list[Mail]:
-        async with asyncio.timeout(within):
+        async with asyncio.timeout(patience(within)):
             while len(self.mails) < count:
                 self.arrived.clear()
                 await self.arrived.wait()

@@ -31,6 +31,7 @@ from dispatcher.transport import Delivery, Outcome
 from dispatcher.worker import Dispatcher
 from service.app import create_app
 from service.config import Config, parse_config
+from tests.consumers import wait_until
 from tests.kafka_broker import TansuBroker, kafka_settings, read_topic
 from tests.support import bearer, client_token, config_data, driver_token, serve
 
@@ -182,14 +183,6 @@ async def db_now(db: psycopg.AsyncConnection[Any]) -> Any:
     row = await cur.fetchone()
     assert row is not None
     return row[0]
-
-
-async def wait_until(predicate: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_broker_outage_under_load_loses_nothing(

@@ -11,7 +11,8 @@ outbox_consumer_stats name them: `failed` was refused by the consumer (a permane
 `dead` ran out of attempts or age, `delivered` was accepted (resend it, e.g. after the
 consumer lost data). --consumer takes consumers and notification channels (email, sms,
 push, inbox); --tag a seen mark's tag, --event-type a notification's type; --since/--until
-bound the row's creation time. Everything is requeued in one transaction with a fresh
+bound the row's creation time. A name the config does not have is an error that lists the
+valid ones (exit 2), not an empty selection. Everything is requeued in one transaction with a fresh
 retry budget and one audit_log row (actor cli:<os user>), and the dispatchers are woken.
 Running it twice is harmless: requeued rows are pending, and pending rows are never
 selected.
@@ -37,14 +38,17 @@ from rich.progress import Progress
 from rich.table import Table
 
 from service.audit import cli_actor
+from service.config import Config, ConfigError
 from service.database import CONNECTION_OPTIONS
-from service.ops_database import DatabaseNotFound, resolve_database
+from service.ops_database import DatabaseNotFound, load_cli_config, resolve_database
 from service.redeliver import (
     DEFAULT_STATUSES,
     STATUSES,
     Candidate,
     RedeliverFilter,
+    UnknownName,
     candidates_sync,
+    check_names,
     requeue_sync,
 )
 
@@ -122,8 +126,17 @@ def _selected(rows: Sequence[Candidate]) -> Counter[tuple[str, str]]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     flt = _filter(args)
+    config: Config | None = None
+    if flt.consumers or flt.tags or flt.event_types:
+        # The names are checked against the config, read as the database is found.
+        try:
+            config = load_cli_config()
+            check_names(flt, config)
+        except (ConfigError, UnknownName) as exc:
+            print(f"redeliver: {exc}", file=sys.stderr)
+            return 2
     try:
-        target = resolve_database(args.database_url)
+        target = resolve_database(args.database_url, config=config)
     except DatabaseNotFound as exc:
         raise SystemExit(f"redeliver: {exc}") from None
     # Autocommit: the selection holds nothing, and the requeue is its own transaction.
@@ -170,4 +183,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from service import cli_exit
+
+    cli_exit.run(main)

@@ -5,6 +5,7 @@ capability's service endpoints take `state.keys.require_scope(request, scope)`.
 
     bin/apikey create billing --scope events:write --scope users:write
     KEY=$(bin/apikey create demo --scope events:write --quiet)
+    bin/apikey create support --scope events:read    # reads any producer's event status
     bin/apikey list
     bin/apikey revoke 1a2b3c4d
 
@@ -14,10 +15,12 @@ the whole key. A fast hash is enough here: slow hashes protect guessable passwor
 256 random bits cannot be guessed, so only a brute force of the hash itself remains, which
 SHA-256 resists as well as any password hash.
 
-Scopes: `events:write` (post events, read their status), `users:write` (recipients,
-topics, preferences), `users:read`. A key belongs to a `producer`: events' idempotency
-keys are unique per producer, and a producer sees only its own events, so a rotated key
-(new key, same producer) keeps both.
+Scopes: `events:write` (post events, read their status), `events:read` (read the status
+of any producer's events and notifications: for operators and support tools),
+`users:write` (recipients, topics, preferences), `users:read`. A key belongs to a
+`producer`: events' idempotency keys are unique per producer, and with `events:write` a
+producer sees only its own events, so a rotated key (new key, same producer) keeps both.
+Creating and revoking a key each write an audit_log row (actor cli:<os user>).
 
 Verification finds the row by prefix, compares hashes in constant time and refuses
 revoked keys. A verified key is remembered per process (one KeyVerifier per State) for
@@ -44,6 +47,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
 
+from service import audit
 from service.database import CONNECTION_OPTIONS
 from service.errors import ApiError, api_error
 from service.identity import (
@@ -55,8 +59,8 @@ from service.identity import (
 from service.ops_database import ops_database_url
 from service.sql import q
 
-Scope = Literal["events:write", "users:write", "users:read"]
-SCOPES: tuple[Scope, ...] = ("events:write", "users:write", "users:read")
+Scope = Literal["events:write", "events:read", "users:write", "users:read"]
+SCOPES: tuple[Scope, ...] = ("events:write", "events:read", "users:write", "users:read")
 PRODUCER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 CACHE_TTL_S = 5.0
 CACHE_SIZE = 10_000
@@ -95,7 +99,10 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-def create_key(conn: psycopg.Connection[Any], producer: str, scopes: Sequence[str]) -> CreatedKey:
+def create_key(
+    conn: psycopg.Connection[Any], producer: str, scopes: Sequence[str], *, actor: str
+) -> CreatedKey:
+    """A new key, stored with its audit row (action `apikey.create`, target its prefix)."""
     if not PRODUCER.fullmatch(producer):
         raise ValueError("a producer name is 1-64 of a-z 0-9 _ . -, starting with a-z or 0-9")
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -113,6 +120,8 @@ def create_key(conn: psycopg.Connection[Any], producer: str, scopes: Sequence[st
         try:
             with conn.transaction():
                 conn.execute(q("insert_api_key"), params)
+                after = {"producer": producer, "scopes": list(wanted)}
+                audit.record_sync(conn, actor, "apikey.create", prefix, after=after)
         except psycopg.errors.UniqueViolation:
             # Two keys with one 32-bit prefix: rare, and a new draw fixes it.
             continue
@@ -125,10 +134,14 @@ def list_keys(conn: psycopg.Connection[Any]) -> list[KeyInfo]:
     return [KeyInfo(r[0], r[1], tuple(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
-def revoke_key(conn: psycopg.Connection[Any], prefix: str) -> datetime | None:
-    """When the key was revoked (now, or earlier if it already was); None if unknown."""
+def revoke_key(conn: psycopg.Connection[Any], prefix: str, *, actor: str) -> datetime | None:
+    """When the key was revoked (now, or earlier if it already was); None if unknown. A
+    known key's revocation writes its audit row (action `apikey.revoke`)."""
     with conn.transaction():
         row = conn.execute(q("revoke_api_key"), {"prefix": prefix}).fetchone()
+        if row is not None:
+            after = {"producer": row[0], "revoked_at": row[1]}
+            audit.record_sync(conn, actor, "apikey.revoke", prefix, after=after)
     return row[1] if row else None
 
 
@@ -202,9 +215,12 @@ class KeyVerifier:
         self._cache: dict[bytes, tuple[ServiceCaller, float]] = {}
         self.limiter = FailedKeyLimiter()
 
-    async def require_scope(self, request: HTTPConnection, scope: Scope) -> ServiceCaller:
-        """The producer service calling, holding `scope`; otherwise a 401 or 403 (or a 429
-        while its address is locked out for failed keys: see FailedKeyLimiter)."""
+    async def require_scope(
+        self, request: HTTPConnection, scope: Scope, *alternatives: Scope
+    ) -> ServiceCaller:
+        """The producer service calling, holding `scope` (or one of `alternatives`);
+        otherwise a 401 or 403 (or a 429 while its address is locked out for failed keys:
+        see FailedKeyLimiter)."""
         headers: Mapping[str, str] = request.headers
         authorization = headers.get("authorization")
         if authorization is None:
@@ -223,10 +239,11 @@ class KeyVerifier:
             raise api_error("invalid_api_key", "The API key is malformed.")
         peer = request.client.host if request.client else None
         caller = await self._verify_from(token, peer)
-        if scope not in caller.scopes:
+        wanted = (scope, *alternatives)
+        if caller.scopes.isdisjoint(wanted):
             raise api_error(
                 "insufficient_scope",
-                f"This endpoint needs scope {scope!r}; the key has "
+                f"This endpoint needs scope {' or '.join(map(repr, wanted))}; the key has "
                 f"{', '.join(sorted(caller.scopes))}.",
             )
         return caller
@@ -312,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(_database_url(), autocommit=True, options=CONNECTION_OPTIONS) as conn:
         if args.command == "create":
             try:
-                created = create_key(conn, args.producer, args.scope)
+                created = create_key(conn, args.producer, args.scope, actor=audit.cli_actor())
             except ValueError as exc:
                 parser.error(str(exc))
             print(created.key)
@@ -341,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         else:
             prefix = args.prefix.removeprefix(API_KEY_PREFIX).split("_")[0]
-            revoked = revoke_key(conn, prefix)
+            revoked = revoke_key(conn, prefix, actor=audit.cli_actor())
             if revoked is None:
                 print(f"apikey: no key with prefix {prefix!r}", file=sys.stderr)
                 return 1
@@ -350,4 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from service import cli_exit
+
+    cli_exit.run(main)

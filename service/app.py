@@ -3,17 +3,19 @@ capabilities it mounts (service/seen/, service/notify/), all sharing one process
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,7 +26,7 @@ from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
 from service.http import error_response, json_response, serve_logged
 from service.http_limits import headers_too_large, refuse_headers
-from service.messages import Health, Readiness, SchedulerHealth
+from service.messages import Health, Index, Readiness, SchedulerHealth
 from service.notify import openapi as notify_openapi
 from service.notify.catalog import sync_catalog_soon
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
@@ -103,7 +105,29 @@ async def readyz(request: Request) -> Response:
 
 
 async def openapi_json(request: Request) -> Response:
-    return Response(openapi.api_document_json(*OPENAPI_SECTIONS), media_type="application/json")
+    # Built once per app, from its config: the names it accepts are the configured ones.
+    body = getattr(request.app.state, "openapi_json", None)
+    if body is None:
+        document = openapi.configured_document(state_of(request).config, *OPENAPI_SECTIONS)
+        body = request.app.state.openapi_json = msgspec.json.encode(document)
+    return Response(body, media_type="application/json")
+
+
+async def index(request: Request) -> Response:
+    """Where to go from here, instead of a bare 404 for whoever opens the root."""
+    links = Index(admin="/admin/" if state_of(request).config.admin.enabled else None)
+    if "text/html" not in request.headers.get("accept", ""):
+        return json_response(links)
+    items = "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(name)}</a></li>'
+        for name, path in msgspec.structs.asdict(links).items()
+        if path and path.startswith("/")
+    )
+    return HTMLResponse(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>mark-notify'
+        f"</title></head><body><h1>mark-notify</h1><ul>{items}</ul>"
+        f"<p>Documentation: {html.escape(links.docs)}.</p></body></html>\n"
+    )
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -156,6 +180,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
 
     routes = [
         Route("/v1/seen", _AsgiEndpoint(post_seen), methods=["POST"]),
+        Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -35,6 +35,7 @@ from service.config_base import (
     Name,
     Positive,
     Transport,
+    refuse_unsafe_secret,
 )
 from service.config_notify import (
     CHANNEL_KINDS,
@@ -239,6 +240,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     admin: AdminSettings = AdminSettings()
 
     def __post_init__(self) -> None:
+        # First: a placeholder is named as one, not as a secret of the wrong format.
+        for setting, secret in self._secrets():
+            refuse_unsafe_secret(setting, secret, self.environment)
         for name, tag in self.tags.items():
             if tag.remember_for <= timedelta(0):
                 raise ValueError(f"tags.{name}.remember_for: must be positive")
@@ -283,6 +287,23 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                 raise ValueError(f"identity.gateway.trusted_peers: {exc}") from None
         if self.identity.gateway.enabled and not self.identity.gateway.trusted_peers:
             raise ValueError("identity.gateway.trusted_peers: required when the gateway is on")
+
+    def _secrets(self) -> list[tuple[str, str | None]]:
+        """Every secret of the config, named by its setting (the database URL holds one)."""
+        found = [
+            ("database.url (DATABASE_URL)", self.database.url),
+            ("identity.jwt.secret", self.identity.jwt.secret if self.identity.jwt else None),
+            ("notify.unsubscribe_secret", self.notify.unsubscribe_secret),
+        ]
+        found += [(f"consumers.{n}.secret", c.secret) for n, c in self.consumers.items()]
+        for name, channel in self.channels.items():
+            if channel.smtp is not None:
+                found.append((f"channels.{name}.smtp.password", channel.smtp.password))
+            found += [
+                (f"channels.{name}.providers[{i}].secret", p.secret)
+                for i, p in enumerate(channel.providers)
+            ]
+        return found
 
     def _check_notify(self) -> None:
         clash = set(self.channels) & set(self.consumers)

@@ -7,6 +7,8 @@ config_notify.py, config_schedule.py); this module is what they all share.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,6 +29,33 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 class ConfigError(ValueError):
     pass
+
+
+# Secrets that are public, so never valid outside development: config/example.toml's
+# ("dev-...") and the placeholders of config/compose.env.example ("REPLACE-ME").
+DEV_SECRET_PREFIX = "dev-"  # noqa: S105 (a marker that refuses dev secrets, not a secret)
+PLACEHOLDER = "REPLACE-ME"
+
+
+def refuse_unsafe_secret(setting: str, secret: str | None, environment: str | None) -> None:
+    """The one rule for every secret: outside environment = "development", neither a
+    development secret nor a placeholder (also inside a whsec_ key's base64). `environment`
+    None: not told, not checked."""
+    if not secret or environment in (None, "development"):
+        return
+    texts = [secret]
+    if secret.startswith("whsec_"):
+        try:
+            texts.append(base64.b64decode(secret[6:] + "==").decode(errors="replace"))
+        except binascii.Error:
+            pass  # not base64: the signer refuses it on its own
+    if any(PLACEHOLDER in text.upper() for text in texts):
+        raise ConfigError(
+            f"{setting}: still the {PLACEHOLDER} placeholder; set a real secret "
+            "(placeholders pass only with environment = development)"
+        )
+    if secret.startswith(DEV_SECRET_PREFIX):
+        raise ConfigError(f"{setting}: a development secret outside environment=development")
 
 
 class Backoff(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -50,4 +50,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from service import cli_exit
+
+    cli_exit.run(main)

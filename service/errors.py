@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 
 class ApiError(Exception):
@@ -12,12 +12,16 @@ class ApiError(Exception):
         code: str,
         message: str,
         headers: Mapping[str, str] | None = None,
+        *,
+        allowed: Iterable[str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        # For a name that is not configured (NAME_CODES): the names that are.
+        self.allowed = sorted(set(allowed)) if allowed is not None else None
 
 
 # The codes a client can see, with their meaning; the OpenAPI document lists them.
@@ -53,8 +57,14 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "transactional_category": (400, "A transactional category cannot be switched off."),
     "invalid_quiet_hours": (400, "Quiet hours are {start, end} as HH:MM, start != end."),
     "unknown_user": (404, "No such user."),
-    "unknown_event": (404, "No event of this id from this producer."),
-    "unknown_notification": (404, "No notification of this id from this producer."),
+    "unknown_event": (
+        404,
+        "No event of this id from this producer (a key with events:read reads any producer's).",
+    ),
+    "unknown_notification": (
+        404,
+        "No notification of this id from this producer (or any, with events:read).",
+    ),
     "not_found": (404, "No such endpoint."),
     "method_not_allowed": (405, "The endpoint does not take this method."),
     "payload_too_large": (413, "The body is over the configured size limit."),
@@ -69,6 +79,30 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "internal_error": (500, "An unexpected error; nothing was stored."),
     "invalid_unsubscribe_link": (400, "The unsubscribe link is malformed, altered or expired."),
 }
+
+
+# The codes of a name that is not configured: their body's `allowed` lists the names that
+# are, so a client (or a person) can tell a typo from a missing configuration.
+NAME_CODES = frozenset({"unknown_tag", "unknown_event_type", "unknown_category", "unknown_channel"})
+
+
+def unknown_name(kind: str, given: str, allowed: Iterable[str]) -> str:
+    """The one wording of an unknown name, with the valid ones: the API's error bodies and
+    the ops commands (bin/redeliver, bin/schedules, bin/admin) all say it this way."""
+    names = sorted(set(allowed))
+    valid = f"valid: {', '.join(names)}" if names else "there are none"
+    return f"no {kind} named {given!r} ({valid})"
+
+
+def unknown_name_error(
+    code: str, kind: str, given: str, allowed: Iterable[str], where: str = ""
+) -> ApiError:
+    """The ApiError of a name that is not configured (one of NAME_CODES): `where` (e.g.
+    "quiet_hours: ") opens the message, and the body's `allowed` lists the valid names."""
+    names = sorted(set(allowed))
+    text = unknown_name(kind, given, names)
+    message = f"{where}{text}." if where else f"{text[0].upper()}{text[1:]}."
+    return ApiError(ERROR_CODES[code][0], code, message, allowed=names)
 
 
 def api_error(code: str, message: str | None = None, **headers: str) -> ApiError:

@@ -44,7 +44,7 @@ def json_response(
 
 
 def error_body(exc: ApiError) -> ErrorBody:
-    return ErrorBody(exc.code, exc.message)
+    return ErrorBody(exc.code, exc.message, exc.allowed)
 
 
 def error_response(exc: ApiError) -> Response:

@@ -9,7 +9,9 @@ Two layers, because neither is enough alone:
 - `BoundedHttpToolsProtocol`, uvicorn's httptools protocol with a bound on what it
   buffers before the head is complete. httptools (what uvicorn's `--http auto` picks)
   has no limit of its own, so without this a 1 GB header is read into memory before the
-  application can refuse it. Run uvicorn with
+  application can refuse it. It counts the head's own bytes only (request line to blank
+  line): a body, or the next pipelined request, arriving in the same read is not head.
+  Run uvicorn with
   `--http service.http_limits:BoundedHttpToolsProtocol` (bin/dev does; see docs/security.md).
   h11 (`--http h11`) has its own bound, `--h11-max-incomplete-event-size` (16 KiB by
   default), and the ASGI check counts the headers.
@@ -29,9 +31,13 @@ from service.http import encode, error_body
 # buffers (4 x 8 KiB) and h11's 16 KiB are the same order.
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 16 * 1024
-# The protocol layer counts raw bytes of the head (request line and CRLFs included) and
-# reads in chunks, so it stops a little later than the ASGI check would.
+# The protocol layer counts raw bytes of the head (request line and CRLFs included), so it
+# allows for those on top of what the ASGI check counts.
 MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
+# Headers, the request line and the blank line.
+MAX_HEAD_LINES = MAX_HEADERS + 2
+# Ends a head, and a chunked body (its last chunk, or its trailers).
+BLANK_LINE = b"\r\n\r\n"
 REFUSED_LINGER_S = 2.0
 
 
@@ -61,56 +67,96 @@ async def refuse_headers(send: Send) -> None:
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a head over MAX_HEAD_BYTES bytes or
-    MAX_HEADERS headers with 431 and closing the connection, before buffering more."""
+    MAX_HEADERS headers with 431 and closing the connection, before buffering more.
+
+    A read can hold the end of one message, a whole head and part of a body: each read
+    is fed to the parser in pieces that end where a head, or a body, ends, and only the
+    pieces fed while a head is incomplete count against the bounds. Lines are counted
+    from the raw bytes (a header is one line: llhttp refuses a bare LF or a folded line),
+    which spares a Python call per header."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Bytes received while a head is incomplete; None once it is (the body follows).
-        self._head_bytes: int | None = 0
-        self._header_count = 0
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_lines = 0
+        # The last bytes of an unfinished head or chunked body: a blank line may straddle
+        # two reads.
+        self._tail = b""
+        # Bytes of a Content-Length body still to come; None for a chunked one.
+        self._body_left: int | None = 0
         self._refused = False
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > MAX_HEADERS:
-            self._refused = True
-            return
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        self._head_bytes = None
-        if self._refused:
-            return
+        self._in_head = False
+        self._tail = b""
+        # llhttp has checked the framing: one valid Content-Length, or chunked (never both).
+        length = 0
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                self._body_left = None
+                break
+        else:
+            self._body_left = length
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        if not self._refused:
-            super().on_body(body)
-
     def on_message_complete(self) -> None:
-        self._head_bytes = 0
-        if self._refused:
-            return
+        self._in_head = True
+        self._head_bytes = self._head_lines = 0
+        self._tail = b""
         super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._head_bytes is not None:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse()
+        end = len(data)
+        pos = 0
+        while pos < end:
+            if self._in_head or self._body_left is None:
+                # Up to the end of the first blank line from pos (which may begin in the
+                # last read), else all of it.
+                tail = self._tail
+                if tail and (at := (tail + data[pos : pos + 3]).find(BLANK_LINE)) >= 0:
+                    stop = pos + at + 4 - len(tail)
+                    self._tail = b""
+                elif (at := data.find(BLANK_LINE, pos)) >= 0:
+                    stop = at + 4
+                    self._tail = b""
+                else:
+                    stop = end
+                    self._tail = data[-3:] if end - pos >= 3 else (tail + data[pos:])[-3:]
+                if self._in_head:
+                    self._head_bytes += stop - pos
+                    self._head_lines += data.count(b"\n", pos, stop)
+                    if self._head_bytes > MAX_HEAD_BYTES or self._head_lines > MAX_HEAD_LINES:
+                        self._refuse()
+                        return
+            elif self._body_left:
+                stop = min(end, pos + self._body_left)
+                self._body_left -= stop - pos
+            else:
+                stop = end  # not expected (a body of 0 bytes ends with its head): as uvicorn
+            super().data_received(data if pos == 0 and stop == end else data[pos:stop])
+            # After a 400 or a protocol upgrade the rest of the read is not HTTP to parse.
+            if stop < end and (self.transport.is_closing() or self.parser.should_upgrade()):
                 return
-        super().data_received(data)
-        if self._refused:
-            self._refuse()
+            pos = stop
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refused and self.cycle.response_complete:
+            self._unset_keepalive_if_required()
+            self._answer_refusal()
 
     def _refuse(self) -> None:
         self._refused = True
+        # Requests pipelined before this head are answered first (on_response_complete).
+        if self.cycle is None or self.cycle.response_complete:
+            self._answer_refusal()
+
+    def _answer_refusal(self) -> None:
         payload = _refusal()
         head = (
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"

@@ -27,12 +27,12 @@ from typing import Any
 import jwt
 
 from service.config import ROOT, ConfigError, EventType, IdentitySettings
+from service.config_base import refuse_unsafe_secret
 from service.errors import ApiError, api_error
 from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from service.text_rules import unsafe_at
 
 TOKEN_CACHE_SIZE = 50_000
-DEV_SECRET_PREFIX = "dev-"  # noqa: S105 (a marker that refuses dev secrets, not a secret)
 
 # API keys: "mn_" + 8 hex characters (the public prefix that finds the key's row) + "_" +
 # 43 base64url characters (256 random bits). A JWT always starts with "eyJ" (its header
@@ -116,10 +116,7 @@ class Authenticator:
         self._rs_keys: dict[str | None, Any] = {}
         if self._jwt is not None:
             secret = self._jwt.secret
-            if secret and secret.startswith(DEV_SECRET_PREFIX) and environment != "development":
-                raise ConfigError(
-                    "identity.jwt.secret: a development secret outside environment=development"
-                )
+            refuse_unsafe_secret("identity.jwt.secret", secret, environment)
             if "HS256" in self._jwt.algorithms:
                 if not secret:
                     raise ConfigError("identity.jwt.secret: required for HS256")

@@ -12,9 +12,11 @@ from typing import Literal
 import msgspec
 
 
-class ErrorBody(msgspec.Struct, frozen=True):
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: str
     message: str
+    # Only for an unknown name (service/errors.py, NAME_CODES): the configured names.
+    allowed: list[str] | None = None
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -34,6 +36,19 @@ class Readiness(Health, frozen=True, kw_only=True):
     """GET /readyz: Health, and which scheduler backend is active when the database answers."""
 
     scheduler: SchedulerHealth | None = None
+
+
+class Index(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /: what this is and where to go, as paths on this server (`admin` is null when
+    the panel is off). A browser asking for text/html gets the same as a page of links."""
+
+    service: str = "mark-notify"
+    docs: str = "README.md and docs/ of the source"
+    openapi: str = "/openapi.json"
+    admin: str | None = "/admin/"
+    healthz: str = "/healthz"
+    readyz: str = "/readyz"
+    metrics: str = "/metrics"
 
 
 # Who a caller is, taken from verified identity (never from the body): the subject a seen

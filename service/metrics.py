@@ -47,8 +47,8 @@ API_REGISTRY = CollectorRegistry()
 
 HTTP_REQUESTS = Counter(
     PREFIX + "http_requests",
-    "HTTP requests answered, by method, route template and status class (2xx, 4xx, 5xx; "
-    "aborted: the client left before the answer).",
+    "HTTP requests answered, by method, route template and status class (2xx, 3xx, 4xx, "
+    "5xx; aborted: the client left before the answer).",
     ["method", "route", "status"],
     registry=API_REGISTRY,
 )

@@ -4,20 +4,26 @@ The core paths (health, readiness) are here, with the pieces every capability de
 its own operations with (`operation`, `answer`, `path_param`, `error_responses`). Each
 capability hands its part over as a `Section` (service/seen/openapi.py,
 service/notify/openapi.py), and service/app.py puts the document together from the
-sections it mounts.
+sections it mounts. What a deployment's config decides (e.g. the names of its categories
+and channels) is filled in per config by `configured_document`: the document a service
+serves describes the requests it accepts.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from service.errors import ERROR_CODES
-from service.messages import ErrorBody, Health, Readiness
+from service.messages import ErrorBody, Health, Index, Readiness
+
+if TYPE_CHECKING:
+    from service.config import Config
 
 REF = "#/components/schemas/{name}"
 SERVICE_AUTH = (
@@ -40,6 +46,9 @@ class Section:
     # Schemas no Struct describes as well as a hand-written one does (e.g. a body that is
     # one of two shapes, which one Struct decodes): added after, and over, the generated.
     schemas: Callable[[], dict[str, Any]] | None = None
+    # Schemas a config decides, given it and the document's schemas: added over them by
+    # configured_document (e.g. the configured names as enums).
+    configured: Callable[[Config, dict[str, Any]], dict[str, Any]] | None = None
 
 
 def json_content(ref: str) -> dict[str, Any]:
@@ -104,7 +113,9 @@ def operation(
 
 
 def _health_paths() -> dict[str, Any]:
+    index = json_content("Index") | {"text/html": {"schema": {"type": "string"}}}
     return {
+        "/": {"get": {"responses": {"200": {"description": "Links", "content": index}}}},
         "/healthz": {"get": {"responses": {"200": answer("Alive", "Health")}}},
         "/readyz": {
             "get": {
@@ -127,7 +138,7 @@ def api_document(*sections: Section) -> dict[str, Any]:
         structs += section.structs
         paths |= section.paths()
     # Health and readiness close the document, which opens with the first capability mounted.
-    structs += [ErrorBody, Health, Readiness]
+    structs += [ErrorBody, Health, Readiness, Index]
     paths |= _health_paths()
     _, components = msgspec.json.schema_components(structs, ref_template=REF)
     for section in sections:
@@ -151,3 +162,14 @@ def api_document(*sections: Section) -> dict[str, Any]:
 @cache
 def api_document_json(*sections: Section) -> bytes:
     return msgspec.json.encode(api_document(*sections))
+
+
+def configured_document(config: Config, *sections: Section) -> dict[str, Any]:
+    """The document a service running `config` serves: api_document, with what the
+    config decides filled in."""
+    document = copy.deepcopy(api_document(*sections))
+    schemas = document["components"]["schemas"]
+    for section in sections:
+        if section.configured is not None:
+            schemas |= section.configured(config, schemas)
+    return document

@@ -23,6 +23,8 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
 
 from service import audit
+from service.config import Config
+from service.errors import unknown_name
 from service.sql import q
 from service.wake import WAKE_QUEUE, WAKE_TASK
 
@@ -62,6 +64,23 @@ class RedeliverFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     def narrowed(self) -> bool:
         """Whether anything beyond the statuses narrows it (else it takes every such row)."""
         return any((self.consumers, self.tags, self.event_types, self.ids, self.since, self.until))
+
+
+class UnknownName(ValueError):
+    """A filter names a consumer, tag or event type the config does not have."""
+
+
+def check_names(flt: RedeliverFilter, config: Config) -> None:
+    """Refuse a filter naming what the config does not (UnknownName, which lists the valid
+    names): a typo would otherwise select nothing, and look like nothing to requeue."""
+    for kind, given, known in (
+        ("consumer or channel", flt.consumers, [*config.consumers, *config.channels]),
+        ("tag", flt.tags, list(config.tags)),
+        ("event type", flt.event_types, list(config.event_types)),
+    ):
+        for name in given or ():
+            if name not in known:
+                raise UnknownName(unknown_name(kind, name, known))
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):

@@ -321,4 +321,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from service import cli_exit
+
+    cli_exit.run(main)

@@ -8,6 +8,7 @@ from psycopg import Connection
 
 from service.admin.passwords import hash_password
 from service.audit import record_sync
+from service.errors import unknown_name
 from service.sql import q
 
 Role = Literal["manager", "operator"]
@@ -53,6 +54,24 @@ def set_disabled(conn: Connection[Any], username: str, disabled: bool, *, actor:
             raise AccountError(f"no account named {username!r}")
         action = "admin.disable_user" if disabled else "admin.enable_user"
         record_sync(conn, actor, action, username, after={"disabled": disabled})
+
+
+def unlock(conn: Connection[Any], username: str, *, actor: str) -> bool:
+    """End a username's sign-in lock and forget its failures, with the audit row; False if
+    it had none (an account that is not locked). Failures are counted for any name, so
+    any name with failures can be unlocked; a name that is neither an account nor has
+    failures is an AccountError naming those that are (a typo, most likely)."""
+    with conn.transaction():
+        row = conn.execute(q("admin_unlock"), {"username": username}).fetchone()
+        if row is None:
+            if conn.execute(q("admin_find_user"), {"username": username}).fetchone():
+                return False
+            names = [r[0] for r in list_users(conn)]
+            names += [r[0] for r in conn.execute(q("admin_locked_usernames")).fetchall()]
+            raise AccountError(unknown_name("account or locked username", username, names))
+        before = {"failures": row[0], "locked_until": row[1]}
+        record_sync(conn, actor, "admin.unlock", username, before=before)
+        return True
 
 
 def list_users(conn: Connection[Any]) -> list[tuple[Any, ...]]:

@@ -23,6 +23,7 @@ from service import controls
 from service.admin.sessions import Session
 from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
 from service.config import Config, DeliveryPolicy
+from service.errors import unknown_name
 from service.sql import q
 from service.state import state_of
 
@@ -235,7 +236,11 @@ def _reason(form: FormData) -> str | None:
 async def _switch(request: Request, who: Session, form: FormData, pause: bool) -> Response:
     name = request.path_params["name"]
     if not _known(request, name):
-        return problem(request, who, 404, f"There is no consumer or channel named {name!r}.")
+        config = state_of(request).config
+        known = [*config.consumers, *config.channels]
+        return problem(
+            request, who, 404, f"There is {unknown_name('consumer or channel', name, known)}."
+        )
     change = controls.pause if pause else controls.resume
     async with pool_of(request).connection() as conn:
         await change(conn, name, who.username or "?", _reason(form), client_ip=client_ip(request))
@@ -261,9 +266,18 @@ async def _provider(request: Request, who: Session, enabled: bool) -> Response:
     channel_name = request.path_params["name"]
     provider = request.path_params["provider"]
     channel = state_of(request).config.channels.get(channel_name)
-    if channel is None or provider not in {p.name for p in channel.providers}:
+    if channel is None:
+        channels = state_of(request).config.channels
         return problem(
-            request, who, 404, f"Channel {channel_name!r} has no provider named {provider!r}."
+            request, who, 404, f"There is {unknown_name('channel', channel_name, channels)}."
+        )
+    if provider not in {p.name for p in channel.providers}:
+        names = [p.name for p in channel.providers]
+        return problem(
+            request,
+            who,
+            404,
+            f"Channel {channel_name!r} has {unknown_name('provider', provider, names)}.",
         )
     async with pool_of(request).connection() as conn:
         await controls.set_provider(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -26,8 +28,18 @@ from service.admin.web import (
 )
 from service.sql import q
 
-LOCKED = "Too many failed sign-ins: this account is locked for a while. Try again later."
 WRONG = "Wrong username or password."
+
+
+def locked(until: datetime) -> str:
+    """The answer while a name is locked: for how long, and until when (UTC), so nobody
+    retries blindly; the same for every name, known or not."""
+    minutes = max(1, math.ceil((until - datetime.now(UTC)).total_seconds() / 60))
+    return (
+        f"Too many failed sign-ins: this name is locked for the next {minutes} "
+        f"minute{'s' if minutes != 1 else ''}, until {until.astimezone(UTC):%H:%M} UTC. "
+        "Try again then, or have it unlocked with bin/admin unlock."
+    )
 
 
 def _next(value: Any) -> str:
@@ -76,11 +88,13 @@ async def login(request: Request) -> Response:
         return _form(request, await _anonymous(request), 403, error="The form expired; try again.")
     async with pool_of(request).connection() as conn:
         cur = await conn.execute(q("admin_login_locked"), {"username": username})
-        if await cur.fetchone() is not None:
+        lock = await cur.fetchone()
+        if lock is not None:
             await audit.record(
                 conn, username or "?", "login_refused", username, client_ip=client_ip(request)
             )
-            return _form(request, who, 429, error=LOCKED, username=username, next=target)
+            error = locked(lock[1])
+            return _form(request, who, 429, error=error, username=username, next=target)
         cur_user = conn.cursor(row_factory=dict_row)
         await cur_user.execute(q("admin_find_user"), {"username": username})
         account = await cur_user.fetchone()
@@ -122,7 +136,7 @@ async def login(request: Request) -> Response:
     if not good or account is None:
         delay = settings.failure_delay.total_seconds() * 2 ** (failures - 1)
         await asyncio.sleep(min(delay, settings.max_delay.total_seconds()))
-        message = LOCKED if locked_until is not None else WRONG
+        message = locked(locked_until) if locked_until is not None else WRONG
         status = 429 if locked_until is not None else 401
         return _form(request, who, status, error=message, username=username, next=target)
     response = redirect(target)

@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, render
-from service.config import ScheduleSettings
 from service.config_schedule import HttpSource, SqlSource, StaticSource
 from service.schedule import backend
 from service.schedule.cli import check_event_type, edited_settings
@@ -36,9 +35,10 @@ from service.schedule.periodic import (
     get_schedule,
     list_schedules,
     next_run,
+    redacted,
     update_schedule,
 )
-from service.schedule.runner import run_schedule
+from service.schedule.runner import run_record, run_schedule
 from service.sql import q
 from service.state import state_of
 from service.text_rules import is_safe
@@ -94,15 +94,6 @@ def _audience(schedule: Schedule) -> str:
         + ", ".join(ids[:10])
         + (", …" if len(ids) > 10 else "")
     )
-
-
-def _redacted(settings: ScheduleSettings) -> dict[str, Any]:
-    # An HTTP source's headers often carry a credential: the audit log and the pages name
-    # them without their values.
-    data: dict[str, Any] = msgspec.to_builtins(settings)
-    if isinstance(settings.source, HttpSource):
-        data["source"]["headers"] = {k: "(hidden)" for k in settings.source.headers}
-    return data
 
 
 def _view(schedule: Schedule) -> dict[str, Any]:
@@ -278,7 +269,7 @@ async def create(request: Request, who: Session, form: FormData) -> Response:
             await check_event_type(conn, settings.event_type)
             added = await add_schedule(conn, name, settings)
             await record(
-                conn, request, who, "schedule.create", name, after=_redacted(added.settings)
+                conn, request, who, "schedule.create", name, after=redacted(added.settings)
             )
     except ScheduleError as exc:
         return _form(request, who, values, adding=True, error=str(exc))
@@ -367,8 +358,8 @@ async def edit(request: Request, who: Session, form: FormData) -> Response:
                 who,
                 "schedule.update",
                 schedule.name,
-                before=_redacted(schedule.settings),
-                after=_redacted(done.settings),
+                before=redacted(schedule.settings),
+                after=redacted(done.settings),
             )
     except ScheduleError as exc:
         names = _view(schedule)["header_names"]
@@ -433,13 +424,7 @@ async def run_now(request: Request, who: Session, form: FormData) -> Response:
             who,
             "schedule.run",
             schedule.name,
-            after={
-                "scheduled_for": result.scheduled_for,
-                "outcome": result.outcome,
-                "attempts": result.attempts,
-                "error": result.error,
-                "event_id": result.event_id,
-            },
+            after=run_record(result),
         )
     at = quote(result.scheduled_for.isoformat(), safe="")
     return redirect(f"/admin/schedules/{quote(schedule.name, safe='')}?done=run&at={at}")

@@ -9,7 +9,10 @@
   into the database (it was down at start-up), a valid event is a 503, to retry.
 - `GET /v1/events/{id}`: the event and its deliveries counted per channel and state.
 - `GET /v1/notifications/{id}`: one notification, per channel.
-Both read only the calling producer's events; anyone else's are 404.
+With `events:write`, both read only the calling producer's events; anyone else's are 404
+(`unknown_event`), as if they did not exist. A key with `events:read` (for operators and
+support tools) reads any producer's, e.g. the events schedules post (producer
+`mark-notify:schedules`) or the admin's mailings (`admin`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service.errors import api_error
+from service.errors import ApiError, api_error, unknown_name_error
 from service.http import json_response, read_json
 from service.metrics import count_event
 from service.notify.messages import (
@@ -92,11 +95,17 @@ async def post_event(request: Request) -> Response:
         state.config.api.max_body_bytes,
         BODY_OVERHEAD_BYTES + notify.max_data_bytes + notify.max_recipients * BYTES_PER_RECIPIENT,
     )
-    event = await read_json(request, _decode_event, limit, FIELD_CODES)
+    try:
+        event = await read_json(request, _decode_event, limit, FIELD_CODES)
+    except ApiError as exc:
+        if exc.code == "unknown_event_type":
+            # A type that cannot even be a name: the names that are, as for an unknown one.
+            exc.allowed = sorted(state.templates)
+        raise
 
     templates = state.templates.get(event.type)
     if templates is None:
-        raise api_error("unknown_event_type", f"No event type {event.type!r}.")
+        raise unknown_name_error("unknown_event_type", "event type", event.type, state.templates)
     data = _encode(event.data)
     if len(data) > notify.max_data_bytes:
         raise api_error(
@@ -170,9 +179,16 @@ async def post_event(request: Request) -> Response:
     )
 
 
+async def _readable_producer(request: Request) -> str | None:
+    """Whose events the caller may read: its own producer's (events:write), or anyone's
+    (None: events:read)."""
+    caller = await state_of(request).keys.require_scope(request, "events:write", "events:read")
+    return None if "events:read" in caller.scopes else caller.producer
+
+
 async def get_event(request: Request) -> Response:
     state = state_of(request)
-    caller = await state.keys.require_scope(request, "events:write")
+    producer = await _readable_producer(request)
     raw_id: str = request.path_params["event_id"]
     try:
         event_id = uuid.UUID(raw_id)
@@ -180,7 +196,7 @@ async def get_event(request: Request) -> Response:
         raise api_error("unknown_event", f"No event {raw_id!r}.") from None
     params = {
         "event_id": event_id,
-        "producer": caller.producer,
+        "producer": producer,
         "seen_tag": state.config.notify.seen_tag,
     }
     async with state.pool.connection() as conn:
@@ -205,14 +221,14 @@ async def get_event(request: Request) -> Response:
 
 async def get_notification(request: Request) -> Response:
     state = state_of(request)
-    caller = await state.keys.require_scope(request, "events:write")
+    producer = await _readable_producer(request)
     raw_id: str = request.path_params["notification_id"]
     # Notification ids are bigints; anything else cannot be one.
     if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
         raise api_error("unknown_notification", f"No notification {raw_id!r}.")
     params = {
         "notification_id": int(raw_id),
-        "producer": caller.producer,
+        "producer": producer,
         "seen_tag": state.config.notify.seen_tag,
     }
     async with state.pool.connection() as conn:

@@ -264,7 +264,8 @@ class NotificationStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QuietHours(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Local times in the user's time zone; a window may span midnight (22:00-07:00)."""
+    """Local times in the user's time zone; a window may span midnight (22:00-07:00).
+    `start` and `end` differ (the same time is `invalid_quiet_hours`)."""
 
     start: ClockTime
     end: ClockTime

@@ -3,11 +3,13 @@ signed-in clients with tokens, and the one-click unsubscribe links of emails."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from service.config import Config
 from service.notify import messages as notify
+from service.notify.unsubscribe import COMPACT_JWS_PATTERN, MAX_TOKEN_CHARS, UnsubscribeResult
 from service.notify.unsubscribe import PATH as UNSUBSCRIBE_PATH
-from service.notify.unsubscribe import UnsubscribeResult
 from service.openapi import (
     ALWAYS,
     Section,
@@ -40,7 +42,8 @@ PREFERENCE_ERRORS = (
     "unknown_user",
 )
 USER_ID = path_param("user_id", "Your user id (printable, no `/`).")
-LINK_ERRORS = ("invalid_unsubscribe_link", "transactional_category")
+# A token with a `/` (or none) is another path: no route takes it.
+LINK_ERRORS = ("invalid_unsubscribe_link", "transactional_category", "not_found")
 HTML_PAGE = {"text/html": {"schema": {"type": "string"}}}
 
 
@@ -48,6 +51,7 @@ def _unsubscribe_paths() -> dict[str, Any]:
     # The link is its own credential (a signed token naming user, category and channel):
     # no security scheme applies.
     token = [path_param("token", "The signed token of the email's List-Unsubscribe link.")]
+    token[0]["schema"] |= {"pattern": COMPACT_JWS_PATTERN, "maxLength": MAX_TOKEN_CHARS}
     return {
         UNSUBSCRIBE_PATH: {
             "get": {
@@ -135,7 +139,10 @@ def _paths() -> dict[str, Any]:
                 ok={"200": answer("The event.", "EventStatus")},
                 errors=("unknown_event",),
                 parameters=[path_param("event_id", "The id POST /v1/events answered.")],
-                description="Only the producer's own events.",
+                description=(
+                    "Only the producer's own events (another's is `unknown_event`); a key "
+                    "with scope `events:read` instead reads any producer's."
+                ),
             )
         },
         "/v1/notifications/{notification_id}": {
@@ -145,7 +152,10 @@ def _paths() -> dict[str, Any]:
                 ok={"200": answer("The notification.", "NotificationStatus")},
                 errors=("unknown_notification",),
                 parameters=[path_param("notification_id", "A notification id.")],
-                description="Only notifications of the producer's own events.",
+                description=(
+                    "Only notifications of the producer's own events; a key with scope "
+                    "`events:read` instead reads any producer's."
+                ),
             )
         },
         "/v1/users": {
@@ -263,4 +273,26 @@ def _paths() -> dict[str, Any]:
     }
 
 
-SECTION = Section(_paths, STRUCTS)
+def _configured(config: Config, schemas: dict[str, Any]) -> dict[str, Any]:
+    """PreferencesBody with this config's names: a category or channel it lacks, or a
+    transactional category switched off, is refused by the schema as by the service."""
+    body = copy.deepcopy(schemas["PreferencesBody"])
+    channels = {"enum": sorted(config.channels)}
+
+    def switches(value: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "propertyNames": channels, "additionalProperties": value}
+
+    body["properties"]["categories"] |= {
+        "propertyNames": {"enum": sorted(config.categories)},
+        "additionalProperties": switches({"type": "boolean"}),
+        "properties": {
+            name: switches({"type": "boolean", "enum": [True]})
+            for name, category in sorted(config.categories.items())
+            if category.transactional
+        },
+    }
+    body["properties"]["quiet_hours"]["propertyNames"] = channels
+    return {"PreferencesBody": body}
+
+
+SECTION = Section(_paths, STRUCTS, configured=_configured)

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.config import Config
-from service.errors import api_error
+from service.errors import api_error, unknown_name_error
 from service.http import json_response, read_json
 from service.notify.http import client_user, user_id_param
 from service.notify.messages import Preferences, PreferencesBody, QuietHours
@@ -68,10 +68,12 @@ def check(config: Config, body: PreferencesBody) -> None:
     for name, switches in body.categories.items():
         category = config.categories.get(name)
         if category is None:
-            raise api_error("unknown_category", f"No category {name!r}.")
+            raise unknown_name_error("unknown_category", "category", name, config.categories)
         for channel, on in switches.items():
             if channel not in config.channels:
-                raise api_error("unknown_channel", f"categories.{name}: no channel {channel!r}.")
+                raise unknown_name_error(
+                    "unknown_channel", "channel", channel, config.channels, f"categories.{name}: "
+                )
             if category.transactional and not on:
                 raise api_error(
                     "transactional_category",
@@ -79,7 +81,9 @@ def check(config: Config, body: PreferencesBody) -> None:
                 )
     for channel, window in body.quiet_hours.items():
         if channel not in config.channels:
-            raise api_error("unknown_channel", f"quiet_hours: no channel {channel!r}.")
+            raise unknown_name_error(
+                "unknown_channel", "channel", channel, config.channels, "quiet_hours: "
+            )
         if window.start == window.end:
             raise api_error(
                 "invalid_quiet_hours", f"quiet_hours.{channel}: start and end are the same."

@@ -22,6 +22,7 @@ longer has is `invalid_unsubscribe_link` (400); one for a transactional category
 from __future__ import annotations
 
 import html
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,8 +34,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from service.config import Config, ConfigError, NotifySettings
+from service.config_base import refuse_unsafe_secret
 from service.errors import api_error
-from service.identity import DEV_SECRET_PREFIX
 from service.sql import q
 from service.state import state_of
 
@@ -44,6 +45,11 @@ ALGORITHM = "HS256"
 PATH = "/v1/unsubscribe/{token}"
 # Links are pasted and re-wrapped by mail clients; anything longer is not one of ours.
 MAX_TOKEN_CHARS = 2048
+# A compact JWS: three base64url parts, unpadded, as make_token() writes them. Published in
+# /openapi.json; anything else is refused before it is decoded. `(?!\n)`: Python's `$`
+# also matches before a final newline, JSON Schema's does not.
+COMPACT_JWS_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$(?!\n)"
+_COMPACT_JWS = re.compile(COMPACT_JWS_PATTERN)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -62,23 +68,17 @@ class Unsubscribe:
 
 
 def signing_key(notify: NotifySettings, environment: str | None) -> str:
-    """The unsubscribe secret, refused if missing or a development one outside development.
+    """The unsubscribe secret, refused if missing, or a development one or a placeholder
+    outside development (service/config_base.py).
 
-    `environment` None skips the development check, for a signer that is not told its
+    `environment` None skips that check, for a signer that is not told its
     environment; the API, which verifies, always is, so a link signed with a
     development secret never works outside development.
     """
     secret = notify.unsubscribe_secret
     if not secret:
         raise ConfigError("notify.unsubscribe_secret: required to sign unsubscribe links")
-    if (
-        environment is not None
-        and environment != "development"
-        and secret.startswith(DEV_SECRET_PREFIX)
-    ):
-        raise ConfigError(
-            "notify.unsubscribe_secret: a development secret outside environment=development"
-        )
+    refuse_unsafe_secret("notify.unsubscribe_secret", secret, environment)
     return secret
 
 
@@ -121,6 +121,8 @@ def read_token(notify: NotifySettings, token: str, *, environment: str) -> Unsub
     key = signing_key(notify, environment)
     if len(token) > MAX_TOKEN_CHARS:
         raise InvalidLink("the link is too long")
+    if not _COMPACT_JWS.match(token):
+        raise InvalidLink("the link is not valid (not a signed token)")
     try:
         # One algorithm only: "none" and RS256 tokens are refused whatever they claim.
         claims: dict[str, Any] = jwt.decode(

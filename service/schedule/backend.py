@@ -17,17 +17,20 @@ prune_retention() (on [scheduler].retention_cron).
   is deferred once however many dispatchers run.
 
 `sync()` chooses at start-up (the dispatcher's) and on `bin/schedules sync`:
-[scheduler].backend "auto" takes pg_cron when it is preloaded, created and reachable and
-falls back otherwise, saying why; "pg_cron" insists (start-up fails if it is not there);
-"procrastinate" never uses it. The choice is saved in scheduler_state, which every tick of
-either backend checks, and the jobs of the other backend are removed, so a switch leaves
-one backend running. /readyz, the logs and `bin/schedules status` show it.
+[scheduler].backend "auto" takes pg_cron when it is preloaded, created and usable by our
+role and falls back otherwise, saying why; "pg_cron" insists (start-up fails if it is not
+there, naming the grants a role that is not a superuser lacks); "procrastinate" never asks
+pg_cron anything, unless pg_cron was the backend before and its jobs must go. The choice
+is saved in scheduler_state, which every tick of either backend checks, and the jobs of
+the other backend are removed, so a switch leaves one backend running. /readyz, the logs
+and `bin/schedules status` show it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -121,10 +124,33 @@ async def _cron_connect(url: str, pg_cron: str) -> psycopg.AsyncConnection[Any]:
     )
 
 
+def pg_cron_grants(role: str, cron_database: str | None) -> str:
+    """What a role that is not a superuser needs for the pg_cron backend, as SQL a
+    superuser runs (docs/deployment.md)."""
+    where = f"database {cron_database!r}" if cron_database else "pg_cron's database"
+    if not re.fullmatch(r"[a-z_][a-z0-9_$]*", role):
+        role = '"' + role.replace('"', '""') + '"'
+    return (
+        f"as a superuser, GRANT pg_read_all_settings TO {role}; and in {where}: "
+        f"GRANT USAGE ON SCHEMA cron TO {role}; GRANT EXECUTE ON FUNCTION "
+        f"cron.schedule_in_database(text, text, text, text, text, boolean) TO {role} "
+        "(docs/deployment.md)"
+    )
+
+
 async def detect_pg_cron(conn: psycopg.AsyncConnection[Any], url: str) -> tuple[PgCron | None, str]:
     """pg_cron if this database can use it, and in any case a sentence saying why."""
-    cur = await conn.execute(q("pg_cron_setting"))
-    row = await cur.fetchone()
+    role = conn.info.user
+    try:
+        # A savepoint: the refusal must not abort the caller's transaction.
+        async with conn.transaction():
+            cur = await conn.execute(q("pg_cron_setting"))
+            row = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None, (
+            f"pg_cron is preloaded and role {role!r} may not read cron.database_name; "
+            f"to use pg_cron: {pg_cron_grants(role, None)}"
+        )
     assert row is not None
     cron_database, this_database = row
     if not cron_database:
@@ -138,9 +164,22 @@ async def detect_pg_cron(conn: psycopg.AsyncConnection[Any], url: str) -> tuple[
                     f"pg_cron is preloaded but not created in its database {cron_database!r} "
                     "(CREATE EXTENSION pg_cron there)"
                 )
-            version, in_database = found
+            version, in_database, usage, execute = found
             if not in_database:
                 return None, f"pg_cron {version} lacks cron.schedule_in_database() (needs 1.4+)"
+            if not (usage and execute):
+                lacks = " and ".join(
+                    what
+                    for what, granted in (
+                        ("USAGE on schema cron", usage),
+                        ("EXECUTE on cron.schedule_in_database()", execute),
+                    )
+                    if not granted
+                )
+                return None, (
+                    f"role {role!r} lacks {lacks} in pg_cron's database {cron_database!r}; "
+                    f"to use pg_cron: {pg_cron_grants(role, cron_database)}"
+                )
             # Proves that our role may read (and so manage) its own jobs there.
             await cron.execute(
                 q("cron_jobs"), {"database": this_database, "prefix": JOB_PREFIX + "%"}
@@ -230,26 +269,43 @@ async def sync(url: str, config: Config, *, chosen_by: str) -> SyncReport:
     """Start-up's (and `bin/schedules sync`'s) work: the config's schedules into the table,
     the backend chosen and saved, and pg_cron's jobs made to match (or removed)."""
     check_event_types(config)
+    wanted = config.scheduler.backend
     async with await psycopg.AsyncConnection.connect(url, options=CONNECTION_OPTIONS) as conn:
         async with conn.transaction():
             await conn.execute(q("scheduler_sync_lock"))
             changes = await sync_config_schedules(conn, config.schedules)
-            pg_cron, why = await detect_pg_cron(conn, url)
-            backend, detail = decide(config.scheduler.backend, pg_cron, why)
+            previous = await current_state(conn)
+            pg_cron: PgCron | None = None
+            why = ""
+            # "procrastinate" leaves pg_cron alone (its settings may be closed to our role),
+            # except to remove the jobs it ran for us until now.
+            if wanted != "procrastinate" or (previous and previous.backend == "pg_cron"):
+                pg_cron, why = await detect_pg_cron(conn, url)
+            backend, detail = decide(wanted, pg_cron, why)
             scheduled: list[str] = []
             unscheduled: list[str] = []
             if pg_cron is not None:
                 database = conn.info.dbname
                 desired = await desired_jobs(conn, config, database) if backend == "pg_cron" else {}
                 try:
-                    async with await _cron_connect(url, pg_cron.database) as cron:
-                        scheduled, unscheduled = await reconcile(cron, database, desired)
+                    scheduled, unscheduled = await _reconcile_in(url, pg_cron, database, desired)
                 except psycopg.Error as exc:
-                    if config.scheduler.backend == "pg_cron" or backend != "pg_cron":
-                        raise SchedulerUnavailable(f"pg_cron refused our jobs: {exc}") from exc
-                    backend, detail = "procrastinate", f"auto: pg_cron refused our jobs: {exc}"
-                    async with await _cron_connect(url, pg_cron.database) as cron:
-                        scheduled, unscheduled = await reconcile(cron, database, {})
+                    refused = f"pg_cron refused our jobs: {exc}".strip()
+                    if wanted == "pg_cron":
+                        raise SchedulerUnavailable(
+                            f"{refused}; {pg_cron_grants(conn.info.user, pg_cron.database)}"
+                        ) from exc
+                    if backend == "pg_cron":
+                        backend, detail = "procrastinate", f"auto: {refused}"
+                    try:
+                        scheduled, unscheduled = await _reconcile_in(url, pg_cron, database, {})
+                    except psycopg.Error:
+                        # The schedule and digest jobs idle while scheduler_state names the
+                        # other backend; retention prunes twice at worst.
+                        detail += f" (remove our jobs in pg_cron's database {pg_cron.database!r})"
+                        log.warning("scheduler: %s, and its jobs could not be removed", refused)
+            elif previous and previous.backend == "pg_cron" and backend != "pg_cron":
+                detail += f"; pg_cron's jobs from before could not be removed: {why}"
             await conn.execute(
                 q("save_scheduler_state"),
                 {"backend": backend, "detail": detail, "chosen_by": chosen_by},
@@ -273,6 +329,13 @@ async def sync(url: str, config: Config, *, chosen_by: str) -> SyncReport:
     )
 
 
+async def _reconcile_in(
+    url: str, pg_cron: PgCron, database: str, desired: dict[str, CronJob]
+) -> tuple[list[str], list[str]]:
+    async with await _cron_connect(url, pg_cron.database) as cron:
+        return await reconcile(cron, database, desired)
+
+
 async def refresh_jobs(url: str, config: Config) -> tuple[list[str], list[str]]:
     """After bin/schedules changed a schedule: pg_cron's jobs follow, if it is the active
     backend (the Procrastinate ticks read the table as it is). (scheduled, unscheduled)."""
@@ -292,7 +355,11 @@ async def refresh_jobs(url: str, config: Config) -> tuple[list[str], list[str]]:
 
 
 async def cron_job_runs(conn: psycopg.AsyncConnection[Any], url: str) -> list[CronJobRun] | None:
-    """Our pg_cron jobs with their last runs; None where pg_cron cannot be used."""
+    """Our pg_cron jobs with their last runs; None unless pg_cron is the active backend and
+    can be used."""
+    state = await current_state(conn)
+    if state is None or state.backend != "pg_cron":
+        return None
     pg_cron, _ = await detect_pg_cron(conn, url)
     if pg_cron is None:
         return None

@@ -12,6 +12,8 @@
 Schedules declared in the config file ([schedules.<name>]) follow the file: start-ups and
 `sync` make their rows what it says, and this command refuses to change them. Schedules
 made here are left alone by start-ups. Under pg_cron, each change here updates its jobs.
+Every change (add, set, enable, disable, remove, run, sync) writes an audit_log row with
+the actor cli:<os user>, as the admin panel's schedule actions do.
 
 The config and the database are bin/dev's: MARK_NOTIFY_CONFIG (else config/mark-notify.toml,
 else config/example.toml); DATABASE_URL, else the config's, else the embedded one.
@@ -30,9 +32,11 @@ from typing import Any
 import msgspec
 import psycopg
 
+from service import audit
 from service.config import Config, ConfigError, ScheduleSettings
 from service.config_schedule import Audience, HttpSource, Source, SqlSource
 from service.database import CONNECTION_OPTIONS
+from service.errors import unknown_name
 from service.ops_database import DatabaseNotFound, load_cli_config, resolve_database
 from service.schedule import backend
 from service.schedule.periodic import (
@@ -41,10 +45,11 @@ from service.schedule.periodic import (
     add_schedule,
     get_schedule,
     list_schedules,
+    redacted,
     remove_schedule,
     update_schedule,
 )
-from service.schedule.runner import run_schedule
+from service.schedule.runner import run_record, run_schedule
 from service.sql import q
 
 
@@ -163,13 +168,21 @@ def edited_settings(args: argparse.Namespace, current: ScheduleSettings | None) 
 
 
 async def check_event_type(conn: psycopg.AsyncConnection[Any], event_type: str) -> None:
-    cur = await conn.execute(q("schedule_event_type"), {"name": event_type})
-    row = await cur.fetchone()
-    if row is None or not row[0]:
+    cur = await conn.execute(q("schedule_event_types"))
+    names = [row[0] for row in await cur.fetchall()]
+    if event_type not in names:
         raise ScheduleError(
-            f"no event type {event_type!r} in the catalog (the config's [event_types], "
-            "mirrored into the database when the service starts)"
+            unknown_name("event type", event_type, names) + " in the catalog (the config's "
+            "[event_types], mirrored into the database when the service starts)"
         )
+
+
+async def _existing(conn: psycopg.AsyncConnection[Any], name: str) -> Schedule:
+    schedule = await get_schedule(conn, name)
+    if schedule is None:
+        names = [s.name for s in await list_schedules(conn)]
+        raise ScheduleError(unknown_name("schedule", name, names))
+    return schedule
 
 
 def _print_schedules(schedules: Sequence[Schedule]) -> None:
@@ -245,6 +258,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
         ) as conn:
             yield conn
 
+    actor = audit.cli_actor()
     changed = False
     async with connect() as conn:
         if args.command == "list":
@@ -253,6 +267,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
             await _status(conn, url)
         elif args.command == "sync":
             report = await backend.sync(url, config, chosen_by="bin/schedules sync")
+            # The sync commits as it goes (its own connections): its row follows it.
+            await audit.record(conn, actor, "schedule.sync", None, after=report)
             for name, change in report.changes:
                 print(f"{name}: {change}")
             print(f"backend: {report.backend} ({report.detail})")
@@ -261,10 +277,11 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
             for job in report.unscheduled:
                 print(f"pg_cron: unscheduled {job}")
         elif args.command == "run":
-            if await get_schedule(conn, args.name) is None:
-                raise ScheduleError(f"no schedule named {args.name!r}")
+            await _existing(conn, args.name)
             now = datetime.now(UTC).replace(microsecond=0)
             result = await run_schedule(connect, config, args.name, now, "manual")
+            # As the admin's Run now: the run commits its own work, and its row follows it.
+            await audit.record(conn, actor, "schedule.run", args.name, after=run_record(result))
             print(
                 f"{result.schedule}: {result.outcome}"
                 + (f" event {result.event_id}" if result.event_id else "")
@@ -274,27 +291,15 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
             return 1 if result.outcome == "failed" else 0
         elif args.command == "add":
             settings = edited_settings(args, None)
-            await check_event_type(conn, settings.event_type)
-            added = await add_schedule(conn, args.name, settings)
+            async with conn.transaction():
+                await check_event_type(conn, settings.event_type)
+                added = await add_schedule(conn, args.name, settings)
+                after = redacted(added.settings)
+                await audit.record(conn, actor, "schedule.create", args.name, after=after)
             print(f"added {added.name}; next run {_when(added.next_run_at)}")
             changed = True
         else:
-            current = await get_schedule(conn, args.name)
-            if current is None:
-                raise ScheduleError(f"no schedule named {args.name!r}")
-            if args.command == "remove":
-                await remove_schedule(conn, args.name)
-                print(f"removed {args.name}")
-            else:
-                if args.command == "set":
-                    settings = edited_settings(args, current.settings)
-                    await check_event_type(conn, settings.event_type)
-                else:
-                    enabled = args.command == "enable"
-                    settings = msgspec.structs.replace(current.settings, enabled=enabled)
-                done = await update_schedule(conn, args.name, settings)
-                state = "enabled" if done.settings.enabled else "disabled"
-                print(f"{args.command}: {done.name} ({state}); next run {_when(done.next_run_at)}")
+            await _change(conn, args, actor)
             changed = True
     if changed:
         scheduled, unscheduled = await backend.refresh_jobs(url, config)
@@ -303,6 +308,35 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
         for job in unscheduled:
             print(f"pg_cron: unscheduled {job}")
     return 0
+
+
+async def _change(conn: psycopg.AsyncConnection[Any], args: argparse.Namespace, actor: str) -> None:
+    """set, enable, disable or remove: the change and its audit row in one transaction."""
+    async with conn.transaction():
+        current = await _existing(conn, args.name)
+        if args.command == "remove":
+            await remove_schedule(conn, args.name)
+            before = redacted(current.settings)
+            await audit.record(conn, actor, "schedule.remove", args.name, before=before)
+            print(f"removed {args.name}")
+            return
+        if args.command == "set":
+            settings = edited_settings(args, current.settings)
+            await check_event_type(conn, settings.event_type)
+        else:
+            enabled = args.command == "enable"
+            settings = msgspec.structs.replace(current.settings, enabled=enabled)
+        done = await update_schedule(conn, args.name, settings)
+        if args.command == "set":
+            before, after = redacted(current.settings), redacted(done.settings)
+        else:
+            # As the admin panel's switches record them.
+            before = {"enabled": current.settings.enabled, "next_run_at": current.next_run_at}
+            after = {"enabled": done.settings.enabled, "next_run_at": done.next_run_at}
+        action = "schedule.update" if args.command == "set" else f"schedule.{args.command}"
+        await audit.record(conn, actor, action, args.name, before=before, after=after)
+    state = "enabled" if done.settings.enabled else "disabled"
+    print(f"{args.command}: {done.name} ({state}); next run {_when(done.next_run_at)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,4 +355,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from service import cli_exit
+
+    cli_exit.run(main)

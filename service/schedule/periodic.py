@@ -26,7 +26,8 @@ import psycopg
 from croniter import croniter
 
 from service.config import Config, ScheduleSettings
-from service.config_schedule import SchedulerBackend
+from service.config_schedule import HttpSource, SchedulerBackend
+from service.errors import unknown_name
 from service.sql import q
 
 # Spelled as literals by fire_due_schedules() in SQL: change both together.
@@ -75,6 +76,15 @@ def next_run(
         at: datetime = times.get_next(datetime)
         if at.replace(tzinfo=None) != seen:
             return at.astimezone(UTC)
+
+
+def redacted(settings: ScheduleSettings) -> dict[str, Any]:
+    """The settings as the audit log keeps them (the admin panel's and bin/schedules'): an
+    HTTP source's headers often carry a credential, so they are named without values."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    if isinstance(settings.source, HttpSource):
+        data["source"]["headers"] = {k: "(hidden)" for k in settings.source.headers}
+    return data
 
 
 def idempotency_key(name: str, scheduled_for: datetime) -> str:
@@ -197,7 +207,8 @@ def check_event_types(config: Config) -> None:
     for name, schedule in config.schedules.items():
         if schedule.event_type not in config.event_types:
             raise ScheduleError(
-                f"schedules.{name}.event_type: no event type named {schedule.event_type!r}"
+                f"schedules.{name}.event_type: "
+                + unknown_name("event type", schedule.event_type, config.event_types)
             )
 
 

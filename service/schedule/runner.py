@@ -58,6 +58,18 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None = None
 
 
+def run_record(result: RunResult) -> dict[str, Any]:
+    """What a manual run did, as its audit row's `after` (the admin's Run now and
+    `bin/schedules run` alike)."""
+    return {
+        "scheduled_for": result.scheduled_for,
+        "outcome": result.outcome,
+        "attempts": result.attempts,
+        "error": result.error,
+        "event_id": result.event_id,
+    }
+
+
 def _backoff(config: Config, attempt: int) -> float:
     b = config.scheduler.retry_backoff
     delay = b.initial.total_seconds() * b.factor ** (attempt - 1)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ApiError, api_error
+from service.errors import ApiError, api_error, unknown_name_error
 from service.http import (
     DECODE_ERRORS,
     ClientGone,
@@ -80,7 +80,7 @@ async def record_seen(
     for item in items:
         tag = config.tags.get(item.tag)
         if tag is None:
-            raise api_error("unknown_tag", f"Unknown tag {item.tag!r}.")
+            raise unknown_name_error("unknown_tag", "tag", item.tag, config.tags)
         refusal = check_caller(caller, tag.event_type, item.tag)
         if refusal is not None:
             raise refusal

@@ -61,6 +61,19 @@ SET failures = CASE WHEN f.locked_until IS NOT NULL AND f.locked_until <= now() 
     updated_at = now()
 RETURNING failures, locked_until;
 
+-- name: admin_unlock
+-- returns: zero or one row (failures integer, locked_until timestamptz): the failures
+--   forgotten, none if the username had none
+-- purpose: bin/admin unlock: end a username's lock (and its count of failures) now.
+DELETE FROM admin_login_failures WHERE username = %(username)s
+RETURNING failures, locked_until;
+
+-- name: admin_locked_usernames
+-- returns: rows (username text): the usernames locked now, by name
+-- purpose: bin/admin unlock names them (with the accounts) when asked to unlock a name
+--   that is neither an account nor has failures.
+SELECT username FROM admin_login_failures WHERE locked_until > now() ORDER BY username;
+
 -- name: admin_login_succeeded
 -- returns: nothing
 -- purpose: a good password: forget the username's failures and remember the login.

@@ -1,9 +1,10 @@
 -- name: event_status
 -- returns: zero or one row (id uuid, type text, status text, send_at, created_at,
 --   materialized_at timestamptz, notified bigint, no_recipient bigint, channels jsonb):
---   none unless the event exists and is this producer's. channels is {channel: {queued,
---   held, sent, failed, dead, seen, suppressed: {reason: count}}} for the type's channels
---   and any other that has deliveries.
+--   none unless the event exists and is this producer's (producer NULL: anyone's, for
+--   a key with events:read). channels is {channel: {queued, held, sent, failed, dead,
+--   seen, suppressed: {reason: count}}} for the type's channels and any other that has
+--   deliveries.
 -- purpose: GET /v1/events/{id}: the event's deliveries counted by channel and state in
 --   one set-based statement. queued = pending and not held; held = pending until quiet
 --   hours end; failed = refused for good (a permanent 4xx); dead = out of attempts or
@@ -15,7 +16,8 @@ WITH ev AS (
     SELECT e.id, e.type, e.status, e.send_at, e.created_at, e.materialized_at, e.notified,
            e.no_recipient
     FROM events AS e
-    WHERE e.id = %(event_id)s::uuid AND e.producer = %(producer)s
+    WHERE e.id = %(event_id)s::uuid
+      AND (%(producer)s::text IS NULL OR e.producer = %(producer)s::text)
 ),
 notified AS (
     SELECT n.id, n.user_id, n.suppressed
@@ -82,15 +84,17 @@ FROM ev;
 -- name: notification_status
 -- returns: zero or one row (id bigint, event_id uuid, type text, category text, user_id
 --   text, created_at timestamptz, seen_at timestamptz, channels jsonb): none unless the
---   notification belongs to an event of this producer. channels is {channel: {state,
---   reason, attempts, escalation, next_attempt_at, provider, error, delivered_at}}.
+--   notification belongs to an event of this producer (producer NULL: any, for a key with
+--   events:read). channels is {channel: {state, reason, attempts, escalation,
+--   next_attempt_at, provider, error, delivered_at}}.
 -- purpose: GET /v1/notifications/{id}: one notification's delivery on every channel, with
 --   its latest attempt, and whether (and when) its user saw it.
 WITH nt AS (
     SELECT n.id, n.event_id, n.type, n.category, n.user_id, n.created_at, n.suppressed
     FROM notifications AS n
     JOIN events AS e ON e.id = n.event_id
-    WHERE n.id = %(notification_id)s AND e.producer = %(producer)s
+    WHERE n.id = %(notification_id)s
+      AND (%(producer)s::text IS NULL OR e.producer = %(producer)s::text)
 ),
 per_channel AS (
     SELECT o.consumer AS channel, jsonb_build_object(

@@ -149,18 +149,29 @@ SELECT pg_advisory_xact_lock(hashtext('mark-notify:scheduler-sync'));
 -- name: pg_cron_setting
 -- returns: one row (cron_database text, this_database text): cron_database is NULL unless
 --   pg_cron is preloaded (shared_preload_libraries)
--- purpose: where pg_cron keeps its jobs, asked from our database.
+-- purpose: where pg_cron keeps its jobs, asked from our database. The setting is for
+--   superusers and members of pg_read_all_settings only: any other role gets
+--   InsufficientPrivilege (SQLSTATE 42501), which proves pg_cron is preloaded.
 SELECT current_setting('cron.database_name', true), current_database();
 
 -- name: pg_cron_extension
--- returns: zero or one row (version text, in_database boolean): none when the extension
---   is not created; in_database: cron.schedule_in_database() exists (pg_cron >= 1.4)
--- purpose: backend detection, asked in pg_cron's database.
-SELECT extversion,
-       to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)')
-           IS NOT NULL
-FROM pg_extension
-WHERE extname = 'pg_cron';
+-- returns: zero or one row (version text, in_database, usage, execute boolean): none when
+--   the extension is not created; in_database: cron.schedule_in_database() exists
+--   (pg_cron >= 1.4); usage: our role has USAGE on schema cron; execute: it may call
+--   cron.schedule_in_database() (pg_cron 1.4 revokes it from PUBLIC)
+-- purpose: backend detection, asked in pg_cron's database. Read from the catalogs, which
+--   any role may read (to_regprocedure() fails without USAGE on the schema).
+SELECT e.extversion,
+       f.oid IS NOT NULL,
+       coalesce(has_schema_privilege(n.oid, 'USAGE'), false),
+       coalesce(has_function_privilege(f.oid, 'EXECUTE'), false)
+FROM pg_extension AS e
+LEFT JOIN pg_namespace AS n ON n.nspname = 'cron'
+-- (text, text, text, text, text, boolean): the built-in types' fixed oids.
+LEFT JOIN pg_proc AS f
+    ON f.pronamespace = n.oid AND f.proname = 'schedule_in_database'
+   AND f.proargtypes = '25 25 25 25 25 16'::oidvector
+WHERE e.extname = 'pg_cron';
 
 -- name: cron_jobs
 -- returns: rows (jobid bigint, jobname text, schedule text, command text, active boolean)
@@ -225,8 +236,9 @@ SELECT fire_due_schedules('pg_cron', %(name)s);
 --   a no-op unless pg_cron is the active backend.
 SELECT flush_digests() WHERE scheduler_active('pg_cron');
 
--- name: schedule_event_type
--- returns: zero or one row (enabled boolean)
--- purpose: bin/schedules add and set refuse an event type the catalog (notify_event_types,
---   mirrored from the config at start-up) does not have.
-SELECT enabled FROM notify_event_types WHERE name = %(name)s;
+-- name: schedule_event_types
+-- returns: rows (name text): the enabled event types, by name
+-- purpose: bin/schedules add and set (and the admin's schedule form) refuse an event type
+--   the catalog (notify_event_types, mirrored from the config at start-up) does not have,
+--   naming those it has.
+SELECT name FROM notify_event_types WHERE enabled ORDER BY name;

@@ -85,9 +85,20 @@ async def test_wrong_passwords_lock_the_account(db_url: str, db: Conn) -> None:
             await site.login(page, "operator", "not-the-password")
             assert "Wrong username or password" in await page.locator(".error").inner_text()
         await site.login(page, "operator", "still-not-it")  # the third: locked (max_failures 3)
-        assert "locked" in await page.locator(".error").inner_text()
+        # For how long, and until when: lockout is 600 s here.
+        cur = await db.execute(
+            "SELECT to_char(locked_until AT TIME ZONE 'UTC', 'HH24:MI') FROM admin_login_failures"
+            " WHERE username = 'operator'"
+        )
+        until = await cur.fetchone()
+        assert until is not None
+        said = (
+            f"locked for the next 10 minutes, until {until[0]} UTC. Try again then, or have it "
+            "unlocked with bin/admin unlock."
+        )
+        assert said in await page.locator(".error").inner_text()
         await site.login(page, "operator")  # the right password is refused while locked
-        assert "locked" in await page.locator(".error").inner_text()
+        assert said in await page.locator(".error").inner_text()
         assert "/admin/login" in page.url
         # An unknown name is answered the same way, and locked the same way.
         for _ in range(3):

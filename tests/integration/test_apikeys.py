@@ -36,8 +36,8 @@ def apikey(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_keys_are_stored_hashed_and_listed_by_prefix(db_url: str, db: Conn) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        created = create_key(conn, "billing", ["users:read", "events:write"])
-        other = create_key(conn, "crm", ["users:write"])
+        created = create_key(conn, "billing", ["users:read", "events:write"], actor="test")
+        other = create_key(conn, "crm", ["users:write"], actor="test")
         listed = list_keys(conn)
     assert KEY.fullmatch(created.key) and created.key.startswith(f"mn_{created.prefix}_")
     assert created.scopes == ("events:write", "users:read")
@@ -62,7 +62,7 @@ async def test_keys_are_stored_hashed_and_listed_by_prefix(db_url: str, db: Conn
 )
 def test_create_refuses_bad_names_and_scopes(db_url: str, producer: str, scopes: list[str]) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(ValueError):
-        create_key(conn, producer, scopes)
+        create_key(conn, producer, scopes, actor="test")
 
 
 async def test_bin_apikey_create_list_revoke(db_url: str, db: Conn, api: httpx.AsyncClient) -> None:
@@ -119,11 +119,11 @@ async def test_a_running_api_refuses_a_revoked_key_within_the_cache_period(
     db_url: str, api: httpx.AsyncClient
 ) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        created = create_key(conn, "billing", ["users:read"])
+        created = create_key(conn, "billing", ["users:read"], actor="test")
     headers = auth(created.key)
     assert (await api.get("/v1/users/nobody", headers=headers)).status_code == 404
     with psycopg.connect(db_url, autocommit=True) as conn:
-        assert revoke_key(conn, created.prefix) is not None
+        assert revoke_key(conn, created.prefix, actor="test") is not None
     revoked_at = time.monotonic()
     while (await api.get("/v1/users/nobody", headers=headers)).status_code != 401:
         assert time.monotonic() - revoked_at < CACHE_TTL_S + 2, "revocation never took effect"
@@ -147,7 +147,9 @@ async def test_service_keys_are_refused_on_user_endpoints(
     db_url: str, db: Conn, api: httpx.AsyncClient
 ) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        key = create_key(conn, "billing", ["events:write", "users:read", "users:write"]).key
+        key = create_key(
+            conn, "billing", ["events:write", "users:read", "users:write"], actor="test"
+        ).key
     before = await counts(db), await seen_counts(db)
     response = await api.post(
         "/v1/seen", json={"tag": "notifications", "id": "1"}, headers=auth(key)

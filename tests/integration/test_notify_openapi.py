@@ -4,16 +4,19 @@ unsubscribe links too."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import httpx
+import jsonschema_rs
 from starlette.routing import Route
 
 from service import openapi
 from service.app import OPENAPI_SECTIONS, create_app
 from service.errors import ERROR_CODES
 from service.notify import events, inbox, preferences, unsubscribe, users
-from tests.notify_api import running_api
-from tests.support import make_config
+from tests.notify_api import auth, new_key, running_api
+from tests.support import bearer, client_token, config_data, make_config
 
 CLIENT_PATHS = {"/v1/preferences", "/v1/inbox"}
 
@@ -166,3 +169,102 @@ def test_every_mounted_route_is_documented(db_url: str) -> None:
         if method != "HEAD" and method.lower() not in doc["paths"].get(route.path, {})
     ]
     assert undocumented == []
+
+
+def _validator(doc: dict[str, Any], name: str) -> jsonschema_rs.Validator:
+    """A validator of one of the document's schemas, its references resolved in it."""
+    schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    return jsonschema_rs.Draft202012Validator(schema)
+
+
+def _documented(op: dict[str, Any], response: httpx.Response) -> str:
+    """The refusal's code, asserted to be documented under its status for `op`."""
+    code: str = response.json()["code"]
+    assert 400 <= response.status_code < 500, response.text
+    assert f"`{code}`" in op["responses"][str(response.status_code)]["description"], code
+    return code
+
+
+async def test_the_served_schema_accepts_what_the_service_accepts(db_url: str) -> None:
+    # A category of this config only: the enums are this config's, not the example's.
+    categories = config_data(db_url)["categories"] | {"weekly": {"description": "Weekly"}}
+    async with running_api(db_url, categories=categories) as api:
+        doc = (await api.get("/openapi.json")).json()
+        key = auth(new_key(db_url))
+        assert (await api.put("/v1/users/anna", json={}, headers=key)).status_code == 201
+        anna = bearer(client_token("anna"))
+        op = doc["paths"]["/v1/preferences"]["put"]
+        body = _validator(doc, "PreferencesBody")
+        schema = doc["components"]["schemas"]["PreferencesBody"]["properties"]
+        named = schema["categories"]["propertyNames"]["enum"]
+        channels = schema["categories"]["additionalProperties"]["propertyNames"]["enum"]
+        assert set(named) == {"content", "social", "account", "billing", "weekly"}
+        assert set(channels) == {"email", "sms", "push", "inbox"}
+        assert schema["quiet_hours"]["propertyNames"]["enum"] == channels
+        transactional = set(schema["categories"]["properties"])
+        assert transactional == {"account", "billing"}
+
+        # Every name the schema offers is accepted, with every value it allows.
+        for category in named:
+            for channel in channels:
+                for on in (True,) if category in transactional else (True, False):
+                    sent = {
+                        "categories": {category: {channel: on}},
+                        "quiet_hours": {channel: {"start": "22:00", "end": "07:00"}},
+                    }
+                    assert body.is_valid(sent), sent
+                    response = await api.put("/v1/preferences", json=sent, headers=anna)
+                    assert response.status_code == 200, (sent, response.text)
+
+        # Everything the schema refuses is refused with a code documented for it.
+        refused = {
+            "unknown_category": {"categories": {"nope": {"email": True}}},
+            "unknown_channel": {"categories": {"content": {"fax": True}}},
+            "transactional_category": {"categories": {"account": {"email": False}}},
+        }
+        for code, wrong in refused.items():
+            assert not body.is_valid(wrong), wrong
+            response = await api.put("/v1/preferences", json=wrong, headers=anna)
+            assert _documented(op, response) == code
+        quiet = {"quiet_hours": {"fax": {"start": "22:00", "end": "07:00"}}}
+        assert not body.is_valid(quiet)
+        response = await api.put("/v1/preferences", json=quiet, headers=anna)
+        assert _documented(op, response) == "unknown_channel"
+
+        # The service's users endpoint takes the same body, and the same names.
+        user_op = doc["paths"]["/v1/users/{user_id}/preferences"]["put"]
+        user_body = user_op["requestBody"]["content"]["application/json"]["schema"]
+        assert user_body == {"$ref": "#/components/schemas/PreferencesBody"}
+        wrong = refused["unknown_category"]
+        response = await api.put("/v1/users/anna/preferences", json=wrong, headers=key)
+        assert _documented(user_op, response) == "unknown_category"
+
+
+async def test_the_unsubscribe_token_format_is_published_and_enforced(db_url: str) -> None:
+    config = make_config(db_url)
+    async with running_api(db_url) as api:
+        doc = (await api.get("/openapi.json")).json()
+        key = auth(new_key(db_url))
+        user = {"email": "anna@example.com"}
+        assert (await api.put("/v1/users/anna", json=user, headers=key)).status_code == 201
+        op = doc["paths"][unsubscribe.PATH]["post"]
+        (param,) = op["parameters"]
+        shape = re.compile(param["schema"]["pattern"])
+        assert param["schema"]["maxLength"] == unsubscribe.MAX_TOKEN_CHARS
+
+        token = unsubscribe.make_token(config.notify, "anna", "content")
+        assert shape.search(token) and len(token) <= param["schema"]["maxLength"]
+        json_answer = {"Accept": "application/json"}
+        response = await api.post(f"/v1/unsubscribe/{token}", headers=json_answer)
+        assert response.status_code == 200, response.text
+
+        # Outside the pattern: refused as documented, even where the signature would pass
+        # (base64 decoders forgive padding).
+        for bad in (token + "=", token.replace(".", "=.", 1), "a.b", token + ".x", "x" * 10):
+            assert not shape.search(bad), bad
+            response = await api.post(f"/v1/unsubscribe/{bad}", headers=json_answer)
+            assert _documented(op, response) == "invalid_unsubscribe_link"
+        # No token, or one with a `/`, is another path: the documented not_found.
+        for path in ("/v1/unsubscribe/", f"/v1/unsubscribe/{token}/x"):
+            response = await api.post(path, headers=json_answer)
+            assert _documented(op, response) == "not_found"

@@ -434,6 +434,8 @@ async def test_implicit_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def test_no_or_a_development_unsubscribe_secret_is_refused_at_start() -> None:
     data = email_config(9)
     data["notify"]["unsubscribe_secret"] = "dev-only-unsubscribe-secret-0123456789"
+    # Parsing refuses it already outside development (tests/unit/test_config.py).
+    data["environment"] = "development"
     config = parse_config(data, "test-config")
     templates = load_templates(config)
     with pytest.raises(ConfigError, match="development secret"):

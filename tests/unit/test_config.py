@@ -415,3 +415,57 @@ def test_a_kafka_tag_without_any_topic_is_refused_at_start_up() -> None:
     }
     with pytest.raises(ConfigError, match="has no topic"):
         parse_config(data, "t.toml")
+
+
+# Every secret setting, as the environment sets it (service/config.py, Config._secrets).
+SECRETS = {
+    "database.url (DATABASE_URL)": ("DATABASE_URL", "postgresql://app:{}@db:5432/app"),
+    "identity.jwt.secret": ("MARK_NOTIFY__identity__jwt__secret", "{}"),
+    "notify.unsubscribe_secret": ("MARK_NOTIFY__notify__unsubscribe_secret", "{}"),
+    "consumers.promotions.secret": ("MARK_NOTIFY__consumers__promotions__secret", "{}"),
+    "channels.email.smtp.password": ("MARK_NOTIFY__channels__email__smtp__password", "{}"),
+}
+EXAMPLE_WEBHOOK_PLACEHOLDER = "whsec_UkVQTEFDRS1NRS13ZWJob29rLXNlY3JldC0wMDAwMA=="
+
+
+@pytest.mark.parametrize("setting", sorted(SECRETS))
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_a_placeholder_secret_is_refused_outside_development_naming_the_setting(
+    environment: str, setting: str
+) -> None:
+    variable, template = SECRETS[setting]
+    environ = {"MARK_NOTIFY_ENV": environment, variable: template.format("REPLACE-ME-secret")}
+    with pytest.raises(ConfigError) as err:
+        parse_config(apply_env(config_data("postgresql://127.0.0.1/x"), environ), "t.toml")
+    assert str(err.value).startswith(f"t.toml: {setting}: still the REPLACE-ME placeholder")
+    # Development takes it (only the secret's own format is checked there).
+    environ["MARK_NOTIFY_ENV"] = "development"
+    if setting.startswith("consumers."):
+        environ[variable] = EXAMPLE_WEBHOOK_PLACEHOLDER
+    parse_config(apply_env(config_data("postgresql://127.0.0.1/x"), environ), "t.toml")
+
+
+def test_a_placeholder_anywhere_in_a_secret_is_refused_also_inside_a_webhook_key() -> None:
+    data = config_data("postgresql://127.0.0.1/x", environment="production")
+    for secret in ("my-REPLACE-ME", "replace-me-please", EXAMPLE_WEBHOOK_PLACEHOLDER):
+        data["consumers"]["promotions"]["secret"] = secret
+        with pytest.raises(ConfigError, match=r"consumers\.promotions\.secret: still the"):
+            parse_config(data, "t.toml")
+    for provider in data["channels"]["sms"]["providers"]:
+        provider["secret"] = EXAMPLE_WEBHOOK_PLACEHOLDER
+    data["consumers"]["promotions"]["secret"] = WEBHOOK_SECRET
+    with pytest.raises(ConfigError, match=r"channels\.sms\.providers\[0\]\.secret: still the"):
+        parse_config(data, "t.toml")
+
+
+def test_the_example_development_secrets_are_refused_outside_development() -> None:
+    # config/example.toml's JWT and unsubscribe secrets start with "dev-".
+    for environment in ("production", "test"):
+        with pytest.raises(ConfigError, match=r"identity\.jwt\.secret: a development secret"):
+            load_config(EXAMPLE, environ={"MARK_NOTIFY_ENV": environment})
+    data = config_data("postgresql://127.0.0.1/x", environment="production")
+    data["notify"]["unsubscribe_secret"] = "dev-only-unsubscribe-secret-0123456789"
+    with pytest.raises(ConfigError, match=r"notify\.unsubscribe_secret: a development secret"):
+        parse_config(data, "t.toml")
+    data["environment"] = "development"
+    assert parse_config(data, "t.toml").notify.unsubscribe_secret

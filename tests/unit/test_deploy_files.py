@@ -5,15 +5,19 @@ No Docker here: the files are read as Docker, Prometheus and Grafana would read 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import secrets
+import stat
 import tomllib
 from typing import Any
 
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
-from service.config import load_config
+from service.config import ConfigError, load_config
 from service.config_base import ROOT
 from service.notify.templates import load_templates
 
@@ -178,12 +182,25 @@ def test_every_secret_comes_from_the_environment_and_the_example_has_them_all() 
                 assert value.startswith("${"), f"{key} is set in docker-compose.yml"
 
 
-def compose_config() -> Any:
+def real_secrets() -> dict[str, str]:
+    """An .env made from the example as its comments say: every value replaced."""
+    made = {}
+    for name, value in env_example().items():
+        if value.startswith("whsec_"):
+            made[name] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        else:
+            made[name] = secrets.token_urlsafe(32)
+    return made
+
+
+def compose_config(dot_env: dict[str, str] | None = None) -> Any:
     """config/compose.toml as the API and the dispatchers load it, with the environment
-    docker-compose.yml gives them (the example's placeholders for the secrets)."""
+    docker-compose.yml gives them (from an .env of real secrets, unless given one)."""
     api = services()["api"]
     raw = environment(api)
-    env = {k: interpolate(v, env_example()) for k, v in raw.items()}
+    env = {
+        k: interpolate(v, real_secrets() if dot_env is None else dot_env) for k, v in raw.items()
+    }
     assert env["MARK_NOTIFY_CONFIG"].startswith("/app/config/")
     path = ROOT / "config" / env["MARK_NOTIFY_CONFIG"].removeprefix("/app/config/")
     return load_config(path, env)
@@ -204,6 +221,76 @@ def test_the_containers_config_loads_with_the_compose_environment() -> None:
     for key in envs[1]:
         if key != "PROMETHEUS_MULTIPROC_DIR":
             assert all(env.get(key) == envs[1][key] for env in envs), key
+
+
+def test_compose_without_its_secrets_says_which_to_set() -> None:
+    text = COMPOSE.read_text()
+    required = re.findall(r"\$\{(\w+):\?([^}]*)\}", text)
+    assert required
+    for name, message in required:
+        # What `docker compose up` prints when the variable is unset.
+        assert message.startswith(f"set {name} (config/compose.env.example)"), name
+    with pytest.raises(AssertionError, match="is required and unset: set "):
+        interpolate(text, {})
+
+
+# Which setting each secret of the example becomes in the API's and dispatchers' config.
+SETTING_OF = {
+    "MARK_NOTIFY_DB_PASSWORD": "database.url (DATABASE_URL)",
+    "JWT_SECRET": "identity.jwt.secret",
+    "UNSUBSCRIBE_SECRET": "notify.unsubscribe_secret",
+    "DRIVER_GOALS_WEBHOOK_SECRET": "consumers.driver_goals.secret",
+}
+
+
+def test_the_services_refuse_the_examples_placeholders_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="still the REPLACE-ME placeholder"):
+        compose_config(env_example())
+    app_variables = set(re.findall(r"\$\{(\w+)", str(environment(services()["api"]))))
+    assert app_variables == set(SETTING_OF)
+    for name, setting in SETTING_OF.items():
+        dot_env = real_secrets() | {name: env_example()[name]}
+        with pytest.raises(ConfigError) as refused:
+            compose_config(dot_env)
+        assert f": {setting}: still the REPLACE-ME placeholder; set a real secret" in str(
+            refused.value
+        ), name
+
+
+def test_the_services_connect_as_a_role_that_is_no_superuser() -> None:
+    postgres = services()["postgres"]
+    pg_env = environment(postgres)
+    raw_url = environment(services()["api"])["DATABASE_URL"]
+    url = conninfo_to_dict(interpolate(raw_url, {"MARK_NOTIFY_DB_PASSWORD": "pw"}))
+    role, database = url["user"], url["dbname"]
+    assert role != pg_env["POSTGRES_USER"]  # the image makes POSTGRES_USER a superuser
+    assert database == pg_env["POSTGRES_DB"]
+    assert f"cron.database_name={database}" in postgres["command"]
+    assert pg_env["MARK_NOTIFY_DB_PASSWORD"].startswith("${MARK_NOTIFY_DB_PASSWORD:?")
+
+    # The image runs the script on an empty volume, after creating pg_cron (10-pg-cron.sql).
+    context = ROOT / postgres["build"]["context"]
+    script = context / "20-app-role.sh"
+    assert (
+        "COPY 20-app-role.sh /docker-entrypoint-initdb.d/20-app-role.sh"
+        in (context / postgres["build"]["dockerfile"]).read_text()
+    )
+    assert script.stat().st_mode & stat.S_IXOTH, (
+        "executable: the entrypoint runs it rather than sourcing it"
+    )
+    sql = " ".join(script.read_text().split())
+    assert f"CREATE ROLE {role} LOGIN PASSWORD :'app_password';" in sql
+    assert "ALTER ROLE" not in sql  # nothing makes it more than CREATE ROLE says
+    assert f"ALTER DATABASE {database} OWNER TO {role};" in sql
+    # The pg_cron grants docs/deployment.md and the scheduler's refusal name.
+    for grant in (
+        f"GRANT pg_read_all_settings TO {role};",
+        f"GRANT USAGE ON SCHEMA cron TO {role};",
+        "GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, "
+        f"boolean) TO {role};",
+    ):
+        assert grant in sql, grant
+    assert '-v app_password="$MARK_NOTIFY_DB_PASSWORD"' in sql
 
 
 def test_the_production_image_has_no_embedded_database() -> None:

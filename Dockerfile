@@ -20,7 +20,7 @@ RUN mkdir -p service dispatcher \
     && pip uninstall --yes mark-notify \
     && rm -rf service dispatcher build ./*.egg-info
 
-# The code, and what it reads relative to the repository root (service/config_base.py
+# The code, and what it reads relative to the repository root (service/config/base.py
 # ROOT): the SQL, the migrations, the templates and the documents some endpoints serve.
 COPY service service
 COPY dispatcher dispatcher

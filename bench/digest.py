@@ -36,7 +36,7 @@ import psycopg
 from bench.fanout import copy_of
 from bench.harness import Figure, drop_database, fresh_database, print_table, server_url
 from bench.sql import bq
-from service.config import Config
+from service.config.load import Config
 from service.notify.catalog import catalog_params
 from service.notify.templates import load_templates
 from service.schedule.digests import flush_due

@@ -36,13 +36,14 @@ from bench.harness import Figure, print_table, scratch_database
 from bench.naive import deliver_one_row
 from bench.sql import bq
 from dispatcher.main import run
-from dispatcher.transport import Transport
-from dispatcher.transports import build_transports
+from dispatcher.transport_base import Transport
+from dispatcher.transport_registry import build_transports
 from dispatcher.worker import Dispatcher
-from service.config import Config, DatabaseSettings, parse_config
+from service.config.core import DatabaseSettings
+from service.config.load import Config, parse_config
 from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, make_pool, start_embedded
-from service.messages import ClientSubject
 from service.seen.store import MarkRow, record_marks
+from service.wire import ClientSubject
 
 SECRET = "whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldC0wMQ=="
 CONSUMER = "bench"

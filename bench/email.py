@@ -39,8 +39,8 @@ import aiosmtplib
 from bench.harness import Figure, print_table
 from dispatcher.main import run
 from dispatcher.smtp_transport import SmtpTransport
-from dispatcher.transport import Delivery
-from service.config import Config, parse_config
+from dispatcher.transport_base import Delivery
+from service.config.load import Config, parse_config
 from service.notify.templates import load_templates
 from tests.smtp_server import make_certificates
 

@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench.sql import bq
 from service import migrate
-from service.config import ROOT
+from service.config.base import ROOT
 from service.database import start_embedded, with_dbname
 from tests.support import free_port
 

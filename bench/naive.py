@@ -11,9 +11,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bench.sql import bq
 from dispatcher import outbox
-from dispatcher.transport import Transport
+from dispatcher.transport_base import Transport
 from service.app import create_app
-from service.config import Config, Consumer
+from service.config.load import Config
+from service.config.seen import Consumer
 from service.seen.store import MarkKey, MarkRow, StorageUnavailable
 from service.state import MarkWriter
 

@@ -15,8 +15,8 @@ import procrastinate
 
 from bench.naive import deliver_one_row
 from dispatcher.main import run
-from dispatcher.transports import build_transports
-from service.config import load_config
+from dispatcher.transport_registry import build_transports
+from service.config.load import load_config
 from service.database import make_pool
 
 CONCURRENCY = 16

@@ -48,8 +48,8 @@ from bench.harness import (
 )
 from bench.loadgen import percentile
 from bench.sql import bq
-from service.config import ROOT
-from service.config_schedule import RetentionSettings
+from service.config.base import ROOT
+from service.config.schedule import RetentionSettings
 from service.schedule.retention import params, prune
 from service.sql import q
 

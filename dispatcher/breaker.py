@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from service.config import Breaker
+from service.config.base import Breaker
 
 BreakerState = Literal["closed", "open", "half_open"]
 

@@ -2,7 +2,7 @@
 
 Each consumer gets its own keep-alive connection pool and its own concurrency limit, so a
 slow consumer only ever occupies its own connections. The body is the consumer-facing
-event Struct of service/seen/messages.py (the shapes docs/consumer-api.yaml publishes); the
+event Struct of service/seen/seen_wire.py (the shapes docs/consumer-api.yaml publishes); the
 `webhook-id` is the row's event id, the same on every retry, so consumers can deduplicate.
 """
 
@@ -25,9 +25,9 @@ from dispatcher.retry import (
     timed_outcome,
     undeliverable,
 )
-from dispatcher.transport import Delivery, Outcome
-from service.config import Consumer
-from service.seen.messages import seen_event
+from dispatcher.transport_base import Delivery, Outcome
+from service.config.seen import Consumer
+from service.seen.seen_wire import seen_event
 
 USER_AGENT = "mark-notify-dispatcher/1"
 _encode = msgspec.json.Encoder().encode

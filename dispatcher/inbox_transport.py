@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dispatcher.transport import Delivery, Outcome
+from dispatcher.transport_base import Delivery, Outcome
 
 
 class InboxTransport:

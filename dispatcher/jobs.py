@@ -28,7 +28,7 @@ import procrastinate
 import psycopg
 import psycopg_pool
 
-from service.config import Config
+from service.config.load import Config
 from service.database import CONNECTION_OPTIONS, RECONNECT_TIMEOUT_S
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
 from service.schedule.backend import current_state

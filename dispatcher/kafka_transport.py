@@ -1,6 +1,6 @@
 """Kafka transport: each seen fact becomes one JSON message on its event type's topic.
 
-The value is the consumer-facing event of service/seen/messages.py (documented by the JSON
+The value is the consumer-facing event of service/seen/seen_wire.py (documented by the JSON
 Schemas in docs/kafka/); the key is the subject (Delivery.ordering_key), so the default
 partitioner keeps one subject's marks on one partition, in order. A Delivery counts as
 delivered only once the broker acknowledged it with acks=all.
@@ -37,9 +37,11 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from dispatcher.transport import Delivery, Outcome, OutcomeKind
-from service.config import EVENT_TYPES, Consumer, EventType, KafkaSettings
-from service.seen.messages import seen_event
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from service.config.base import EVENT_TYPES, EventType
+from service.config.core import KafkaSettings
+from service.config.seen import Consumer
+from service.seen.seen_wire import seen_event
 
 log = logging.getLogger(__name__)
 

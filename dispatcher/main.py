@@ -1,7 +1,7 @@
 """`python -m dispatcher.main`: run a dispatcher until SIGTERM or SIGINT.
 
 Configuration as for the API (MARK_NOTIFY_CONFIG, DATABASE_URL, MARK_NOTIFY__... overrides,
-see service/config.py); the [dispatcher] section tunes lease, sweep and name. On a signal
+see service/config/load.py); the [dispatcher] section tunes lease, sweep and name. On a signal
 the batches in flight are finished and completed before exit, so a clean stop leaves no
 row to wait out a lease; a second signal exits at once, and so does the process when the
 stop is still not done after STOP_DEADLINE_S (e.g. its database is gone).
@@ -20,7 +20,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from dispatcher.worker import Dispatcher
-from service.config import ConfigError, load_config
+from service.config.base import ConfigError
+from service.config.load import load_config
 from service.database import resolve_url
 from service.logs import configure
 from service.metrics import MULTIPROC_ENV, multiprocess_dir

@@ -1,6 +1,6 @@
 """The dispatcher's database calls: claim a batch, complete it, publish consumer state.
 
-One round trip each; the SQL is in sql/queries/dispatch.sql.
+One round trip each; the SQL is in sql/core/queries/dispatch.sql.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, LiteralString
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from dispatcher.transport import Delivery, Outcome
-from service.config import DeliveryPolicy
+from dispatcher.transport_base import Delivery, Outcome
+from service.config.base import DeliveryPolicy
 from service.sql import q
 from service.tracing import attempt_trace
 

@@ -12,7 +12,7 @@ row retried later, by the claim loop's backoff.
 Every provider has its own keep-alive pool, concurrency limit and circuit breaker: a
 provider whose breaker is open is skipped, so while the primary is down messages go
 straight to the fallback instead of each waiting for the primary's timeout first. A
-provider an operator switched off (provider_controls, service/controls.py) is skipped
+provider an operator switched off (provider_controls, service/ops/controls.py) is skipped
 too: the claim lists those in the payload's `providers_off`, so this transport needs no
 database. With every provider switched off, an attempt fails as in an outage (retried).
 
@@ -45,8 +45,8 @@ from dispatcher.retry import (
     trim_error,
     undeliverable,
 )
-from dispatcher.transport import Delivery, Outcome, OutcomeKind
-from service.config import Channel, Provider
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from service.config.notify import Channel, Provider
 from service.notify.provider_api import PushMessage, SmsMessage
 from service.notify.templates import RenderError, TypeTemplates
 

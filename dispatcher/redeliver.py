@@ -21,7 +21,7 @@ The database is bin/dev's: --database-url, else DATABASE_URL, else the config's
 database.url (MARK_NOTIFY_CONFIG, else config/mark-notify.toml, else config/example.toml),
 else the embedded PostgreSQL in .data/pg-dev, started if need be.
 
-The selection and the requeue are service/redeliver.py's, shared with the admin panel.
+The selection and the requeue are service/ops/redeliver.py's, shared with the admin panel.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from service.audit import cli_actor
-from service.config import Config, ConfigError
+from service.config.base import ConfigError
+from service.config.load import Config
 from service.database import CONNECTION_OPTIONS
-from service.ops_database import DatabaseNotFound, load_cli_config, resolve_database
-from service.redeliver import (
+from service.ops.audit import cli_actor
+from service.ops.database_target import DatabaseNotFound, load_cli_config, resolve_database
+from service.ops.redeliver import (
     DEFAULT_STATUSES,
     STATUSES,
     Candidate,
@@ -183,6 +184,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from service import cli_exit
+    from service.ops import cli_exit
 
     cli_exit.run(main)

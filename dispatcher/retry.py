@@ -15,8 +15,8 @@ import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from dispatcher.transport import Delivery, Outcome, OutcomeKind
-from service.config import Backoff
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from service.config.base import Backoff
 
 # Long enough for a stack trace's last line or a short response body, short enough that
 # attempt rows stay small for analysts.

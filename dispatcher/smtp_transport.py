@@ -40,8 +40,9 @@ from typing import Any
 import aiosmtplib
 
 from dispatcher.retry import timed_outcome, undeliverable
-from dispatcher.transport import Delivery, Outcome, OutcomeKind
-from service.config import Channel, ConfigError, NotifySettings, SmtpSettings
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from service.config.base import ConfigError
+from service.config.notify import Channel, NotifySettings, SmtpSettings
 from service.notify.templates import RenderError, TypeTemplates
 from service.notify.unsubscribe import signing_key, unsubscribe_url
 

@@ -30,22 +30,19 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from dispatcher import metrics, outbox
+from dispatcher import dispatcher_metrics as metrics
+from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
 from dispatcher.jobs import SCHEDULE_CONCURRENCY, jobs_app, run_jobs_worker
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
-from dispatcher.transport import Delivery, Outcome, Transport, log_attempts
-from dispatcher.transports import build_transports, destinations
-from service.config import (
-    Channel,
-    Config,
-    Consumer,
-    DatabaseSettings,
-    DispatcherSettings,
-    KafkaSettings,
-)
+from dispatcher.transport_base import Delivery, Outcome, Transport, log_attempts
+from dispatcher.transport_registry import build_transports, destinations
+from service.config.core import DatabaseSettings, DispatcherSettings, KafkaSettings
+from service.config.load import Config
+from service.config.notify import Channel
+from service.config.seen import Consumer
 from service.database import make_pool
 from service.notify.catalog import sync_catalog
 from service.notify.fanout import MATERIALIZE_QUEUE

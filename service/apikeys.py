@@ -47,7 +47,6 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
 
-from service import audit
 from service.database import CONNECTION_OPTIONS
 from service.errors import ApiError, api_error
 from service.identity import (
@@ -56,7 +55,8 @@ from service.identity import (
     looks_like_api_key,
     split_api_key,
 )
-from service.ops_database import ops_database_url
+from service.ops import audit
+from service.ops.database_target import ops_database_url
 from service.sql import q
 
 Scope = Literal["events:write", "events:read", "users:write", "users:read"]
@@ -301,7 +301,7 @@ def _looks_like_jwt(token: str) -> bool:
 
 
 def _database_url() -> str:
-    """The database bin/dev uses (service/ops_database.py); the embedded one is migrated,
+    """The database bin/dev uses (service/ops/database_target.py); the embedded one is migrated,
     as bin/dev would, so a fresh checkout can mint a key first."""
     return ops_database_url("apikey")
 
@@ -367,6 +367,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from service import cli_exit
+    from service.ops import cli_exit
 
     cli_exit.run(main)

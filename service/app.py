@@ -20,23 +20,23 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import metrics, openapi
-from service.admin.routes import admin_mount
-from service.config import Config, load_config
+from service.admin.mount import admin_mount
+from service.config.load import Config, load_config
 from service.database import make_pool, resolve_url
 from service.errors import ApiError, api_error
 from service.http import error_response, json_response, serve_logged
 from service.http_limits import headers_too_large, refuse_headers
-from service.messages import Health, Index, Readiness, SchedulerHealth
-from service.notify import openapi as notify_openapi
+from service.notify import notify_openapi
 from service.notify.catalog import sync_catalog_soon
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
 from service.notify.templates import load_templates
 from service.schedule.backend import current_state
-from service.seen import openapi as seen_openapi
+from service.seen import seen_openapi
 from service.seen.endpoint import post_seen
 from service.seen.store import GroupCommitter
 from service.sql import q
 from service.state import MarkWriter, State, state_of
+from service.wire import Health, Index, Readiness, SchedulerHealth
 
 log = logging.getLogger(__name__)
 

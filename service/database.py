@@ -14,7 +14,8 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from service.config import ROOT, ConfigError, DatabaseSettings
+from service.config.base import ROOT, ConfigError
+from service.config.core import DatabaseSettings
 
 DEV_DATA_DIR = ROOT / ".data" / "pg-dev"
 TEST_DATA_DIR = ROOT / ".data" / "pg-test"

@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, api_error
 from service.logs import log_request, request_context, request_id_from
-from service.messages import ErrorBody
 from service.tracing import TraceContext, intake_trace, new_trace
+from service.wire import ErrorBody
 
 T = TypeVar("T")
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import jwt
 
-from service.config import ROOT, ConfigError, EventType, IdentitySettings
-from service.config_base import refuse_unsafe_secret
+from service.config.base import ROOT, ConfigError, EventType, refuse_unsafe_secret
+from service.config.core import IdentitySettings
 from service.errors import ApiError, api_error
-from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from service.text_rules import unsafe_at
+from service.wire import AnonymousSubject, ClientSubject, DriverSubject, Subject
 
 TOKEN_CACHE_SIZE = 50_000
 

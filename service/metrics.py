@@ -8,7 +8,7 @@ values in memory-mapped files there, and `GET /metrics` sums the files of every 
 live or gone. A worker's update is a write to its own file, with no lock shared between
 workers; the request path defers even that (see flush()). The directory must be empty
 when the API starts (stale files would be summed in) and must not be shared with the dispatcher,
-which is one process and serves its own registry (dispatcher/metrics.py). The API has
+which is one process and serves its own registry (dispatcher/dispatcher_metrics.py). The API has
 counters and histograms only: gauges of the database's state would be exported once
 per worker, so the dispatcher exports those.
 

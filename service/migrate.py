@@ -13,7 +13,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
 from alembic import command
-from service.config import ROOT
+from service.config.base import ROOT
 from service.database import sqlalchemy_url
 from service.sql import MIGRATIONS_DIR, read_sql_file
 

@@ -2,8 +2,8 @@
 
 The core paths (health, readiness) are here, with the pieces every capability describes
 its own operations with (`operation`, `answer`, `path_param`, `error_responses`). Each
-capability hands its part over as a `Section` (service/seen/openapi.py,
-service/notify/openapi.py), and service/app.py puts the document together from the
+capability hands its part over as a `Section` (service/seen/seen_openapi.py,
+service/notify/notify_openapi.py), and service/app.py puts the document together from the
 sections it mounts. What a deployment's config decides (e.g. the names of its categories
 and channels) is filled in per config by `configured_document`: the document a service
 serves describes the requests it accepts.
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from service.errors import ERROR_CODES
-from service.messages import ErrorBody, Health, Index, Readiness
+from service.wire import ErrorBody, Health, Index, Readiness
 
 if TYPE_CHECKING:
-    from service.config import Config
+    from service.config.load import Config
 
 REF = "#/components/schemas/{name}"
 SERVICE_AUTH = (

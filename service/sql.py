@@ -1,6 +1,8 @@
-"""Named SQL queries from `sql/queries/*.sql`, loaded once at import.
+"""The SQL of sql/: the schema's files in their order, and the named queries.
 
-Each query in a file starts with a header:
+sql/schema.order lists the schema's files (tables, views, one file per function) in the
+order they are created. Every other .sql file under sql/ (outside sql/migrations) holds
+named queries, loaded once at import; each query starts with a header:
 
     -- name: record_seen_marks
     -- returns: rows (tag text, ...)
@@ -18,9 +20,8 @@ from pathlib import Path
 from typing import LiteralString
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-QUERIES_DIR = SQL_DIR / "queries"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
-SCHEMA_FILE = SQL_DIR / "schema.sql"
+SCHEMA_ORDER = SQL_DIR / "schema.order"
 
 _NAME = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _ANY_NAME = re.compile(r"^--\s*name:.*$", re.MULTILINE)
@@ -88,12 +89,51 @@ def parse_queries(text: str, source: str) -> dict[str, Query]:
     return found
 
 
-def load_queries(directory: Path = QUERIES_DIR) -> dict[str, Query]:
+def schema_files(directory: Path = SQL_DIR) -> list[Path]:
+    """The schema's files in the order of `schema.order` (one path a line, # comments)."""
+    files: list[Path] = []
+    for line in (directory / SCHEMA_ORDER.name).read_text().splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        path = directory / entry
+        if path in files:
+            raise QueryError(f"{SCHEMA_ORDER.name}: {entry} listed twice")
+        if not path.is_file():
+            raise QueryError(f"{SCHEMA_ORDER.name}: {entry} does not exist")
+        files.append(path)
+    return files
+
+
+def schema_sql(directory: Path = SQL_DIR) -> LiteralString:
+    """The whole schema as one script, its files in order (what `upgrade head` must equal)."""
+    text = "\n".join(read_sql_file(path) for path in schema_files(directory))
+    return text
+
+
+def query_files(directory: Path = SQL_DIR) -> list[Path]:
+    """Every .sql file under `directory` that is neither a migration nor a schema file."""
+    skip = set(schema_files(directory)) if (directory / SCHEMA_ORDER.name).exists() else set()
+    return sorted(
+        path
+        for path in directory.rglob("*.sql")
+        if path not in skip and path.relative_to(directory).parts[0] != MIGRATIONS_DIR.name
+    )
+
+
+def load_queries(directory: Path = SQL_DIR) -> dict[str, Query]:
     queries: dict[str, Query] = {}
-    for path in sorted(directory.glob("*.sql")):
-        for name, query in parse_queries(path.read_text(), path.name).items():
+    for path in query_files(directory):
+        source = path.relative_to(directory).as_posix()
+        text = path.read_text()
+        if not _ANY_NAME.search(text):
+            # Most likely a schema file that schema.order does not list yet.
+            raise QueryError(
+                f"{source}: no '-- name:' header (a schema file belongs in {SCHEMA_ORDER.name})"
+            )
+        for name, query in parse_queries(text, source).items():
             if name in queries:
-                raise QueryError(f"{path.name}: query {name!r} also in {queries[name].source}")
+                raise QueryError(f"{source}: query {name!r} also in {queries[name].source}")
             queries[name] = query
     return queries
 

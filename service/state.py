@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
 from service.apikeys import KeyVerifier
-from service.config import Config
+from service.config.load import Config
 from service.errors import ApiError, api_error
 from service.identity import Authenticator
 from service.migrate import head_revision

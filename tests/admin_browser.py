@@ -23,7 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from service.admin.accounts import create_user
 from service.app import create_app
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.support import make_config, serve
 
 CHROMIUM = "/usr/bin/chromium"

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.support import free_port
 
 PG_START_S = 30.0
@@ -183,7 +183,7 @@ class Process:
 
 
 def api_process(env: dict[str, str], port: int, log: Path, workers: int = 1) -> Process:
-    """The API as bin/dev runs it (service/devserver.py), on one loopback port."""
+    """The API as bin/dev runs it (service/dev/server.py), on one loopback port."""
     argv = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", str(workers), "--no-access-log"]
     argv += ["--no-proxy-headers", "--timeout-graceful-shutdown", "2"]

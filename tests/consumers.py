@@ -18,10 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dispatcher.worker import Dispatcher
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from service.identity import caller_for
-from service.messages import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from service.seen.store import MarkRow, record_marks
+from service.wire import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from tests.support import WEBHOOK_SECRET, config_data
 
 

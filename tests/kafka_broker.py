@@ -38,8 +38,9 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from dispatcher.kafka_schema import SCHEMA_DIR
-from service.config import EVENT_TYPES, EventType, KafkaSettings
+from service.config.base import EVENT_TYPES, EventType
+from service.config.core import KafkaSettings
+from service.seen.kafka_schema import SCHEMA_DIR
 from tests.support import free_port
 
 START_TIMEOUT = 10.0

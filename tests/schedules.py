@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg
 
-from service.config import ROOT, Config, parse_config
+from service.config.base import ROOT
+from service.config.load import Config, parse_config
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
 from service.schedule.sources import Connect

@@ -16,7 +16,7 @@ import uvicorn
 from psycopg import sql
 from starlette.types import ASGIApp
 
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from service.database import with_dbname
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"

@@ -2,7 +2,7 @@
 switches (pause / resume, providers on / off).
 
 The health table is a fragment (/admin/consumers/live) that admin.js fetches again every
-REFRESH_SECONDS. The switches are service/controls.py's, which write their audit rows in
+REFRESH_SECONDS. The switches are service/ops/controls.py's, which write their audit rows in
 the same transaction as the change; the dispatchers read the same tables at each claim.
 """
 
@@ -19,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import controls
 from service.admin.sessions import Session
 from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
-from service.config import Config, DeliveryPolicy
+from service.config.base import DeliveryPolicy
+from service.config.load import Config
 from service.errors import unknown_name
+from service.ops import controls
 from service.sql import q
 from service.state import state_of
 

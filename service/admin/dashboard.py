@@ -2,7 +2,7 @@
 
 The page is a frame around one fragment (/admin/dashboard/live) that admin.js fetches
 again every REFRESH_SECONDS, so the numbers move without a reload. Every query behind it
-is bounded by an index (sql/queries/admin_dashboard.sql): the last hour of marks, events
+is bounded by an index (sql/admin/queries/dashboard.sql): the last hour of marks, events
 and attempts, the pending rows and the dead letters, never the whole history.
 """
 

@@ -1,8 +1,8 @@
 """Deliveries: browse outbox rows and their attempts, and redeliver dead letters.
 
 The list is keyset-paginated on the outbox id (`?before=<id>`, newest first), so a page
-costs the same on the millionth row as on the first (sql/queries/admin_deliveries.sql).
-Redelivery is service/redeliver.py's, the code path of bin/redeliver: its selection
+costs the same on the millionth row as on the first (sql/admin/queries/deliveries.sql).
+Redelivery is service/ops/redeliver.py's, the code path of bin/redeliver: its selection
 counts and lists what "redeliver all matching" takes, and its requeue writes the one
 audit row of the action, with the admin as the actor.
 """
@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service import redeliver
 from service.admin.sessions import Session
 from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
-from service.config import Config
+from service.config.load import Config
+from service.ops import redeliver
 from service.sql import q
 from service.state import state_of
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 from starlette.datastructures import FormData, UploadFile
 
-from service.config import Config
+from service.config.load import Config
 from service.state import EventTemplates
 from service.text_rules import is_safe
 

@@ -4,8 +4,8 @@ A mailing is a draft until it is sent; sending makes it one event through the sa
 as POST /v1/events (notify_event(), producer `admin`, idempotency key `mailing:<id>`), so a
 double click sends once and preferences, contacts, quiet hours and unsubscribe links
 apply as to any event. Its progress is the event's status as GET /v1/events/{id} counts it
-(the `event_status` query). Cancelling stops what has not gone out (cancel_event() in
-sql/schema.sql). The form and its checks are in mailing_forms.py.
+(the `event_status` query). Cancelling stops what has not gone out (cancel_event(),
+sql/notify/functions/cancel_event.sql). The form and its checks are in mailing_forms.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Everything goes through the code bin/schedules uses, so the panel and the command agree:
 a form becomes the arguments `bin/schedules add/set` would parse and is validated by the
-same function (service/schedule/cli.py), stored by service/schedule/periodic.py, and
+same function (service/schedule/schedules_cli.py), stored by service/schedule/periodic.py, and
 "run now" is the runner `bin/schedules run` calls, made here in the request. Schedules
 declared in the config file can be run but not changed here, as with the command.
 """
@@ -25,9 +25,8 @@ from starlette.routing import Route
 
 from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, render
-from service.config_schedule import HttpSource, SqlSource, StaticSource
+from service.config.schedule import HttpSource, SqlSource, StaticSource
 from service.schedule import backend
-from service.schedule.cli import check_event_type, edited_settings
 from service.schedule.periodic import (
     Schedule,
     ScheduleError,
@@ -39,6 +38,7 @@ from service.schedule.periodic import (
     update_schedule,
 )
 from service.schedule.runner import run_record, run_schedule
+from service.schedule.schedules_cli import check_event_type, edited_settings
 from service.sql import q
 from service.state import state_of
 from service.text_rules import is_safe

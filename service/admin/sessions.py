@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.config_admin import AdminSettings
+from service.config.admin import AdminSettings
 from service.sql import q
 
 # __Host-: the browser sends it only to this host, over a secure origin, for every path.

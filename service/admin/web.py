@@ -2,7 +2,7 @@
 
 A page module defines handlers with `@page(role)` (GET: the signed-in admin is passed in)
 or `@action(role)` (POST: the CSRF token checked and the form parsed first) and lists
-them as Starlette routes; service/admin/routes.py mounts them all under /admin.
+them as Starlette routes; service/admin/mount.py mounts them all under /admin.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from service import audit
 from service.admin import sessions
 from service.admin.sessions import Session
-from service.config_admin import AdminSettings
+from service.config.admin import AdminSettings
+from service.ops import audit
 from service.state import state_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

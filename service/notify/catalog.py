@@ -21,7 +21,8 @@ import msgspec
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from service.config import Config, DigestPolicy
+from service.config.load import Config
+from service.config.notify import DigestPolicy
 from service.sql import q
 from service.state import EventTemplates, State
 

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from service.errors import ApiError, api_error, unknown_name_error
 from service.http import json_response, read_json
 from service.metrics import count_event
-from service.notify.messages import (
+from service.notify.notify_wire import (
     ChannelCounts,
     ChannelDelivery,
     EventAccepted,

@@ -1,6 +1,6 @@
 """The fan-out of an event to its recipients, as the dispatcher's task runs it.
 
-The work is SQL (sql/schema.sql): the audience is cut into chunks of user ids, each
+The work is SQL (sql/notify/functions/): the audience is cut into chunks of user ids, each
 claimed in a short transaction (notify_claim_chunk) and materialized by one set-based
 statement in a transaction of its own (notify_materialize_chunk). Several workers, each on
 its own connection, materialize chunks side by side, so a large audience uses every core

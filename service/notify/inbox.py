@@ -19,8 +19,8 @@ from starlette.routing import BaseRoute, Route
 
 from service.errors import api_error
 from service.http import json_response
-from service.notify.http import client_user
-from service.notify.messages import InboxItem, InboxPage
+from service.notify.notify_wire import InboxItem, InboxPage
+from service.notify.request_parts import client_user
 from service.notify.templates import RenderError
 from service.sql import q
 from service.state import EventTemplates, state_of

@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from service.config import Config
+from service.config.load import Config
 from service.errors import api_error, unknown_name_error
 from service.http import json_response, read_json
-from service.notify.http import client_user, user_id_param
-from service.notify.messages import Preferences, PreferencesBody, QuietHours
+from service.notify.notify_wire import Preferences, PreferencesBody, QuietHours
+from service.notify.request_parts import client_user, user_id_param
 from service.sql import q
 from service.state import state_of
 

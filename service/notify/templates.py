@@ -33,7 +33,8 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from service.config import ROOT, Config, ConfigError
+from service.config.base import ROOT, ConfigError
+from service.config.load import Config
 
 PARTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "text", "html"),
@@ -48,7 +49,7 @@ REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
     "inbox": ("title", "body"),
 }
 RESERVED = frozenset({"recipient", "notification_id", "event_id", "unsubscribe_url"})
-# A digest notification's data (flush_digests() in sql/schema.sql makes it).
+# A digest notification's data (sql/digests/functions/flush_digests.sql makes it).
 DIGEST_VARIABLES = frozenset(
     {"total", "actor_count", "first_actors", "last_actors", "others", "digest_key", "last"}
 )

@@ -33,8 +33,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.config import Config, ConfigError, NotifySettings
-from service.config_base import refuse_unsafe_secret
+from service.config.base import ConfigError, refuse_unsafe_secret
+from service.config.load import Config
+from service.config.notify import NotifySettings
 from service.errors import api_error
 from service.sql import q
 from service.state import state_of
@@ -69,7 +70,7 @@ class Unsubscribe:
 
 def signing_key(notify: NotifySettings, environment: str | None) -> str:
     """The unsubscribe secret, refused if missing, or a development one or a placeholder
-    outside development (service/config_base.py).
+    outside development (service/config/base.py).
 
     `environment` None skips that check, for a signer that is not told its
     environment; the API, which verifies, always is, so a link signed with a

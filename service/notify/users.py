@@ -27,8 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from service.errors import api_error
 from service.http import json_response, read_json
-from service.notify.http import printable, user_id_param
-from service.notify.messages import (
+from service.notify.notify_wire import (
     Device,
     UserBody,
     UserImport,
@@ -36,6 +35,7 @@ from service.notify.messages import (
     UsersImported,
     UserView,
 )
+from service.notify.request_parts import printable, user_id_param
 from service.sql import q
 from service.state import state_of
 

@@ -37,8 +37,8 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 
-from service.config import Config
-from service.config_schedule import SchedulerBackend
+from service.config.load import Config
+from service.config.schedule import SchedulerBackend
 from service.database import CONNECTION_OPTIONS, with_dbname
 from service.schedule import retention
 from service.schedule.periodic import check_event_types, list_schedules, sync_config_schedules

@@ -1,7 +1,7 @@
 """Digests: the items of digest-mode event types (e.g. likes on a comment), gathered per
 recipient and key by the fan-out, are sent when due as one notification each.
 
-Everything happens in SQL (sql/schema.sql, `== digests ==`): the open_digests view says
+Everything happens in SQL (sql/digests/): the open_digests view says
 what is gathering and when each digest is due; flush_digests() sends the due ones in one
 set-based statement and one transaction, safe beside a concurrent flush and the intake.
 flush_due() is what a scheduler calls (the Procrastinate periodic task or pg_cron; see

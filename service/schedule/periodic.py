@@ -25,8 +25,8 @@ import msgspec
 import psycopg
 from croniter import croniter
 
-from service.config import Config, ScheduleSettings
-from service.config_schedule import HttpSource, SchedulerBackend
+from service.config.load import Config
+from service.config.schedule import HttpSource, SchedulerBackend, ScheduleSettings
 from service.errors import unknown_name
 from service.sql import q
 

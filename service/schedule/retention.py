@@ -1,9 +1,9 @@
 """Retention: finished rows are pruned once past their age ([retention], RetentionSettings).
 
-What goes, when, is in the SQL (prune_retention_batch() in sql/schema.sql): delivered and
-suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead letters
-(status `failed` or `dead`) after `dead`, each with its attempts; attempts of rows that
-stay after `attempts`; flushed digest items after `digest_items`. Pending rows and their
+What goes, when, is in the SQL (sql/retention/functions/prune_retention_batch.sql):
+delivered and suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead
+letters (status `failed` or `dead`) after `dead`, each with its attempts; attempts of rows
+that stay after `attempts`; flushed digest items after `digest_items`. Pending rows and their
 attempts are never touched.
 
 `prune` loops bounded batches, each its own transaction on an autocommit connection, so a
@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from service.config_schedule import RetentionSettings
+from service.config.schedule import RetentionSettings
 from service.sql import q
 
 KINDS = ("delivered", "dead", "attempts", "digest_items")

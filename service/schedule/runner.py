@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgspec
 import psycopg
 
-from service.config import Config
+from service.config.load import Config
 from service.metrics import SCHEDULE_RUNS
 from service.schedule.periodic import (
     PRODUCER,

@@ -26,8 +26,8 @@ import httpx
 import msgspec
 import psycopg
 
-from service.config import Config
-from service.config_schedule import HttpSource, Source, SqlSource, StaticSource
+from service.config.load import Config
+from service.config.schedule import HttpSource, Source, SqlSource, StaticSource
 from service.sql import q
 
 Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]

@@ -29,7 +29,7 @@ from service.http import (
 from service.identity import ANONYMOUS, check_caller
 from service.logs import log_request, request_context, request_id_from, seen_access_rate
 from service.metrics import count_seen, observe_request
-from service.seen.messages import SeenBatchResult, SeenItem, SeenRequest, SeenResult
+from service.seen.seen_wire import SeenBatchResult, SeenItem, SeenRequest, SeenResult
 from service.seen.store import MarkRow, StorageUnavailable
 from service.state import State
 from service.text_rules import is_header_value

@@ -12,7 +12,7 @@ import msgspec
 import psycopg
 from playwright.async_api import Page
 
-from service.config_schedule import SqlSource
+from service.config.schedule import SqlSource
 from service.schedule.periodic import add_schedule, get_schedule, next_run
 from tests.admin_browser import admin_site
 from tests.consumers import scalar

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 
-from service.config import ROOT, load_config
+from service.config.base import ROOT
+from service.config.load import load_config
 from tests.support import free_port
 
 EXAMPLE = ROOT / "config" / "example.toml"

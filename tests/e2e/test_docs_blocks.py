@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.support import free_port
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

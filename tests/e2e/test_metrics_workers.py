@@ -15,7 +15,7 @@ import httpx
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.consumers import to_toml
 from tests.support import bearer, client_token, config_data, free_port
 

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.chaos_support import Process, api_process, dispatcher_process, service_env
 from tests.consumers import RecordingConsumer, http_consumer, to_toml, wait_until
 from tests.plain_role import PlainRole, cron_database, plain_role

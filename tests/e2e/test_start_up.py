@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.consumers import to_toml
 from tests.support import config_data
 

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from argon2 import PasswordHasher
 
-from service.admin import cli
-from service.config import ROOT
+from service.admin import accounts_cli as cli
+from service.config.base import ROOT
 from tests.notify_api import running_api
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]

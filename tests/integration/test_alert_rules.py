@@ -29,7 +29,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.config_base import ROOT
+from service.config.base import ROOT
 from tests.consumers import (
     Received,
     RecordingConsumer,

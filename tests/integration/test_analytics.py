@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from service.config import ROOT
+from service.config.base import ROOT
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 

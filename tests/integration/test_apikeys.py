@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from service.apikeys import CACHE_TTL_S, create_key, list_keys, main, revoke_key
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.notify_api import Conn, assert_error, auth, counts, running_api
 from tests.support import bearer, client_token, seen_counts
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from service.config import ROOT
+from service.config.base import ROOT
 
 COMMANDS = [
     ["bin/schedules", "list"],

@@ -15,12 +15,14 @@ import pytest
 
 from dispatcher import outbox
 from dispatcher.provider_transport import ProviderTransport
-from dispatcher.transport import Delivery
-from service import controls
-from service.config import Channel, Config, DatabaseSettings
+from dispatcher.transport_base import Delivery
+from service.config.core import DatabaseSettings
+from service.config.load import Config
+from service.config.notify import Channel
 from service.database import make_pool
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
+from service.ops import controls
 from service.sql import q
 from tests.consumers import (
     RecordingConsumer,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
 from service.schedule.digests import flush_due, open_digests

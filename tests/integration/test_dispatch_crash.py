@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from service.config import ROOT
+from service.config.base import ROOT
 from tests.consumers import (
     Received,
     RecordingConsumer,

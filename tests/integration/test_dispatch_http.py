@@ -13,8 +13,8 @@ import psycopg
 
 from dispatcher.retry import backoff_bound
 from service.app import create_app
-from service.config import Backoff
-from service.seen.messages import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
+from service.config.base import Backoff
+from service.seen.seen_wire import AnonymousSeenEvent, ClientSeenEvent, DriverSeenEvent
 from tests.consumers import (
     Received,
     RecordingConsumer,

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from service.config import Config
+from service.config.load import Config
 from service.notify.catalog import sync_catalog
 from service.notify.fanout import materialize_event, materialize_parallel
 from service.notify.templates import load_templates

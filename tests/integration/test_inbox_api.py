@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.config import parse_config
+from service.config.load import parse_config
 from service.schedule.digests import flush_due
 from tests.consumers import running, wait_until
 from tests.notify_api import (

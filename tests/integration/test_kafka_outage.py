@@ -27,10 +27,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from dispatcher.kafka_transport import KafkaTransport
-from dispatcher.transport import Delivery, Outcome
+from dispatcher.transport_base import Delivery, Outcome
 from dispatcher.worker import Dispatcher
 from service.app import create_app
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from tests.consumers import wait_until
 from tests.kafka_broker import TansuBroker, kafka_settings, read_topic
 from tests.support import bearer, client_token, config_data, driver_token, serve

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from dispatcher.kafka_transport import KafkaTransport
-from dispatcher.transport import Delivery, Outcome
-from service.config import Consumer, KafkaSettings
+from dispatcher.transport_base import Delivery, Outcome
+from service.config.core import KafkaSettings
+from service.config.seen import Consumer
 from tests.kafka_broker import TansuBroker, kafka_settings, read_topic
 
 pytestmark = pytest.mark.kafka

@@ -15,7 +15,7 @@ import pytest
 
 from service.admin.accounts import create_user
 from service.app import create_app
-from service.config import parse_config
+from service.config.load import parse_config
 from service.logs import SEEN_ACCESS_LOG_RATE
 from tests.consumers import RecordingConsumer, http_consumer, running, wait_until
 from tests.log_capture import captured_logs

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from service import migrate
-from service.sql import SCHEMA_FILE, read_sql_file
+from service.sql import schema_sql
 from tests.support import scratch_database
 
 Snapshot = dict[str, set[tuple[Any, ...]]]
@@ -112,10 +112,11 @@ def differences(a: Snapshot, b: Snapshot) -> dict[str, dict[str, list[tuple[Any,
 
 
 def declared_schema(url: str) -> None:
-    """Build what sql/ declares: Procrastinate's schema, then sql/schema.sql, run directly."""
+    """Build what sql/ declares: Procrastinate's schema, then the files sql/schema.order
+    lists, in that order, run directly."""
     with psycopg.connect(url) as conn:
         conn.execute(migrate.procrastinate_schema())
-        conn.execute(read_sql_file(SCHEMA_FILE))
+        conn.execute(schema_sql())
 
 
 def revision_of(url: str) -> str | None:

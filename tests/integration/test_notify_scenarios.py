@@ -16,7 +16,7 @@ import httpx
 import psycopg
 
 from service.app import create_app
-from service.config import parse_config
+from service.config.load import parse_config
 from tests.consumers import running, wait_until
 from tests.notify_api import EPISODE, RECEIPT, auth, new_key
 from tests.providers import Providers, serving_providers

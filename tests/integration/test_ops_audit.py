@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from service.apikeys import main as apikey_main
-from service.audit import cli_actor
-from service.schedule import cli as schedules_cli
+from service.ops.audit import cli_actor
+from service.schedule import schedules_cli
 from service.schedule.periodic import PRODUCER
 from tests.notify_api import Conn
 from tests.schedules import add_users, make, newsletter, schedule_data, sync_types, write_config

@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from service import migrate
-from service.config import ROOT
+from service.config.base import ROOT
 from service.database import with_dbname
 from service.schedule import backend
 from tests.consumers import running

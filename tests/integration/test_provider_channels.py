@@ -10,12 +10,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from service.config import Config
-from service.messages import ClientSubject
+from service.config.load import Config
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
 from service.seen.store import MarkRow, record_marks
 from service.sql import q
+from service.wire import ClientSubject
 from tests.consumers import running, wait_until
 from tests.providers import Providers, serving_providers
 from tests.support import make_config, notify_data

@@ -16,8 +16,8 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from dispatcher.provider_transport import PUSH_DEVICES_MAX, ProviderTransport
-from dispatcher.transport import Delivery, Outcome
-from service.config import Channel
+from dispatcher.transport_base import Delivery, Outcome
+from service.config.notify import Channel
 from service.notify.templates import load_templates
 from tests.providers import Providers, serving_providers
 from tests.support import PROVIDER_SECRET, make_config, notify_data

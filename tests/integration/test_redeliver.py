@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from dispatcher import redeliver as cli
-from service import redeliver
-from service.audit import cli_actor
-from service.config_schedule import RetentionSettings
-from service.redeliver import RedeliverFilter
+from service.config.schedule import RetentionSettings
+from service.ops import redeliver
+from service.ops.audit import cli_actor
+from service.ops.redeliver import RedeliverFilter
 from service.schedule.retention import prune
 from service.wake import WAKE_QUEUE
 from tests.consumers import (

@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from service import database, ops_database
-from service.config import ROOT
+from service import database
+from service.config.base import ROOT
 from service.database import start_embedded
-from service.ops_database import DatabaseNotFound, config_path, display_url, resolve_database
+from service.ops import database_target as ops_database
+from service.ops.database_target import DatabaseNotFound, config_path, display_url, resolve_database
 
 EXAMPLE = ROOT / "config" / "example.toml"
 
@@ -150,7 +151,7 @@ def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it
 def test_the_help_examples_name_what_the_example_config_defines() -> None:
     """A newcomer copies an example from --help: its names must exist in bin/dev's config."""
     from dispatcher import redeliver
-    from service.config import load_config
+    from service.config.load import load_config
 
     config = load_config(ROOT / "config" / "example.toml", {})
     destinations = set(config.consumers) | set(config.channels)

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from service.config_schedule import RetentionSettings
+from service.config.schedule import RetentionSettings
 from service.schedule.retention import params, prune
 from service.sql import q
 from tests.consumers import scalar

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.config_schedule import SqlSource
+from service.config.schedule import SqlSource
 from service.schedule import backend
 from service.schedule.periodic import (
     PRODUCER,

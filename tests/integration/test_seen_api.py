@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from service.app import create_app
-from service.config import ConfigError
+from service.config.base import ConfigError
 from service.errors import ERROR_CODES
 from service.seen.endpoint import post_seen
 from service.sql import q

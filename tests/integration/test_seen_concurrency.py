@@ -21,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from service.app import create_app
-from service.config import Config
+from service.config.load import Config
 from service.seen.store import GroupCommitter
 from tests.support import bearer, client_token, make_config, seen_counts, serve
 

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from dispatcher.smtp_transport import SmtpTransport
-from dispatcher.transport import Delivery, Outcome
-from service.config import Config, ConfigError, parse_config
+from dispatcher.transport_base import Delivery, Outcome
+from service.config.base import ConfigError
+from service.config.load import Config, parse_config
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
 from service.notify.unsubscribe import Unsubscribe, read_token

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from service.config import ROOT
-from service.sql_shell import find_psql, split_statements
+from service.config.base import ROOT
+from service.ops.sql_shell import find_psql, split_statements
 
 
 def bin_sql(

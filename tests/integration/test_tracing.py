@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from service.app import create_app
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from service.logs import SEEN_ACCESS_LOG_RATE
 from service.tracing import parse_traceparent
 from tests.consumers import RecordingConsumer, http_consumer, running, wait_until

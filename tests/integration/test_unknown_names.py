@@ -16,8 +16,8 @@ import pytest
 
 from dispatcher import redeliver
 from service.admin.accounts import create_user
-from service.config import ROOT
-from service.ops_database import EXAMPLE_CONFIG, load_cli_config
+from service.config.base import ROOT
+from service.ops.database_target import EXAMPLE_CONFIG, load_cli_config
 from tests.notify_api import EPISODE, Conn, assert_error, auth, counts, new_key, running_api
 from tests.support import bearer, client_token, make_config
 

@@ -14,7 +14,7 @@ import httpx
 import psycopg
 
 from service.app import create_app
-from service.config import Config, parse_config
+from service.config.load import Config, parse_config
 from service.notify.catalog import sync_catalog
 from service.notify.templates import load_templates
 from service.notify.unsubscribe import make_token, unsubscribe_url

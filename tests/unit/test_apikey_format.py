@@ -6,7 +6,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from service.apikeys import generate_key
-from service.config import IdentitySettings, JwtSettings
+from service.config.core import IdentitySettings, JwtSettings
 from service.errors import ApiError
 from service.identity import Authenticator, looks_like_api_key, split_api_key
 from tests.support import AUDIENCE, ISSUER, JWT_SECRET, client_token

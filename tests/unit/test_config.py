@@ -9,17 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from service.config import (
-    ROOT,
-    Backoff,
-    Config,
-    ConfigError,
-    Consumer,
-    Tag,
-    apply_env,
-    load_config,
-    parse_config,
-)
+from service.config.base import ROOT, Backoff, ConfigError
+from service.config.load import Config, apply_env, load_config, parse_config
+from service.config.seen import Consumer, Tag
 from tests.support import WEBHOOK_SECRET, config_data
 
 EXAMPLE = ROOT / "config" / "example.toml"
@@ -406,7 +398,8 @@ def test_wrong_environment_value_fails_with_key(tmp_path: Path) -> None:
 
 
 def test_a_kafka_tag_without_any_topic_is_refused_at_start_up() -> None:
-    from service.config import ConfigError, parse_config
+    from service.config.base import ConfigError
+    from service.config.load import parse_config
 
     data = {
         "kafka": {"topics": {"client": "seen.client"}},
@@ -417,7 +410,7 @@ def test_a_kafka_tag_without_any_topic_is_refused_at_start_up() -> None:
         parse_config(data, "t.toml")
 
 
-# Every secret setting, as the environment sets it (service/config.py, Config._secrets).
+# Every secret setting, as the environment sets it (service/config/load.py, Config._secrets).
 SECRETS = {
     "database.url (DATABASE_URL)": ("DATABASE_URL", "postgresql://app:{}@db:5432/app"),
     "identity.jwt.secret": ("MARK_NOTIFY__identity__jwt__secret", "{}"),

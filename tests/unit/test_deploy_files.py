@@ -17,8 +17,8 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from service.config import ConfigError, load_config
-from service.config_base import ROOT
+from service.config.base import ROOT, ConfigError
+from service.config.load import load_config
 from service.notify.templates import load_templates
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -378,4 +378,4 @@ def test_every_api_server_bounds_request_heads() -> None:
     protocol = "service.http_limits:BoundedHttpToolsProtocol"
     assert protocol in (ROOT / "Dockerfile").read_text()
     assert protocol in services()["api"]["command"]
-    assert protocol in (ROOT / "service" / "devserver.py").read_text()
+    assert protocol in (ROOT / "service" / "dev" / "server.py").read_text()

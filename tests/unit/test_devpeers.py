@@ -1,4 +1,4 @@
-"""bin/dev's choice of stand-ins (service/devpeers.py): one where a port is free, none
+"""bin/dev's choice of stand-ins (service/dev/peers.py): one where a port is free, none
 where something listens, none at all when switched off; and the links of a kept mail."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import tomllib
 from email.message import EmailMessage
 from pathlib import Path
 
-from service.config import ROOT, Config, parse_config
-from service.devpeers import Address, Peer, mail_links, plan
+from service.config.base import ROOT
+from service.config.load import Config, parse_config
+from service.dev.peers import Address, Peer, mail_links, plan
 from tests.support import free_port
 
 TANSU = Path("/bin/true")  # plan() only asks whether there is one

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from service.config import ROOT, ConfigError, DigestPolicy, load_config, parse_config
+from service.config.base import ROOT, ConfigError
+from service.config.load import load_config, parse_config
+from service.config.notify import DigestPolicy
 from service.notify.catalog import catalog_params
 from service.notify.templates import load_templates, load_type
 from tests.support import config_data

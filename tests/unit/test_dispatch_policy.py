@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatcher import contracts
 from dispatcher.breaker import CircuitBreaker
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
@@ -20,7 +19,11 @@ from dispatcher.retry import (
     trim_error,
 )
 from dispatcher.worker import lease_for
-from service.config import Backoff, Breaker, Channel, Consumer, DispatcherSettings, Provider
+from service.config.base import Backoff, Breaker
+from service.config.core import DispatcherSettings
+from service.config.notify import Channel, Provider
+from service.config.seen import Consumer
+from service.seen import consumer_openapi as contracts
 
 BACKOFF = Backoff(initial=timedelta(seconds=1), factor=2.0, cap=timedelta(seconds=30))
 
@@ -210,7 +213,7 @@ def test_a_provider_channels_lease_covers_failover_and_the_slowest_provider() ->
 
 def test_the_committed_consumer_contract_is_current() -> None:
     assert contracts.DOCUMENT.read_text() == contracts.render(), (
-        "docs/consumer-api.yaml is stale: run python -m dispatcher.contracts"
+        "docs/consumer-api.yaml is stale: run python -m service.seen.consumer_openapi"
     )
 
 
@@ -239,7 +242,8 @@ def test_the_consumer_contract_covers_every_event_type() -> None:
 
 
 def test_a_kafka_lease_outlasts_the_kafka_request_timeout_not_request_rounds() -> None:
-    from service.config import Consumer, DispatcherSettings, KafkaSettings
+    from service.config.core import DispatcherSettings, KafkaSettings
+    from service.config.seen import Consumer
 
     settings = DispatcherSettings(lease=timedelta(seconds=5))
     kafka = KafkaSettings(request_timeout=timedelta(seconds=30))

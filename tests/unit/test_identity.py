@@ -18,10 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.datastructures import Headers
 
-from service.config import (
-    ROOT,
+from service.config.base import ROOT, ConfigError
+from service.config.core import (
     ClaimMap,
-    ConfigError,
     GatewayHeaders,
     GatewaySettings,
     IdentitySettings,
@@ -29,7 +28,7 @@ from service.config import (
 )
 from service.errors import ApiError
 from service.identity import ANONYMOUS, Authenticator, Caller, check_caller
-from service.messages import AnonymousSubject, ClientSubject, DriverSubject
+from service.wire import AnonymousSubject, ClientSubject, DriverSubject
 from tests.support import AUDIENCE, ISSUER, JWT_SECRET, token
 
 PrivateKey = rsa.RSAPrivateKey

@@ -10,10 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from dispatcher import kafka_schema
 from dispatcher.kafka_transport import MessageError, build_message
-from dispatcher.transport import Delivery
-from service.config import Consumer, KafkaSettings
+from dispatcher.transport_base import Delivery
+from service.config.core import KafkaSettings
+from service.config.seen import Consumer
+from service.seen import kafka_schema
 
 SETTINGS = KafkaSettings(topics={"client": "c.topic", "driver": "d.topic", "anonymous": "a.topic"})
 KAFKA = Consumer(transport="kafka")
@@ -25,7 +26,7 @@ def delivery(payload: dict[str, Any], key: str = "client:u1") -> Delivery:
 
 def test_committed_schemas_are_up_to_date() -> None:
     stale = kafka_schema.stale()
-    assert not stale, f"regenerate with `python -m dispatcher.kafka_schema`: {stale}"
+    assert not stale, f"regenerate with `python -m service.seen.kafka_schema`: {stale}"
 
 
 def test_one_schema_per_event_type() -> None:

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from dispatcher.retry import backoff_bound, parse_retry_after, retry_delay
-from service.config import Backoff, Config, ConfigError, parse_config
-from service.config_notify import DigestPolicy
+from service.config.base import Backoff, ConfigError
+from service.config.load import Config, parse_config
+from service.config.notify import DigestPolicy
 from service.notify.templates import load_templates
 from service.text_rules import SAFE_PATTERN, is_safe
 from tests.support import config_data

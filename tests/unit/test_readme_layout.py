@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service.config import ROOT
+from service.config.base import ROOT
 
 
 def test_the_readme_lists_every_migration() -> None:

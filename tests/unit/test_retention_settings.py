@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from service.config import ROOT, ConfigError, RetentionSettings, load_config, parse_config
+from service.config.base import ROOT, ConfigError
+from service.config.load import load_config, parse_config
+from service.config.schedule import RetentionSettings
 
 
 def test_the_example_config_states_the_defaults() -> None:

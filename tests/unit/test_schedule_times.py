@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.config import ConfigError, parse_config
+from service.config.base import ConfigError
+from service.config.load import parse_config
 from service.schedule.periodic import idempotency_key, next_run
 from tests.support import config_data
 

@@ -1,4 +1,5 @@
-"""Named queries: every query in sql/queries is documented, and bad files are refused."""
+"""Named queries: every query under sql/ is documented, and bad files are refused; the
+schema's files are the ones sql/schema.order lists."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from service.sql import QUERIES, QUERIES_DIR, Query, QueryError, load_queries, parse_queries, q
+from service.sql import (
+    QUERIES,
+    SQL_DIR,
+    Query,
+    QueryError,
+    load_queries,
+    parse_queries,
+    q,
+    query_files,
+    schema_files,
+)
 
 GOOD = """-- name: first_query
 -- returns: rows (a int, b text): what it gives,
@@ -23,12 +34,14 @@ DELETE FROM t WHERE id = %(id)s;
 
 
 def test_every_named_query_has_headers() -> None:
-    files = sorted(QUERIES_DIR.glob("*.sql"))
-    assert files, "sql/queries has no .sql files"
+    files = query_files()
+    assert files, "sql/ has no query files"
     declared = []
     for path in files:
         names = re.findall(r"^--\s*name:\s*(\S+)", path.read_text(), flags=re.MULTILINE)
-        assert names, f"{path.name} has no named query"
+        assert names, f"{path} has no named query"
+        # Beside their capability: sql/<area>/queries/<topic>.sql.
+        assert path.parent.name == "queries" and path.parent.parent.parent == SQL_DIR, path
         declared += names
     assert sorted(declared) == sorted(QUERIES)
     for name, query in QUERIES.items():
@@ -119,3 +132,68 @@ def test_load_reads_a_directory(tmp_path: Path) -> None:
     (tmp_path / "a.sql").write_text(GOOD)
     (tmp_path / "notes.txt").write_text("not sql")
     assert set(load_queries(tmp_path)) == {"first_query", "second_query"}
+
+
+def test_every_sql_file_is_a_schema_file_a_query_file_or_a_migration() -> None:
+    schema = schema_files()
+    queries = query_files()
+    migrations = sorted((SQL_DIR / "migrations").glob("*.sql"))
+    assert not set(schema) & set(queries)
+    assert sorted(SQL_DIR.rglob("*.sql")) == sorted(schema + queries + migrations)
+    # The schema's files: each area's tables, views and functions/<name>.sql.
+    for path in schema:
+        assert path.name in {"tables.sql", "views.sql", "indexes.sql"} or (
+            path.parent.name == "functions"
+        ), path
+
+
+def write_tree(root: Path) -> None:
+    (root / "core" / "queries").mkdir(parents=True)
+    (root / "core" / "functions").mkdir()
+    (root / "migrations").mkdir()
+    (root / "core" / "tables.sql").write_text("CREATE TABLE t (id int);\n")
+    (root / "core" / "functions" / "f.sql").write_text("CREATE FUNCTION f() ...;\n")
+    (root / "core" / "queries" / "a.sql").write_text(GOOD)
+    (root / "migrations" / "0001_x.up.sql").write_text("CREATE TABLE t (id int);\n")
+    (root / "schema.order").write_text("# comment\ncore/tables.sql\n\ncore/functions/f.sql\n")
+
+
+def test_load_reads_query_files_anywhere_but_migrations_and_schema(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    assert [p.name for p in schema_files(tmp_path)] == ["tables.sql", "f.sql"]
+    assert query_files(tmp_path) == [tmp_path / "core" / "queries" / "a.sql"]
+    queries = load_queries(tmp_path)
+    assert set(queries) == {"first_query", "second_query"}
+    assert queries["first_query"].source == "core/queries/a.sql"
+
+
+def test_load_rejects_a_name_defined_in_two_areas(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    (tmp_path / "seen" / "queries").mkdir(parents=True)
+    (tmp_path / "seen" / "queries" / "a.sql").write_text(GOOD.split("\n\n")[1])
+    with pytest.raises(
+        QueryError, match=r"seen/queries/a\.sql: query 'second_query' also in core/queries/a\.sql"
+    ):
+        load_queries(tmp_path)
+
+
+def test_a_schema_file_missing_from_the_order_is_refused(tmp_path: Path) -> None:
+    write_tree(tmp_path)
+    (tmp_path / "core" / "views.sql").write_text("CREATE VIEW v AS SELECT 1;\n")
+    with pytest.raises(QueryError, match=r"core/views\.sql: no '-- name:' header \(a schema"):
+        load_queries(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("order", "reason"),
+    [
+        ("core/tables.sql\ncore/tables.sql\n", "core/tables.sql listed twice"),
+        ("core/tables.sql\ncore/nothing.sql\n", "core/nothing.sql does not exist"),
+    ],
+)
+def test_a_bad_schema_order_is_refused(tmp_path: Path, order: str, reason: str) -> None:
+    write_tree(tmp_path)
+    (tmp_path / "schema.order").write_text(order)
+    with pytest.raises(QueryError) as err:
+        schema_files(tmp_path)
+    assert str(err.value) == f"schema.order: {reason}"

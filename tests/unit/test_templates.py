@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.config import Config, ConfigError, parse_config
+from service.config.base import ConfigError
+from service.config.load import Config, parse_config
 from service.notify.templates import RenderError, load_templates, load_type
 from tests.support import config_data, make_config
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from service.config import ConfigError, NotifySettings
+from service.config.base import ConfigError
+from service.config.notify import NotifySettings
 from service.notify.unsubscribe import (
     AUDIENCE,
     InvalidLink,

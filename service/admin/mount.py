@@ -1,0 +1,50 @@
+"""Every route of the admin panel, mounted under /admin by service/app.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Mount, Router
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from service.admin.audit_page import ROUTES as AUDIT_ROUTES
+from service.admin.consumers import ROUTES as CONSUMER_ROUTES
+from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
+from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
+from service.admin.login import ROUTES as LOGIN_ROUTES
+from service.admin.mailings import ROUTES as MAILING_ROUTES
+from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
+from service.admin.users_page import ROUTES as USER_ROUTES
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+ROUTES: list[BaseRoute] = [
+    *LOGIN_ROUTES,
+    *DASHBOARD_ROUTES,
+    *AUDIT_ROUTES,
+    *MAILING_ROUTES,
+    *SCHEDULE_ROUTES,
+    *USER_ROUTES,
+    *DELIVERY_ROUTES,
+    *CONSUMER_ROUTES,
+    Mount("/static", StaticFiles(directory=STATIC_DIR), name="admin-static"),
+]
+
+
+class _Gate:
+    """The panel's routes, or a 404 for all of them when [admin].enabled is off."""
+
+    def __init__(self) -> None:
+        self.router = Router(routes=ROUTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state.mn
+        if not state.config.admin.enabled:
+            raise HTTPException(404, "Not Found")
+        await self.router(scope, receive, send)
+
+
+def admin_mount() -> Mount:
+    return Mount("/admin", app=_Gate())

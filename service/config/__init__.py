@@ -1,0 +1,1 @@
+"""Configuration: the loader (load.py) and one module of types per section."""

@@ -1,0 +1,102 @@
+-- name: admin_mailings_list
+-- returns: rows (id bigint, name text, event_type text, audience text, topic text,
+--   listed integer, status text, created_by text, created_at timestamptz, send_at
+--   timestamptz, event_status text, deliveries bigint, finished bigint), newest first.
+-- purpose: the mailings page: each mailing with its event's deliveries so far (finished =
+--   no longer pending), for its progress bar.
+SELECT m.id, m.name, m.event_type, m.audience, m.topic,
+       cardinality(m.user_ids) AS listed, m.status, m.created_by, m.created_at, m.send_at,
+       e.status AS event_status,
+       coalesce(p.deliveries, 0) AS deliveries, coalesce(p.finished, 0) AS finished
+FROM mailings AS m
+LEFT JOIN events AS e ON e.id = m.event_id
+LEFT JOIN LATERAL (
+    SELECT count(*) AS deliveries, count(*) FILTER (WHERE o.status <> 'pending') AS finished
+    FROM notifications AS n
+    JOIN outbox AS o ON o.notification_id = n.id
+    WHERE n.event_id = m.event_id
+) AS p ON m.event_id IS NOT NULL
+ORDER BY m.id DESC
+LIMIT %(limit)s;
+
+-- name: admin_mailing_get
+-- returns: zero or one row (every mailings column, event_status text, materialized_at
+--   timestamptz).
+-- purpose: one mailing for its page, with its event's state.
+SELECT m.*, e.status AS event_status, e.materialized_at
+FROM mailings AS m
+LEFT JOIN events AS e ON e.id = m.event_id
+WHERE m.id = %(id)s;
+
+-- name: admin_mailing_lock
+-- returns: zero or one row (every mailings column)
+-- purpose: hold a mailing while it is changed, sent or cancelled, so that two clicks on
+--   "send" (or a send and a cancel) are made one after the other, the second seeing the
+--   first's outcome.
+SELECT * FROM mailings WHERE id = %(id)s FOR UPDATE;
+
+-- name: admin_mailing_insert
+-- returns: one row (id bigint)
+-- purpose: a new draft mailing.
+INSERT INTO mailings (name, event_type, content, data, audience, topic, user_ids, send_at,
+                      created_by)
+VALUES (%(name)s, %(event_type)s, %(content)s::jsonb, %(data)s::jsonb, %(audience)s,
+        %(topic)s, %(user_ids)s, %(send_at)s, %(created_by)s)
+RETURNING id;
+
+-- name: admin_mailing_update
+-- returns: zero or one row (id bigint): none unless the mailing is still a draft.
+-- purpose: save an edited draft (one that was sent or cancelled no longer changes).
+UPDATE mailings
+SET name = %(name)s, event_type = %(event_type)s, content = %(content)s::jsonb,
+    data = %(data)s::jsonb, audience = %(audience)s, topic = %(topic)s,
+    user_ids = %(user_ids)s, send_at = %(send_at)s, updated_at = now()
+WHERE id = %(id)s AND status = 'draft'
+RETURNING id;
+
+-- name: admin_mailing_sent
+-- returns: nothing
+-- purpose: record that a mailing became its event (status 'sent').
+UPDATE mailings
+SET status = 'sent', event_id = %(event_id)s::uuid, sent_at = now(), updated_at = now()
+WHERE id = %(id)s;
+
+-- name: admin_mailing_cancelled
+-- returns: nothing
+-- purpose: record that a mailing was cancelled (before or after it was sent).
+UPDATE mailings
+SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+WHERE id = %(id)s;
+
+-- name: admin_cancel_event
+-- returns: zero or one row (previous text, suppressed bigint, job_removed boolean): see
+--   sql/notify/functions/cancel_event.sql; none for an unknown event.
+-- purpose: cancel what of a mailing's event has not gone out: a scheduled one's job, the
+--   fan-out still to come and the pending deliveries.
+SELECT previous, suppressed, job_removed FROM cancel_event(%(event_id)s::uuid);
+
+-- name: admin_audience_size
+-- returns: one row (users bigint): the users the recipients would reach now.
+-- purpose: a mailing's audience size before it is sent, counted with the fan-out's own
+--   notify_audience() over every user id (all users, a topic's members, the known ones
+--   among listed ids).
+SELECT count(*) AS users
+FROM notify_audience(%(recipients)s::jsonb, '', (SELECT max(u.id) FROM users AS u));
+
+-- name: admin_preview_user
+-- returns: zero or one row (id text, locale text)
+-- purpose: the user a mailing is previewed for, and the locale their notifications use.
+SELECT id, locale FROM users WHERE id = %(id)s;
+
+-- name: admin_topics
+-- returns: rows (topic text): up to `limit` topics, in order.
+-- purpose: suggestions for a mailing's topic, by a loose scan of user_topics' primary key
+--   (one probe per topic rather than a read of every membership).
+WITH RECURSIVE topics AS (
+    SELECT min(ut.topic) AS topic FROM user_topics AS ut
+    UNION ALL
+    SELECT (SELECT min(ut.topic) FROM user_topics AS ut WHERE ut.topic > t.topic)
+    FROM topics AS t
+    WHERE t.topic IS NOT NULL
+)
+SELECT topic FROM topics WHERE topic IS NOT NULL LIMIT %(limit)s;

@@ -1,0 +1,58 @@
+-- name: redeliver_candidates
+-- returns: rows (id bigint, consumer text, tag text, event_type text, status text,
+--   attempts integer, last_error text, created_at timestamptz, updated_at timestamptz), by
+--   id, at most `limit` (NULL: all): the rows a requeue with this filter would take.
+-- purpose: the selection of bin/redeliver and of the admin's deliveries page
+--   (service/ops/redeliver.py). Every filter is optional (NULL = any); statuses are the row
+--   states to take, of those a requeue can take: 'failed' (the consumer refused it),
+--   'dead' (retries or age ran out) and 'delivered'. tag is a seen mark's, event_type a
+--   notification's type. No lock: the requeue re-checks each row as it takes it.
+SELECT o.id, o.consumer, o.payload ->> 'tag' AS tag, n.type AS event_type, o.status,
+       o.attempts, o.last_error, o.created_at, o.updated_at
+FROM outbox AS o
+LEFT JOIN notifications AS n ON n.id = o.notification_id
+WHERE o.status = ANY(%(statuses)s::text[])
+  AND o.status IN ('failed', 'dead', 'delivered')
+  AND (%(consumers)s::text[] IS NULL OR o.consumer = ANY(%(consumers)s::text[]))
+  AND (%(tags)s::text[] IS NULL OR o.payload ->> 'tag' = ANY(%(tags)s::text[]))
+  AND (%(event_types)s::text[] IS NULL OR n.type = ANY(%(event_types)s::text[]))
+  AND (%(ids)s::bigint[] IS NULL OR o.id = ANY(%(ids)s::bigint[]))
+  AND (%(since)s::timestamptz IS NULL OR o.created_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR o.created_at < %(until)s::timestamptz)
+ORDER BY o.id
+LIMIT %(limit)s;
+
+-- name: redeliver_requeue
+-- returns: rows (consumer text, status text, requeued bigint): per consumer and the state
+--   the rows were in, how many went back in the queue.
+-- purpose: put the given rows back in the queue with a fresh retry budget (attempt_base,
+--   requeued_at), and wake one dispatcher per consumer as the write path does. Only rows
+--   still in one of `statuses` (of 'failed', 'dead', 'delivered') are taken: one that was
+--   requeued meanwhile is pending and left alone, so running it twice is harmless, and a
+--   concurrent run waits for the row lock and then skips it. Locks are taken in id order,
+--   so two runs cannot deadlock.
+WITH picked AS (
+    SELECT o.id, o.status FROM outbox AS o
+    WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = ANY(%(statuses)s::text[])
+      AND o.status IN ('failed', 'dead', 'delivered')
+    ORDER BY o.id
+    FOR UPDATE
+),
+requeued AS (
+    UPDATE outbox AS o
+    SET status = 'pending', attempt_base = o.attempts, requeued_at = now(),
+        next_attempt_at = now(), claimed_until = NULL, last_error = NULL,
+        delivered_at = NULL, updated_at = now()
+    FROM picked AS p
+    WHERE o.id = p.id
+    RETURNING o.consumer, p.status
+),
+woken AS (
+    SELECT wake_dispatchers(array_agg(consumer), %(wake_queue)s::text, %(wake_task)s::text)
+    FROM requeued
+    HAVING count(*) > 0
+)
+SELECT consumer, status, count(*) AS requeued
+-- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
+FROM requeued LEFT JOIN woken ON true
+GROUP BY consumer, status ORDER BY consumer, status;

@@ -1,0 +1,48 @@
+-- Everything past its age, batch after batch with a COMMIT after each, so no lock or
+-- snapshot is held for long however large the backlog; `pause` between batches leaves
+-- the database to the intake. Totals go to the server log. It commits, so it must be
+-- CALLed on its own, outside a transaction block; pg_cron does that:
+--   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
+--       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',
+--                              attempts => '30 days', digest_items => '7 days',
+--                              batch_size => 250, pause => '10 milliseconds')$$);
+-- The defaults are those of [retention] (service/config/schedule.py); the Procrastinate
+-- backend runs the same loop from Python (service/schedule/retention.py).
+CREATE PROCEDURE prune_retention(
+    delivered interval DEFAULT '7 days', inbox interval DEFAULT '90 days',
+    dead interval DEFAULT '30 days', attempts interval DEFAULT '30 days',
+    digest_items interval DEFAULT '7 days', batch_size integer DEFAULT 250,
+    pause interval DEFAULT '10 milliseconds'
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    more boolean := true;
+    batches integer := 0;
+    totals jsonb := '{}';
+    progress jsonb := '{}';
+    b record;
+BEGIN
+    WHILE more LOOP
+        more := false;
+        FOR b IN
+            SELECT * FROM prune_retention_batch(
+                delivered, inbox, dead, attempts, digest_items, batch_size,
+                coalesce((progress ->> 'delivered')::timestamptz, '-infinity'),
+                coalesce((progress ->> 'dead')::timestamptz, '-infinity'),
+                coalesce((progress ->> 'attempts')::timestamptz, '-infinity'),
+                coalesce((progress ->> 'digest_items')::timestamptz, '-infinity'))
+        LOOP
+            more := more OR b.full_batch;
+            totals := totals || jsonb_build_object(
+                b.kind, coalesce((totals ->> b.kind)::bigint, 0) + b.pruned);
+            progress := progress || jsonb_build_object(b.kind, b.reached);
+        END LOOP;
+        batches := batches + 1;
+        COMMIT;
+        IF more AND pause > interval '0' THEN
+            PERFORM pg_sleep_for(pause);
+        END IF;
+    END LOOP;
+    RAISE LOG 'prune_retention: pruned % in % batches', totals, batches;
+END
+$$;

@@ -662,7 +662,7 @@ def _chaos_config(
         "request_timeout": 2,
     }
     data |= notify_data(smtp_port=smtp_port, providers_url=providers)
-    # Leases follow a batch's worst case (dispatcher/worker.py, lease_for): small batches
+    # Leases follow a batch's worst case (dispatcher/loop.py, lease_for): small batches
     # and timeouts keep a killed dispatcher's rows from waiting minutes.
     for channel in ("email", "sms"):
         data["channels"][channel] |= fast

@@ -36,12 +36,14 @@ from bench.harness import Figure, print_table, scratch_database
 from bench.naive import deliver_one_row
 from bench.sql import bq
 from dispatcher.main import run
+from dispatcher.startup import start_up
 from dispatcher.transport_base import Transport
 from dispatcher.transport_registry import build_transports
 from dispatcher.worker import Dispatcher
 from service.config.core import DatabaseSettings
 from service.config.load import Config, parse_config
 from service.database import CONNECTION_OPTIONS, DEV_DATA_DIR, make_pool, start_embedded
+from service.notify.templates import load_templates
 from service.seen.store import MarkRow, record_marks
 from service.wire import ClientSubject
 
@@ -201,9 +203,10 @@ async def watch(url: str, ids: list[int], limit_s: float) -> AsyncIterator[Calla
 
 async def run_dispatcher(config: Config, url: str, ids: list[int], limit_s: float) -> float:
     async with watch(url, ids, limit_s) as until_done:
-        dispatcher = Dispatcher(config, url, name="bench")
+        templates = load_templates(config)
+        dispatcher = Dispatcher(config, url, name="bench", templates=templates)
         started = time.perf_counter()
-        task = asyncio.create_task(dispatcher.run())
+        task = asyncio.create_task(dispatcher.run(start_up(config, url, templates, name="bench")))
         try:
             await until_done()
             return time.perf_counter() - started

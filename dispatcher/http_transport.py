@@ -25,7 +25,7 @@ from dispatcher.retry import (
     timed_outcome,
     undeliverable,
 )
-from dispatcher.transport_base import Delivery, Outcome
+from dispatcher.transport_base import Delivery, Outcome, Transport
 from service.config.seen import Consumer
 from service.seen.seen_wire import seen_event
 
@@ -97,7 +97,7 @@ class _Target:
         )
 
 
-class HttpTransport:
+class HttpTransport(Transport):
     """Delivers for every consumer whose transport is "http"."""
 
     def __init__(self, consumers: Mapping[str, Consumer]) -> None:

@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from dispatcher.transport_base import Delivery, Outcome
+from dispatcher.transport_base import Delivery, Outcome, Transport
 
 
-class InboxTransport:
+class InboxTransport(Transport):
     async def deliver(self, consumer: str, batch: Sequence[Delivery]) -> list[Outcome]:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()

@@ -37,7 +37,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind, Transport
 from service.config.base import EVENT_TYPES, EventType
 from service.config.core import KafkaSettings
 from service.config.seen import Consumer
@@ -121,7 +121,7 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, PERMANENT_ERRORS)
 
 
-class KafkaTransport:
+class KafkaTransport(Transport):
     """The Transport of every consumer with transport = "kafka"."""
 
     def __init__(self, settings: KafkaSettings, consumers: dict[str, Consumer]) -> None:

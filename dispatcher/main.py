@@ -1,10 +1,11 @@
 """`python -m dispatcher.main`: run a dispatcher until SIGTERM or SIGINT.
 
 Configuration as for the API (MARK_NOTIFY_CONFIG, DATABASE_URL, MARK_NOTIFY__... overrides,
-see service/config/load.py); the [dispatcher] section tunes lease, sweep and name. On a signal
-the batches in flight are finished and completed before exit, so a clean stop leaves no
-row to wait out a lease; a second signal exits at once, and so does the process when the
-stop is still not done after STOP_DEADLINE_S (e.g. its database is gone).
+see service/config/load.py); the [dispatcher] section tunes lease, sweep and name. Before the
+loops start it mirrors the catalog and chooses the scheduler backend (dispatcher/startup.py).
+On a signal the batches in flight are finished and completed before exit, so a clean stop
+leaves no row to wait out a lease; a second signal exits at once, and so does the process
+when the stop is still not done after STOP_DEADLINE_S (e.g. its database is gone).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
+from dispatcher.startup import StartUp, start_up
 from dispatcher.worker import Dispatcher
 from service.config.base import ConfigError
 from service.config.load import load_config
@@ -34,7 +36,7 @@ from service.schedule.periodic import ScheduleError
 STOP_DEADLINE_S = 22.0
 
 
-async def _serve(dispatcher: Dispatcher) -> None:
+async def _serve(dispatcher: Dispatcher, start_up: StartUp) -> None:
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
 
@@ -54,7 +56,7 @@ async def _serve(dispatcher: Dispatcher) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await dispatcher.run()
+        await dispatcher.run(start_up)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -93,11 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    dispatcher = Dispatcher(
-        config, resolve_url(config.database), name=args.name, templates=templates
-    )
+    url = resolve_url(config.database)
+    dispatcher = Dispatcher(config, url, name=args.name, templates=templates)
     try:
-        run(_serve(dispatcher))
+        run(_serve(dispatcher, start_up(config, url, templates, name=dispatcher.name)))
     except (SchedulerUnavailable, ScheduleError) as exc:
         # Found at start-up (the scheduler's sync): a config to fix, not a crash to debug.
         print(f"mark-notify dispatcher: {exc}", file=sys.stderr)

@@ -13,13 +13,13 @@ Every provider has its own keep-alive pool, concurrency limit and circuit breake
 provider whose breaker is open is skipped, so while the primary is down messages go
 straight to the fallback instead of each waiting for the primary's timeout first. A
 provider an operator switched off (provider_controls, service/ops/controls.py) is skipped
-too: the claim lists those in the payload's `providers_off`, so this transport needs no
+too: the claim lists those in the payload's `providers_off`, so sending needs no
 database. With every provider switched off, an attempt fails as in an outage (retried).
 
 A push goes to each of the recipient's newest devices (one request each, with its own
-stable webhook-id); tokens a provider calls invalid (404/410) are reported in the outcome
-for the claim loop to forget. Phone numbers, tokens and message texts are never logged,
-and are blanked out of provider answers kept in the attempt log.
+stable webhook-id); tokens a provider calls invalid (404/410) are reported in the outcome,
+and forgotten after the batch (`after_batch`). Phone numbers, tokens and message texts are
+never logged, and are blanked out of provider answers kept in the attempt log.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import psycopg
+from psycopg_pool import PoolTimeout
 from standardwebhooks import Webhook
 
+from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
 from dispatcher.http_transport import USER_AGENT, _tls_context
 from dispatcher.http_wire import WebhookPool, WireError, WireTimeout
@@ -45,7 +48,7 @@ from dispatcher.retry import (
     trim_error,
     undeliverable,
 )
-from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind, Pool, Transport
 from service.config.notify import Channel, Provider
 from service.notify.provider_api import PushMessage, SmsMessage
 from service.notify.templates import RenderError, TypeTemplates
@@ -53,7 +56,7 @@ from service.notify.templates import RenderError, TypeTemplates
 log = logging.getLogger(__name__)
 
 # The most devices one push attempt is sent to (newest first); the claim's lease is sized
-# from it (dispatcher/worker.py).
+# from it (dispatcher/loop.py, lease_for).
 PUSH_DEVICES_MAX = 5
 # Push answers that mean the token is dead: the device is forgotten.
 INVALID_TOKEN_STATUSES = frozenset({404, 410})
@@ -408,7 +411,7 @@ def _outcome(
     )
 
 
-class ProviderTransport:
+class ProviderTransport(Transport):
     """Delivers for every channel whose transport is "provider" (kinds sms and push)."""
 
     def __init__(
@@ -423,6 +426,22 @@ class ProviderTransport:
     async def deliver(self, consumer: str, batch: Sequence[Delivery]) -> list[Outcome]:
         channel = self._channels[consumer]
         return list(await asyncio.gather(*(channel.send(d) for d in batch)))
+
+    async def after_batch(
+        self, consumer: str, batch: Sequence[Delivery], outcomes: Sequence[Outcome], pool: Pool
+    ) -> None:
+        """Forget the push devices a provider called invalid."""
+        users = {d.outbox_id: str(d.payload.get("user_id")) for d in batch}
+        invalid = [(users[o.outbox_id], t) for o in outcomes for t in o.invalid_tokens]
+        if not invalid:
+            return
+        try:
+            removed = await outbox.remove_push_devices(pool, invalid)
+        except (PoolTimeout, psycopg.Error) as exc:
+            # The next push to them fails the same way and tries again.
+            log.warning("consumer %s: could not remove invalid devices: %s", consumer, exc)
+        else:
+            log.info("consumer %s: removed %d push devices the provider refused", consumer, removed)
 
     async def close(self) -> None:
         for channel in self._channels.values():

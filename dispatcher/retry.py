@@ -5,7 +5,7 @@ delay before attempt n+1 is uniform in [b/2, b]. The jitter spreads rows failing
 so they do not hammer a recovering consumer in step; the floor keeps the schedule
 predictable for consumers (full jitter could retry 20 ms after a failure). A Retry-After
 from the consumer is a floor too (bounded by the cap, so a consumer cannot park rows
-indefinitely). The README (Delivery) publishes the default schedule: `schedule()`.
+indefinitely). docs/delivery.md publishes the default schedule: `schedule()`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from typing import Any
 import aiosmtplib
 
 from dispatcher.retry import timed_outcome, undeliverable
-from dispatcher.transport_base import Delivery, Outcome, OutcomeKind
+from dispatcher.transport_base import Delivery, Outcome, OutcomeKind, Transport
 from service.config.base import ConfigError
 from service.config.notify import Channel, NotifySettings, SmtpSettings
 from service.notify.templates import RenderError, TypeTemplates
@@ -407,7 +407,7 @@ async def _quit(connection: _Connection) -> None:
         connection.smtp.close()
 
 
-class SmtpTransport:
+class SmtpTransport(Transport):
     """Delivers for every channel whose transport is "smtp".
 
     `environment` lets the signer refuse a development unsubscribe secret, as the API

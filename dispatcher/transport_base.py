@@ -1,9 +1,12 @@
 """The contract between the claim loop and the transports (HTTP, Kafka, and the
 notification channels: SMTP, SMS and push providers, inbox).
 
-The loop claims a batch of one consumer's outbox rows and hands it to that consumer's
-transport, which returns one Outcome per Delivery; the loop records attempts and decides
-retries from the outcomes. Transports never touch the database.
+The loop (dispatcher/loop.py) claims a batch of one consumer's outbox rows and hands it to
+that consumer's transport, which returns one Outcome per Delivery; the loop records
+attempts and decides retries from the outcomes. `deliver` never touches the database; a
+transport with follow-up work on a batch's outcomes (push: forget the devices a provider
+called invalid) does it in `after_batch`, before the batch is completed. Transports
+subclass `Transport` to inherit the hook's default, which does nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
 from service.tracing import TraceContext
 
 OutcomeKind = Literal["delivered", "retry", "failed"]
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,13 @@ class Transport(Protocol):
     async def deliver(self, consumer: str, batch: Sequence[Delivery]) -> list[Outcome]:
         """Deliver a batch for one consumer; one Outcome per Delivery, in any order."""
         ...
+
+    async def after_batch(
+        self, consumer: str, batch: Sequence[Delivery], outcomes: Sequence[Outcome], pool: Pool
+    ) -> None:
+        """Follow-up work on a delivered batch (one Outcome per Delivery), on the loop's
+        pool; errors the loop should survive are the transport's to catch and log."""
+        return None
 
     async def close(self) -> None: ...
 

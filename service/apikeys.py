@@ -1,13 +1,8 @@
-"""API keys of producer services: minting, verifying, and the `bin/apikey` command.
+"""API keys of producer services: minting and verifying them.
 
 Service identity is core, beside service/identity.py (users' and drivers' tokens): any
-capability's service endpoints take `state.keys.require_scope(request, scope)`.
-
-    bin/apikey create billing --scope events:write --scope users:write
-    KEY=$(bin/apikey create demo --scope events:write --quiet)
-    bin/apikey create support --scope events:read    # reads any producer's event status
-    bin/apikey list
-    bin/apikey revoke 1a2b3c4d
+capability's service endpoints take `state.keys.require_scope(request, scope)`. Keys are
+minted, listed and revoked by `bin/apikey` (service/ops/apikeys_cli.py).
 
 A key is `mn_<8 hex: prefix>_<43 base64url: 256 random bits>`. It is shown once; the
 table keeps its prefix (which finds the row and names the key in lists) and the SHA-256 of
@@ -30,13 +25,11 @@ and a busy producer costs one lookup per key, process and period.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import math
 import re
 import secrets
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,10 +37,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
 
-from service.database import CONNECTION_OPTIONS
 from service.errors import ApiError, api_error
 from service.identity import (
     API_KEY_ID_LENGTH,
@@ -56,7 +49,6 @@ from service.identity import (
     split_api_key,
 )
 from service.ops import audit
-from service.ops.database_target import ops_database_url
 from service.sql import q
 
 Scope = Literal["events:write", "events:read", "users:write", "users:read"]
@@ -99,8 +91,8 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-def create_key(
-    conn: psycopg.Connection[Any], producer: str, scopes: Sequence[str], *, actor: str
+async def create_key(
+    conn: AsyncConnection[Any], producer: str, scopes: Sequence[str], *, actor: str
 ) -> CreatedKey:
     """A new key, stored with its audit row (action `apikey.create`, target its prefix)."""
     if not PRODUCER.fullmatch(producer):
@@ -118,10 +110,10 @@ def create_key(
             "scopes": list(wanted),
         }
         try:
-            with conn.transaction():
-                conn.execute(q("insert_api_key"), params)
+            async with conn.transaction():
+                await conn.execute(q("insert_api_key"), params)
                 after = {"producer": producer, "scopes": list(wanted)}
-                audit.record_sync(conn, actor, "apikey.create", prefix, after=after)
+                await audit.record(conn, actor, "apikey.create", prefix, after=after)
         except psycopg.errors.UniqueViolation:
             # Two keys with one 32-bit prefix: rare, and a new draw fixes it.
             continue
@@ -129,19 +121,21 @@ def create_key(
     raise RuntimeError("could not draw an unused key prefix")
 
 
-def list_keys(conn: psycopg.Connection[Any]) -> list[KeyInfo]:
-    rows = conn.execute(q("list_api_keys")).fetchall()
+async def list_keys(conn: AsyncConnection[Any]) -> list[KeyInfo]:
+    cur = await conn.execute(q("list_api_keys"))
+    rows = await cur.fetchall()
     return [KeyInfo(r[0], r[1], tuple(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
-def revoke_key(conn: psycopg.Connection[Any], prefix: str, *, actor: str) -> datetime | None:
+async def revoke_key(conn: AsyncConnection[Any], prefix: str, *, actor: str) -> datetime | None:
     """When the key was revoked (now, or earlier if it already was); None if unknown. A
     known key's revocation writes its audit row (action `apikey.revoke`)."""
-    with conn.transaction():
-        row = conn.execute(q("revoke_api_key"), {"prefix": prefix}).fetchone()
+    async with conn.transaction():
+        cur = await conn.execute(q("revoke_api_key"), {"prefix": prefix})
+        row = await cur.fetchone()
         if row is not None:
             after = {"producer": row[0], "revoked_at": row[1]}
-            audit.record_sync(conn, actor, "apikey.revoke", prefix, after=after)
+            await audit.record(conn, actor, "apikey.revoke", prefix, after=after)
     return row[1] if row else None
 
 
@@ -295,78 +289,3 @@ class KeyVerifier:
 
 def _looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
-
-
-# -- bin/apikey ----------------------------------------------------------------------------
-
-
-def _database_url() -> str:
-    """The database bin/dev uses (service/ops/database_target.py); the embedded one is migrated,
-    as bin/dev would, so a fresh checkout can mint a key first."""
-    return ops_database_url("apikey")
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="bin/apikey",
-        description="Create, list and revoke producer API keys.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[1] if __doc__ else None,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    create = commands.add_parser("create", help="mint a key (shown once)")
-    create.add_argument("producer", help="the producer service's name, e.g. billing")
-    create.add_argument("--scope", action="append", choices=SCOPES, required=True)
-    create.add_argument("--quiet", action="store_true", help="print only the key")
-    commands.add_parser("list", help="every key, by prefix")
-    revoke = commands.add_parser("revoke", help="refuse a key from now on")
-    revoke.add_argument("prefix", help="the 8 characters after 'mn_'")
-    args = parser.parse_args(argv)
-    with psycopg.connect(_database_url(), autocommit=True, options=CONNECTION_OPTIONS) as conn:
-        if args.command == "create":
-            try:
-                created = create_key(conn, args.producer, args.scope, actor=audit.cli_actor())
-            except ValueError as exc:
-                parser.error(str(exc))
-            print(created.key)
-            if not args.quiet:
-                print(
-                    f"API key {created.prefix} for producer {created.producer!r}, scopes "
-                    f"{', '.join(created.scopes)}. It is shown only this once: keep it in the "
-                    f"producer's secret store. Revoke with: bin/apikey revoke {created.prefix}",
-                    file=sys.stderr,
-                )
-        elif args.command == "list":
-            rows = [("PREFIX", "PRODUCER", "SCOPES", "CREATED", "LAST USED", "REVOKED")]
-            rows += [
-                (
-                    k.prefix,
-                    k.producer,
-                    ",".join(k.scopes),
-                    _when(k.created_at),
-                    _when(k.last_used_at),
-                    _when(k.revoked_at),
-                )
-                for k in list_keys(conn)
-            ]
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            for r in rows:
-                print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-        else:
-            prefix = args.prefix.removeprefix(API_KEY_PREFIX).split("_")[0]
-            revoked = revoke_key(conn, prefix, actor=audit.cli_actor())
-            if revoked is None:
-                print(f"apikey: no key with prefix {prefix!r}", file=sys.stderr)
-                return 1
-            print(f"revoked {prefix} (at {_when(revoked)})")
-    return 0
-
-
-if __name__ == "__main__":
-    from service.ops import cli_exit
-
-    cli_exit.run(main)

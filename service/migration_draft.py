@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {path.relative_to(ROOT)}")
     print(
         f"next: review them; add {made.revision} to REVISIONS in"
-        " tests/integration/test_migrations.py and to the alembic/ row of README.md"
+        " tests/integration/test_migrations.py and to the alembic/ row of docs/architecture.md"
     )
 
 

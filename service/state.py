@@ -33,9 +33,16 @@ class MarkWriter(Protocol):
     async def close(self) -> None: ...
 
 
+class RenderError(Exception):
+    """A template failed on this notification's data (e.g. an optional variable left out).
+    Here, beside EventTemplates, so that whoever renders (the API, the admin, the
+    dispatcher) catches it without importing the notification half."""
+
+
 class EventTemplates(Protocol):
     """An event type's compiled templates, as the API uses them (the notification half's
-    TypeTemplates is one): typed here so the core need not import that half."""
+    TypeTemplates is one): typed here so the core need not import that half. `render`
+    raises RenderError."""
 
     @property
     def required_data(self) -> frozenset[str]: ...

@@ -2,9 +2,9 @@
 defers one job on per consumer with new outbox rows.
 
 Shared by the paths that fill the outbox from Python (the seen write path, bin/redeliver)
-and by the dispatcher that runs the task. The notification fan-out's SQL
-(notify_materialize_chunk) spells the same two names as literals, so renaming one means
-changing it there too.
+and by the dispatcher that runs the task. The fan-out's and the digests' SQL
+(notify_materialize_chunk(), flush_digests()) spell the same two names, as producers and
+pg_cron call them without Python; tests/unit/test_job_names.py holds the two together.
 """
 
 from __future__ import annotations

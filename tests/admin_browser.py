@@ -121,9 +121,9 @@ class AdminSite:
 async def admin_site(db_url: str, **overrides: Any) -> AsyncIterator[AdminSite]:
     need_chromium()
     overrides.setdefault("admin", ADMIN_SETTINGS)
-    with psycopg.connect(db_url, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         for role, password in PASSWORDS.items():
-            create_user(conn, role, password, role, actor="test")  # type: ignore[arg-type]
+            await create_user(conn, role, password, role, actor="test")  # type: ignore[arg-type]
     async with (
         serve(create_app(make_config(db_url, **overrides))) as base,
         async_playwright() as playwright,

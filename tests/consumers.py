@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dispatcher.startup import start_up
 from dispatcher.worker import Dispatcher
 from service.config.load import Config, parse_config
 from service.identity import caller_for
+from service.notify.templates import load_templates
 from service.seen.store import MarkRow, record_marks
 from service.wire import AnonymousSubject, ClientSubject, DriverSubject, Subject
 from tests.support import WEBHOOK_SECRET, config_data
@@ -172,8 +174,9 @@ async def running(
     config: Config, db_url: str, *, name: str = "test-dispatcher"
 ) -> AsyncIterator[Dispatcher]:
     """A dispatcher running in this event loop, stopped (gracefully) on exit."""
-    dispatcher = Dispatcher(config, db_url, name=name)
-    task = asyncio.create_task(dispatcher.run())
+    templates = load_templates(config)
+    dispatcher = Dispatcher(config, db_url, name=name, templates=templates)
+    task = asyncio.create_task(dispatcher.run(start_up(config, db_url, templates, name=name)))
     ready = asyncio.create_task(dispatcher.ready.wait())
     await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
     if task.done():

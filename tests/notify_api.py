@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,8 +43,15 @@ async def running_api(db_url: str, **overrides: Any) -> AsyncIterator[httpx.Asyn
 
 
 def new_key(db_url: str, producer: str = "billing", scopes: tuple[str, ...] = ALL_SCOPES) -> str:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        return create_key(conn, producer, scopes, actor="test").key
+    """A new key, made in a thread of its own: callable from sync fixtures and from tests
+    that run in an event loop alike."""
+
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            return (await create_key(conn, producer, scopes, actor="test")).key
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, make()).result()
 
 
 def auth(key: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ page) and `operator` (all that, plus redeliver, consumer pause/resume and provid
 switches). Passwords need at least 12 characters and are stored as argon2id hashes. A
 name locked after failed sign-ins ([admin].max_failures) stays locked for
 [admin].lockout unless unlocked. Every change is written to audit_log with the actor
-`cli:<os user>`. The database is bin/dev's unless DATABASE_URL says otherwise.
+`cli:<os user>`. The config and the database are bin/dev's (--config, --database-url).
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import argparse
 import getpass
 import shlex
 import sys
-from typing import Any
 
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -38,19 +36,13 @@ from service.admin.accounts import (
     unlock,
 )
 from service.admin.passwords import WeakPassword, check_strength
-from service.database import CONNECTION_OPTIONS
-from service.ops.audit import cli_actor
-from service.ops.database_target import ops_database_url
+from service.ops import cli
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bin/admin",
-        description="Manage the admin panel's accounts.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+def parser() -> argparse.ArgumentParser:
+    parser = cli.command_parser(
+        "bin/admin", "Manage the admin panel's accounts.", cli.epilog(__doc__)
     )
-    parser.add_argument("--database-url", help="default: DATABASE_URL, else bin/dev's")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-user", help="make an account")
     create.add_argument("username")
@@ -66,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ):
         commands.add_parser(name, help=text).add_argument("username")
     commands.add_parser("list", help="every account")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _asks(args: argparse.Namespace) -> bool:
@@ -78,67 +70,72 @@ def _no_terminal(args: argparse.Namespace) -> str:
     role = f" --role {args.role}" if args.command == "create-user" else ""
     example = f"bin/admin {args.command} {shlex.quote(args.username)}{role}"
     return (
-        "admin: no terminal to ask for the password on: give it on stdin with "
+        "no terminal to ask for the password on: give it on stdin with "
         f"--password-stdin, e.g. {example} --password-stdin < password.txt"
     )
 
 
-def _password(from_stdin: bool) -> str:
-    if from_stdin:
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    check_strength(first)
-    if getpass.getpass("Again: ") != first:
-        raise SystemExit("admin: the passwords differ")
+    if not sys.stdin.isatty():
+        # getpass would fall back to stdin and die on its end (EOFError): say what to do.
+        raise cli.Usage(_no_terminal(args))
+    try:
+        first = getpass.getpass("Password: ")
+        check_strength(first)
+        if getpass.getpass("Again: ") != first:
+            raise cli.Failed("the passwords differ")
+    except EOFError:
+        # The terminal's input ended (Ctrl-D) at the prompt.
+        raise cli.Usage(_no_terminal(args)) from None
     return first
 
 
-def run(args: argparse.Namespace, conn: psycopg.Connection[Any], console: Console) -> int:
-    actor = cli_actor()
-    if args.command == "create-user":
-        create_user(conn, args.username, _password(args.password_stdin), args.role, actor=actor)
-        console.print(f"created {args.role} {args.username}")
-    elif args.command == "set-password":
-        set_password(conn, args.username, _password(args.password_stdin), actor=actor)
-        console.print(f"password of {args.username} changed")
-    elif args.command == "unlock":
-        if unlock(conn, args.username, actor=actor):
-            console.print(f"{args.username} unlocked: it may sign in again")
+async def run(command: cli.Command) -> int:
+    args = command.args
+    password = getattr(args, "password", "")
+    console = Console(highlight=False)
+    actor = command.actor
+    async with command.connect(command.database().url) as conn:
+        if args.command == "create-user":
+            await create_user(conn, args.username, password, args.role, actor=actor)
+            console.print(f"created {args.role} {args.username}")
+        elif args.command == "set-password":
+            await set_password(conn, args.username, password, actor=actor)
+            console.print(f"password of {args.username} changed")
+        elif args.command == "unlock":
+            if await unlock(conn, args.username, actor=actor):
+                console.print(f"{args.username} unlocked: it may sign in again")
+            else:
+                console.print(f"{args.username} was not locked")
+        elif args.command in ("disable", "enable"):
+            await set_disabled(conn, args.username, args.command == "disable", actor=actor)
+            console.print(f"{args.username} {args.command}d")
         else:
-            console.print(f"{args.username} was not locked")
-    elif args.command in ("disable", "enable"):
-        set_disabled(conn, args.username, args.command == "disable", actor=actor)
-        console.print(f"{args.username} {args.command}d")
-    else:
-        table = Table("username", "role", "disabled", "last sign-in", "created")
-        for username, role, disabled, last_login, created in list_users(conn):
-            table.add_row(
-                username, role, "yes" if disabled else "", str(last_login or ""), str(created)
-            )
-        console.print(table)
-    return 0
+            table = Table("username", "role", "disabled", "last sign-in", "created")
+            for username, role, disabled, last_login, created in await list_users(conn):
+                table.add_row(
+                    username, role, "yes" if disabled else "", str(last_login or ""), str(created)
+                )
+            console.print(table)
+    return cli.OK
+
+
+def _ask(command: cli.Command) -> int:
+    if command.args.command in ("create-user", "set-password"):
+        command.args.password = _password(command.args)
+    return cli.OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if _asks(args) and not sys.stdin.isatty():
-        # getpass would fall back to stdin and die on its end (EOFError): say what to do.
-        print(_no_terminal(args), file=sys.stderr)
-        return 2
-    url = ops_database_url("admin", args.database_url)
-    try:
-        with psycopg.connect(url, autocommit=True, options=CONNECTION_OPTIONS) as conn:
-            return run(args, conn, Console(highlight=False))
-    except (AccountError, WeakPassword) as exc:
-        print(f"admin: {exc}", file=sys.stderr)
-        return 2
-    except EOFError:
-        # The terminal's input ended (Ctrl-D) at the prompt.
-        print(_no_terminal(args), file=sys.stderr)
-        return 2
+    command = cli.parse(parser(), argv)
+    errors = (AccountError, WeakPassword)
+    # The password is asked for before the event loop, which would take the prompt's
+    # Ctrl-C for itself, and before any database is started.
+    asked = cli.run(command, _ask, usage=errors)
+    return asked if asked != cli.OK else cli.run(command, run, usage=errors)
 
 
 if __name__ == "__main__":
-    from service.ops import cli_exit
-
-    cli_exit.run(main)
+    cli.exit_with(main)

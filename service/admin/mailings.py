@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import psycopg
 from psycopg.rows import dict_row
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -36,9 +35,9 @@ from service.admin.mailing_forms import (
 )
 from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, render
-from service.notify.templates import RenderError
+from service.event_intake import IntakeRefused, accept_event, event_status
 from service.sql import q
-from service.state import state_of
+from service.state import RenderError, state_of
 
 PRODUCER = "admin"
 LIST_LIMIT = 200
@@ -259,37 +258,30 @@ async def update_mailing(request: Request, who: Session, form: FormData) -> Resp
 
 
 async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The mailing's event counted per channel (queued / sent / failed / suppressed / seen)
-    and done, as GET /v1/events/{id} counts it."""
+    """The mailing's event as GET /v1/events/{id} reads it (event_status()), its channels'
+    counts shown as queued / sent / failed / suppressed / seen, and how much is done."""
     if row["event_id"] is None:
         return {"sent": False}
-    params = {
-        "event_id": row["event_id"],
-        "producer": PRODUCER,
-        "seen_tag": state_of(request).config.notify.seen_tag,
-    }
+    seen_tag = state_of(request).config.notify.seen_tag
     async with pool_of(request).connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("event_status"), params)
-        event = await cur.fetchone()
+        event = await event_status(conn, row["event_id"], PRODUCER, seen_tag)
     if event is None:
         return {"sent": False}
     channels = []
     totals = {"queued": 0, "sent": 0, "failed": 0, "suppressed": 0, "seen": 0}
-    for name, counts in sorted(event["channels"].items()):
-        line = {
-            "channel": name,
-            "queued": counts.get("queued", 0) + counts.get("held", 0),
-            "sent": counts.get("sent", 0),
+    for name, counts in sorted(event.channels.items()):
+        reasons = {k: v for k, v in msgspec.structs.asdict(counts.suppressed).items() if v}
+        numbers = {
+            "queued": counts.queued + counts.held,
+            "sent": counts.sent,
             # Refused for good, or out of attempts: either way it did not arrive.
-            "failed": counts.get("failed", 0) + counts.get("dead", 0),
-            "suppressed": sum(counts.get("suppressed", {}).values()),
-            "reasons": counts.get("suppressed", {}),
-            "seen": counts.get("seen", 0),
+            "failed": counts.failed + counts.dead,
+            "suppressed": sum(reasons.values()),
+            "seen": counts.seen,
         }
-        channels.append(line)
-        for key in totals:
-            totals[key] += line[key]
+        channels.append({"channel": name, "reasons": reasons, **numbers})
+        for key, number in numbers.items():
+            totals[key] += number
     # Every delivery decided so far: suppressed ones (at the fan-out or later) are done
     # with, as are the sent and failed; what is queued or held is still to go.
     decided = totals["queued"] + totals["sent"] + totals["failed"] + totals["suppressed"]
@@ -298,7 +290,7 @@ async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
         "event": event,
         "channels": channels,
         "totals": totals,
-        "percent": percent(event["status"], decided, decided - totals["queued"]),
+        "percent": percent(event.status, decided, decided - totals["queued"]),
         "pending": totals["queued"],
     }
 
@@ -336,7 +328,7 @@ async def _detail(
     cancellable = row["status"] == "draft" or (
         row["status"] == "sent"
         and progress.get("sent")
-        and (progress["event"]["status"] != "done" or progress["pending"] > 0)
+        and (progress["event"].status != "done" or progress["pending"] > 0)
     )
     templates = state.templates.get(draft.event_type)
     context = {
@@ -398,20 +390,17 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
                 return redirect(f"/admin/mailings/{mailing_id}")
             draft = draft_of(row)
             send_at = draft.send_at if draft.send_at and draft.send_at > datetime.now(UTC) else None
-            params = {
-                "producer": PRODUCER,
-                "idempotency_key": _key(mailing_id),
-                "type": draft.event_type,
-                "recipients": _encode(draft.recipients()).decode(),
-                "data": _encode(draft.event_data()).decode(),
-                "send_at": send_at,
-                "chunk": notify.chunk_size,
-            }
-            await cur.execute(q("accept_event"), params)
-            accepted = await cur.fetchone()
-            assert accepted is not None
-            event_id = str(accepted["event_id"])
-            event_status, created = accepted["status"], bool(accepted["created"])
+            accepted = await accept_event(
+                conn,
+                producer=PRODUCER,
+                idempotency_key=_key(mailing_id),
+                type_name=draft.event_type,
+                recipients=_encode(draft.recipients()).decode(),
+                data=_encode(draft.event_data()).decode(),
+                send_at=send_at,
+                chunk=notify.chunk_size,
+            )
+            event_id, event_status, created = accepted.id, accepted.status, accepted.created
             await conn.execute(q("admin_mailing_sent"), {"id": mailing_id, "event_id": event_id})
             await record(
                 conn,
@@ -428,13 +417,12 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
                     "send_at": send_at,
                 },
             )
-    except psycopg.errors.InvalidParameterValue as exc:
+    except IntakeRefused as exc:
         # notify_event() refused it (the type or its data no longer fit the configuration):
         # nothing was written.
         row = await _get(request, mailing_id)
         assert row is not None
-        message = exc.diag.message_primary or str(exc)
-        return await _detail(request, who, row, error=f"Not sent: {message}.", status=400)
+        return await _detail(request, who, row, error=f"Not sent: {exc.message}.", status=400)
     done = "scheduled" if send_at else "sent"
     return redirect(f"/admin/mailings/{mailing_id}?done={done}")
 

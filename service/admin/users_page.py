@@ -19,10 +19,8 @@ from starlette.routing import Route
 
 from service.admin.sessions import Session
 from service.admin.web import page, render
-from service.notify.preferences import effective
-from service.notify.templates import RenderError
 from service.sql import q
-from service.state import State, state_of
+from service.state import RenderError, State, state_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ async def _lookup(state: State, user_id: str) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("get_user"), {"user_id": user_id})
         user = await cur.fetchone()
-        await cur.execute(q("get_preferences"), {"user_id": user_id})
+        await cur.execute(q("get_preferences"), config.preference_params() | {"user_id": user_id})
         prefs = await cur.fetchone()
         await cur.execute(
             q("admin_user_notifications"),
@@ -87,11 +85,8 @@ async def _lookup(state: State, user_id: str) -> dict[str, Any]:
         )
         marks = await cur.fetchall()
 
-    preferences = None
-    if user is not None and prefs is not None:
-        preferences = effective(
-            config, bool(prefs["muted"]), prefs["channels"], prefs["quiet_hours"]
-        )
+    # The effective preferences, as GET /v1/users/{id}/preferences answers them.
+    preferences = prefs["preferences"] if user and prefs else None
     inbox = []
     for row in inbox_rows:
         if row["id"] is None:

@@ -58,6 +58,22 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     schedules: dict[Name, ScheduleSettings] = msgspec.field(default_factory=dict)
     admin: AdminSettings = AdminSettings()
 
+    def category_rules(self) -> dict[str, dict[str, Any]]:
+        """Each category as the SQL rules read it (notify_preference_on()): whether it is
+        transactional and its channels' defaults, in the configuration's order."""
+        return {
+            name: {"transactional": c.transactional, "defaults": c.defaults}
+            for name, c in self.categories.items()
+        }
+
+    def preference_params(self) -> dict[str, Any]:
+        """The parameters of the preference queries (sql/notify/queries/preferences.sql):
+        the categories and every channel, which notify_effective_preferences() answers for."""
+        return {
+            "categories": msgspec.json.encode(self.category_rules()).decode(),
+            "channels": list(self.channels),
+        }
+
     def __post_init__(self) -> None:
         # First: a placeholder is named as one, not as a secret of the wrong format.
         for setting, secret in self._secrets():

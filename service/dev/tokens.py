@@ -9,6 +9,7 @@ import time
 import jwt
 
 from service.config.load import load_config
+from service.ops import cli
 
 
 def mint(claims: dict[str, object], *, ttl_s: int = 3600) -> str:
@@ -23,8 +24,9 @@ def mint(claims: dict[str, object], *, ttl_s: int = 3600) -> str:
     return jwt.encode(body | claims, settings.secret, algorithm="HS256")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bin/token", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    # No database; the config is MARK_NOTIFY_CONFIG (bin/token defaults it to the example).
+    parser = cli.command_parser("bin/token", __doc__ or "", database=False)
     kinds = parser.add_subparsers(dest="kind", required=True)
     client = kinds.add_parser("client", help="a client token")
     client.add_argument("user_id")
@@ -35,7 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     driver.add_argument("db_id", help="park id")
     driver.add_argument("uuid", help="driver profile id")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(command: cli.Command) -> int:
+    """Synchronous: nothing here waits on the network."""
+    args = command.args
     claims: dict[str, object]
     if args.kind == "client":
         claims = {"kind": "client", "sub": args.user_id}
@@ -47,9 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         claims = {"kind": "driver", "db_id": args.db_id, "uuid": args.uuid}
     sys.stdout.write(mint(claims, ttl_s=args.ttl) + "\n")
+    return cli.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main(parser(), run, argv)
 
 
 if __name__ == "__main__":
-    from service.ops import cli_exit
-
-    cli_exit.run(main)
+    cli.exit_with(main)

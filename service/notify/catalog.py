@@ -33,10 +33,7 @@ _encode = msgspec.json.Encoder().encode
 
 def catalog_params(config: Config, templates: Mapping[str, EventTemplates]) -> dict[str, str]:
     channels = {name: {"kind": c.kind} for name, c in config.channels.items() if c.enabled}
-    categories = {
-        name: {"transactional": c.transactional, "defaults": c.defaults}
-        for name, c in config.categories.items()
-    }
+    categories = config.category_rules()
     event_types: dict[str, Any] = {}
     for name, t in config.event_types.items():
         escalation = t.escalation

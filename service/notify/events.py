@@ -20,23 +20,15 @@ from __future__ import annotations
 import uuid
 
 import msgspec
-import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from service.errors import ApiError, api_error, unknown_name_error
+from service.event_intake import IntakeRefused, accept_event, event_status
 from service.http import json_response, read_json
 from service.metrics import count_event
-from service.notify.notify_wire import (
-    ChannelCounts,
-    ChannelDelivery,
-    EventAccepted,
-    EventRequest,
-    EventStatus,
-    NotificationStatus,
-    RecipientCounts,
-)
+from service.notify.notify_wire import ChannelDelivery, EventRequest, NotificationStatus
 from service.notify.users import check_time_zones
 from service.sql import q
 from service.state import state_of
@@ -52,8 +44,6 @@ FIELD_CODES = {
     "$.recipients": "invalid_recipients",
     "$.send_at": "invalid_send_at",
 }
-# notify_event()'s refusals (all SQLSTATE 22023), by the start of their message.
-SQL_REFUSALS = {"unknown event type": "unknown_event_type", "event data lacks": "missing_data"}
 
 _decode_event = msgspec.json.Decoder(EventRequest).decode
 _encode = msgspec.json.Encoder().encode
@@ -146,36 +136,28 @@ async def post_event(request: Request) -> Response:
         # body that can never succeed still gets its 400.
         raise state.unavailable()
 
-    params = {
-        "producer": caller.producer,
-        "idempotency_key": event.idempotency_key,
-        "type": event.type,
-        "recipients": _encode(event.recipients).decode(),
-        "data": data.decode(),
-        "send_at": event.send_at,
-        "chunk": notify.chunk_size,
-    }
     try:
         # One statement, so one transaction even on the autocommit pool.
         async with state.pool.connection() as conn:
-            cur = await conn.execute(q("accept_event"), params)
-            row = await cur.fetchone()
-    except psycopg.errors.InvalidParameterValue as exc:
+            accepted = await accept_event(
+                conn,
+                producer=caller.producer,
+                idempotency_key=event.idempotency_key,
+                type_name=event.type,
+                recipients=_encode(event.recipients).decode(),
+                data=data.decode(),
+                send_at=event.send_at,
+                chunk=notify.chunk_size,
+            )
+    except IntakeRefused as exc:
         # The database's catalog disagrees with this process's configuration (e.g. the type
         # was removed by a newer deployment): its refusal, as a 400.
-        message = exc.diag.message_primary or str(exc)
-        code = next(
-            (c for start, c in SQL_REFUSALS.items() if message.startswith(start)),
-            "invalid_recipients",
-        )
-        raise api_error(code, f"Refused by the database: {message}.") from None
-    assert row is not None
-    event_id, status, created = str(row[0]), row[1], bool(row[2])
-    count_event(event.type, created)
+        raise api_error(exc.code, f"Refused by the database: {exc.message}.") from None
+    count_event(event.type, accepted.created)
     return json_response(
-        EventAccepted(event_id, status, created),
-        202 if created else 200,
-        {"Location": f"/v1/events/{event_id}"},
+        accepted,
+        202 if accepted.created else 200,
+        {"Location": f"/v1/events/{accepted.id}"},
     )
 
 
@@ -194,29 +176,11 @@ async def get_event(request: Request) -> Response:
         event_id = uuid.UUID(raw_id)
     except ValueError:
         raise api_error("unknown_event", f"No event {raw_id!r}.") from None
-    params = {
-        "event_id": event_id,
-        "producer": producer,
-        "seen_tag": state.config.notify.seen_tag,
-    }
     async with state.pool.connection() as conn:
-        cur = await conn.execute(q("event_status"), params)
-        row = await cur.fetchone()
-    if row is None:
+        status = await event_status(conn, event_id, producer, state.config.notify.seen_tag)
+    if status is None:
         raise api_error("unknown_event", f"No event {raw_id!r}.")
-    id_, type_, status, send_at, created_at, materialized_at, notified, no_recipient, channels = row
-    return json_response(
-        EventStatus(
-            id=str(id_),
-            type=type_,
-            status=status,
-            send_at=send_at,
-            created_at=created_at,
-            materialized_at=materialized_at,
-            recipients=RecipientCounts(notified, no_recipient),
-            channels=msgspec.convert(channels, dict[str, ChannelCounts]),
-        )
-    )
+    return json_response(status)
 
 
 async def get_notification(request: Request) -> Response:

@@ -18,7 +18,8 @@ import psycopg
 from service.database import CONNECTION_OPTIONS
 from service.sql import q
 
-# Written by notify_event() in SQL: change both together.
+# Spelled by notify_event() in SQL too (producers call it directly); tests/unit/test_job_names.py
+# holds the two together.
 MATERIALIZE_QUEUE = "notify"
 MATERIALIZE_TASK = "notify.materialize"
 # Two workers: the fan-out is CPU-bound in PostgreSQL, and this is a 2-core design target.

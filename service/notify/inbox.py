@@ -21,9 +21,8 @@ from service.errors import api_error
 from service.http import json_response
 from service.notify.notify_wire import InboxItem, InboxPage
 from service.notify.request_parts import client_user
-from service.notify.templates import RenderError
 from service.sql import q
-from service.state import EventTemplates, state_of
+from service.state import EventTemplates, RenderError, state_of
 
 log = logging.getLogger(__name__)
 

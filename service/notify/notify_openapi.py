@@ -19,11 +19,12 @@ from service.openapi import (
     operation,
     path_param,
 )
+from service.wire import EventAccepted, EventStatus
 
 STRUCTS = (
     notify.EventRequest,
-    notify.EventAccepted,
-    notify.EventStatus,
+    EventAccepted,
+    EventStatus,
     notify.NotificationStatus,
     notify.UserBody,
     notify.UserImport,

@@ -88,7 +88,6 @@ ClockTime = Annotated[
     msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)", description="`HH:MM`, 24 h."),
 ]
 Platform = Literal["ios", "android", "web"]
-EventStatusName = Literal["scheduled", "materializing", "done", "cancelled"]
 DeliveryState = Literal["queued", "held", "sent", "failed", "dead", "suppressed"]
 
 
@@ -177,59 +176,6 @@ class EventRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     recipients: Recipients
     data: dict[str, Any] = {}
     send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
-
-
-class EventAccepted(msgspec.Struct, frozen=True):
-    """`created` is false for a repeat of the idempotency key: the first event's id and
-    status, and nothing new was written."""
-
-    id: str
-    status: EventStatusName
-    created: bool
-
-
-class RecipientCounts(msgspec.Struct, frozen=True):
-    # Users the event was materialized for, and listed ids that are no known user.
-    notified: int
-    no_recipient: int
-
-
-class SuppressedCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Why deliveries were not made: the user's switches (`muted`, `preference`), no
-    contact for the channel (`no_contact`), seen before an escalation was due (`seen`),
-    past the type's ttl (`expired`), or the user was erased (`erased`)."""
-
-    muted: int = 0
-    preference: int = 0
-    no_contact: int = 0
-    seen: int = 0
-    expired: int = 0
-    erased: int = 0
-
-
-class ChannelCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Deliveries of one channel by state. `queued` waits to be sent, `held` waits for
-    the user's quiet hours to end (the two are disjoint); `failed` was refused for good,
-    `dead` ran out of attempts; `seen` counts sent notifications the user has seen."""
-
-    queued: int = 0
-    held: int = 0
-    sent: int = 0
-    failed: int = 0
-    dead: int = 0
-    seen: int = 0
-    suppressed: SuppressedCounts = SuppressedCounts()
-
-
-class EventStatus(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    type: str
-    status: EventStatusName
-    send_at: datetime
-    created_at: datetime
-    materialized_at: datetime | None
-    recipients: RecipientCounts
-    channels: dict[str, ChannelCounts]
 
 
 class ChannelDelivery(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,14 +8,14 @@
 Both answer the effective preferences: every configured category with every channel
 switched on or off (the user's switch, else the category's configured default, else on),
 the user's quiet hours, and which categories are transactional (always on: muting and
-quiet hours spare them too). PUT replaces the user's switches, so a switch left out falls
-back to its default; it answers like GET. An unknown category or channel, a transactional
-category switched off, or malformed quiet hours are refused and nothing is written.
+quiet hours spare them too), computed in SQL by the rule the fan-out applies
+(sql/notify/functions/notify_effective_preferences.sql). PUT replaces the user's
+switches, so a switch left out falls back to its default; it answers like GET. An unknown
+category or channel, a transactional category switched off, or malformed quiet hours are
+refused and nothing is written.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 import psycopg
@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from service.config.load import Config
 from service.errors import api_error, unknown_name_error
 from service.http import json_response, read_json
-from service.notify.notify_wire import Preferences, PreferencesBody, QuietHours
+from service.notify.notify_wire import Preferences, PreferencesBody
 from service.notify.request_parts import client_user, user_id_param
 from service.sql import q
 from service.state import state_of
@@ -35,33 +35,6 @@ BODY_BYTES = 64 * 1024
 
 _decode_body = msgspec.json.Decoder(PreferencesBody).decode
 _encode = msgspec.json.Encoder().encode
-
-
-def effective(config: Config, muted: bool, switches: Any, quiet: Any) -> Preferences:
-    """The configured defaults merged with what is stored for the user. Stored entries
-    the configuration no longer has are left out; they stay in the row, harmless."""
-    own: dict[str, Any] = switches if isinstance(switches, dict) else {}
-    categories: dict[str, dict[str, bool]] = {}
-    for name, category in config.categories.items():
-        mine = own.get(name)
-        mine = mine if isinstance(mine, dict) else {}
-        categories[name] = {
-            channel: True
-            if category.transactional
-            else bool(mine.get(channel, category.defaults.get(channel, True)))
-            for channel in config.channels
-        }
-    quiet_hours: dict[str, QuietHours] = {}
-    for channel, window in (quiet if isinstance(quiet, dict) else {}).items():
-        if channel in config.channels:
-            try:
-                quiet_hours[channel] = msgspec.convert(window, QuietHours)
-            except msgspec.ValidationError:
-                continue
-    transactional = sorted(n for n, c in config.categories.items() if c.transactional)
-    return Preferences(
-        muted=muted, categories=categories, quiet_hours=quiet_hours, transactional=transactional
-    )
 
 
 def check(config: Config, body: PreferencesBody) -> None:
@@ -92,13 +65,13 @@ def check(config: Config, body: PreferencesBody) -> None:
 
 async def _read(request: Request, user_id: str) -> Response:
     state = state_of(request)
+    params = state.config.preference_params() | {"user_id": user_id}
     async with state.pool.connection() as conn:
-        cur = await conn.execute(q("get_preferences"), {"user_id": user_id})
+        cur = await conn.execute(q("get_preferences"), params)
         row = await cur.fetchone()
     if row is None:
         raise api_error("unknown_user", f"No user {user_id!r}.")
-    muted, switches, quiet = row
-    return json_response(effective(state.config, bool(muted), switches, quiet))
+    return json_response(msgspec.convert(row[0], Preferences))
 
 
 async def _write(request: Request, user_id: str) -> Response:
@@ -106,10 +79,10 @@ async def _write(request: Request, user_id: str) -> Response:
     limit = max(state.config.api.max_body_bytes, BODY_BYTES)
     body = await read_json(request, _decode_body, limit, {"$.quiet_hours": "invalid_quiet_hours"})
     check(state.config, body)
-    params = {
+    params = state.config.preference_params() | {
         "user_id": user_id,
         "muted": body.muted,
-        "channels": _encode(body.categories).decode(),
+        "switches": _encode(body.categories).decode(),
         "quiet_hours": _encode(body.quiet_hours).decode(),
     }
     try:
@@ -121,10 +94,7 @@ async def _write(request: Request, user_id: str) -> Response:
         row = None
     if row is None:
         raise api_error("unknown_user", f"No user {user_id!r}.")
-    stored = msgspec.to_builtins(body)
-    return json_response(
-        effective(state.config, body.muted, stored["categories"], stored["quiet_hours"])
-    )
+    return json_response(msgspec.convert(row[0], Preferences))
 
 
 async def get_own(request: Request) -> Response:

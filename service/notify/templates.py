@@ -35,6 +35,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from service.config.base import ROOT, ConfigError
 from service.config.load import Config
+from service.state import RenderError as RenderError  # the dispatcher's import of it stays
 
 PARTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "text", "html"),
@@ -59,10 +60,6 @@ LAST_FIELD = "last."
 
 _text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _html_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
-
-
-class RenderError(Exception):
-    """A template failed on this notification's data (e.g. an optional variable left out)."""
 
 
 Compiled = dict[str, Template | dict[str, Template]]

@@ -4,8 +4,9 @@ The ops commands (bin/redeliver, bin/sql, bin/schedules, bin/apikey, bin/admin) 
 config and the database the way bin/dev does (`resolve_database`), so that after `bin/dev`
 a plain `bin/redeliver --consumer cashback` works on the same rows:
 
-- the config: `MARK_NOTIFY_CONFIG`, else `config/mark-notify.toml` if there is one, else
-  `config/example.toml` (what bin/dev runs);
+- the config: `MARK_NOTIFY_CONFIG` (a command's `--config` sets it, service/ops/cli.py),
+  else `config/mark-notify.toml` if there is one, else `config/example.toml` (what bin/dev
+  runs);
 - the database: `--database-url`, else `DATABASE_URL`, else the config's `database.url`,
   else the embedded PostgreSQL in `.data/pg-dev` (`MARK_NOTIFY_DATA_DIR`), started if it
   is not running and migrated to head, as bin/dev would.
@@ -103,15 +104,6 @@ def resolve_database(
     return DatabaseTarget(
         embedded(data_dir), f"embedded PostgreSQL in {_short(data_dir)}", embedded=True
     )
-
-
-def ops_database_url(command: str, explicit: str | None = None) -> str:
-    """`resolve_database` for a command's main(): its URL, or exit saying why there is
-    none (the message starts with the command's name)."""
-    try:
-        return resolve_database(explicit).url
-    except DatabaseNotFound as exc:
-        raise SystemExit(f"{command}: {exc}") from None
 
 
 def _short(path: Path) -> str:

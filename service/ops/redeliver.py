@@ -1,7 +1,7 @@
 """Redelivery: put outbox rows that will not be delivered (again) back in the queue.
 
-The one code path of `bin/redeliver` (sync, dispatcher/redeliver.py) and the admin's
-deliveries page (async): `candidates` lists the rows a RedeliverFilter selects, and
+The one code path of `bin/redeliver` (service/ops/redeliver_cli.py) and the admin's
+deliveries page: `candidates` lists the rows a RedeliverFilter selects, and
 `requeue` puts chosen rows back, in one transaction with one audit_log row.
 
 Outbox row states (`outbox.status`): pending, delivered, failed (the consumer or provider
@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from service.config.load import Config
@@ -187,14 +187,6 @@ async def candidates(
         return [_candidate(row) for row in await cur.fetchall()]
 
 
-def candidates_sync(
-    conn: Connection[Any], flt: RedeliverFilter, limit: int | None = None
-) -> list[Candidate]:
-    with conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute(q("redeliver_candidates"), _filter_params(flt, limit))
-        return [_candidate(row) for row in cur.fetchall()]
-
-
 async def requeue(
     conn: AsyncConnection[Any],
     ids: Sequence[int],
@@ -203,16 +195,20 @@ async def requeue(
     statuses: Sequence[Status] = STATUSES,
     chosen_by: RedeliverFilter | None = None,
     client_ip: str | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Requeued:
     """Requeue these rows, those still in one of `statuses`, and wake their dispatchers:
     one transaction, with one audit row (action 'redeliver'; `chosen_by` names the filter
-    the ids came from, for the record)."""
+    the ids came from, for the record). `progress` is told how many rows each statement
+    covered (bin/redeliver's progress bar)."""
     rows: list[tuple[Any, ...]] = []
     async with conn.transaction():
         async with conn.cursor(row_factory=tuple_row) as cur:
             for chunk in _chunks(ids):
                 await cur.execute(q("redeliver_requeue"), _requeue_params(chunk, statuses))
                 rows += await cur.fetchall()
+                if progress is not None:
+                    progress(len(chunk))
         done = _tally(rows)
         await audit.record(
             conn,
@@ -222,35 +218,5 @@ async def requeue(
             before=done.before,
             after=_after(done),
             client_ip=client_ip,
-        )
-    return done
-
-
-def requeue_sync(
-    conn: Connection[Any],
-    ids: Sequence[int],
-    actor: str,
-    *,
-    statuses: Sequence[Status] = STATUSES,
-    chosen_by: RedeliverFilter | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Requeued:
-    """`requeue` for a sync connection (bin/redeliver); `progress` is told how many rows
-    each statement covered."""
-    rows: list[tuple[Any, ...]] = []
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
-        for chunk in _chunks(ids):
-            cur.execute(q("redeliver_requeue"), _requeue_params(chunk, statuses))
-            rows += cur.fetchall()
-            if progress is not None:
-                progress(len(chunk))
-        done = _tally(rows)
-        audit.record_sync(
-            conn,
-            actor,
-            "redeliver",
-            _audit(ids, statuses, chosen_by),
-            before=done.before,
-            after=_after(done),
         )
     return done

@@ -5,10 +5,11 @@
     bin/sql --builtin                         # the built-in prompt even where psql is
     bin/sql -- -A -t -c "SELECT count(*) FROM seen_marks"   # anything after -- goes to psql
 
-The database is found as the ops commands find it (service/ops/database_target.py): --database-url,
-else DATABASE_URL, else the config's database.url, else the embedded PostgreSQL in
-.data/pg-dev (started if need be). psql is looked for on PATH, then in Debian's
-/usr/lib/postgresql/<version>/bin; MARK_NOTIFY_SQL_BUILTIN=1 forces the built-in prompt.
+The database is found as the ops commands find it (service/ops/database_target.py):
+--database-url, else DATABASE_URL, else the config's database.url (--config, else bin/dev's
+config), else the embedded PostgreSQL in .data/pg-dev (started if need be). psql is looked
+for on PATH, then in Debian's /usr/lib/postgresql/<version>/bin; MARK_NOTIFY_SQL_BUILTIN=1
+forces the built-in prompt.
 
 The built-in prompt runs each statement when its `;` is typed (in autocommit, as psql
 does) and prints what it returns as a table. `\\q` (or Ctrl-D) quits, `\\d` lists the tables
@@ -36,12 +37,8 @@ from rich.table import Table
 from rich.text import Text
 
 from service.database import CONNECTION_OPTIONS
-from service.ops.database_target import (
-    DatabaseNotFound,
-    DatabaseTarget,
-    display_url,
-    resolve_database,
-)
+from service.ops import cli
+from service.ops.database_target import DatabaseTarget, display_url
 
 PROMPT = "mark-notify=> "
 MORE = "mark-notify-> "
@@ -58,7 +55,7 @@ works too).
   \\q          quit (Ctrl-D too)
   \\?          this help
 Useful views and tables: outbox_consumer_stats, outbox, delivery_attempts, seen_marks,
-events, notifications, audit_log (README.md, Database)."""
+events, notifications, audit_log (docs/analytics.md, The tables)."""
 
 TABLES = b"""
 SELECT c.relname AS name,
@@ -275,36 +272,36 @@ def run_psql(psql: str, target: DatabaseTarget, args: Sequence[str]) -> int:
 # -- the command ------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="bin/sql",
-        description="A SQL shell on bin/dev's database (psql, else a built-in prompt).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+def parser() -> argparse.ArgumentParser:
+    parser = cli.command_parser(
+        "bin/sql",
+        "A SQL shell on bin/dev's database (psql, else a built-in prompt).",
+        cli.epilog(__doc__),
     )
     parser.add_argument("-c", "--command", help="run this SQL, print the result, and exit")
     parser.add_argument(
         "--builtin", action="store_true", help=f"the built-in prompt, not psql ({BUILTIN_ENV}=1)"
     )
-    parser.add_argument(
-        "--database-url", help="default: DATABASE_URL, else the config's, else bin/dev's"
-    )
-    args, extra = parser.parse_known_args(argv)
-    if extra and extra[0] == "--":
-        extra = extra[1:]
-    return args, extra
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, extra = parse_args(argv)
+def parse(argv: list[str] | None) -> cli.Command:
+    """The command line; what psql is to get besides (after `--`) in `args.psql_args`."""
+    chosen = parser()
+    args, extra = chosen.parse_known_args(argv)
+    args.psql_args = extra[1:] if extra and extra[0] == "--" else extra
+    return cli.Command("sql", args)
+
+
+def run(command: cli.Command) -> int:
+    """Synchronous, the one command that is: an interactive shell, where Ctrl-C must reach
+    psycopg's wait (which cancels the statement) rather than an event loop."""
+    args, extra = command.args, command.args.psql_args
     builtin = args.builtin or os.environ.get(BUILTIN_ENV, "") not in ("", "0")
     psql = None if builtin else find_psql()
     if extra and psql is None:
-        raise SystemExit(f"sql: {' '.join(extra)}: only psql takes more arguments")
-    try:
-        target = resolve_database(args.database_url)
-    except DatabaseNotFound as exc:
-        raise SystemExit(f"sql: {exc}") from None
+        raise cli.Failed(f"{' '.join(extra)}: only psql takes more arguments")
+    target = command.database()
     errors = Console(stderr=True, highlight=False)
     if psql is not None:
         if args.command is None:
@@ -319,13 +316,16 @@ def main(argv: list[str] | None = None) -> int:
         application_name="mark-notify-sql",
     ) as conn:
         if args.command is not None:
-            return 0 if run_statement(conn, args.command, console, errors) else 1
+            ok = run_statement(conn, args.command, console, errors)
+            return cli.OK if ok else cli.FAILED
         if sys.stdin.isatty():
             errors.print(Text(f"{target.source}: {display_url(target.url)}", style="dim"))
         return prompt(conn, console, errors)
 
 
-if __name__ == "__main__":
-    from service.ops import cli_exit
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(parse(argv), run)
 
-    cli_exit.run(main)
+
+if __name__ == "__main__":
+    cli.exit_with(main)

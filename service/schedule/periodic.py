@@ -30,7 +30,8 @@ from service.config.schedule import HttpSource, SchedulerBackend, ScheduleSettin
 from service.errors import unknown_name
 from service.sql import q
 
-# Spelled as literals by fire_due_schedules() in SQL: change both together.
+# Spelled by fire_due_schedules() in SQL too (pg_cron calls it); tests/unit/test_job_names.py
+# holds the two together.
 SCHEDULE_QUEUE = "schedule"
 RUN_TASK = "schedule.run"
 # The producer of every scheduled event: API keys' producer names cannot contain ':', so

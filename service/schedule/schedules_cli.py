@@ -15,15 +15,14 @@ made here are left alone by start-ups. Under pg_cron, each change here updates i
 Every change (add, set, enable, disable, remove, run, sync) writes an audit_log row with
 the actor cli:<os user>, as the admin panel's schedule actions do.
 
-The config and the database are bin/dev's: MARK_NOTIFY_CONFIG (else config/mark-notify.toml,
-else config/example.toml); DATABASE_URL, else the config's, else the embedded one.
+The config and the database are bin/dev's: --config, else MARK_NOTIFY_CONFIG (else
+config/mark-notify.toml, else config/example.toml); --database-url, else DATABASE_URL, else
+the config's, else the embedded one.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -32,13 +31,9 @@ from typing import Any
 import msgspec
 import psycopg
 
-from service.config.base import ConfigError
-from service.config.load import Config
 from service.config.schedule import Audience, HttpSource, ScheduleSettings, Source, SqlSource
-from service.database import CONNECTION_OPTIONS
 from service.errors import unknown_name
-from service.ops import audit
-from service.ops.database_target import DatabaseNotFound, load_cli_config, resolve_database
+from service.ops import audit, cli
 from service.schedule import backend
 from service.schedule.periodic import (
     Schedule,
@@ -52,15 +47,6 @@ from service.schedule.periodic import (
 )
 from service.schedule.runner import run_record, run_schedule
 from service.sql import q
-
-
-def _database_url(config: Config) -> str:
-    """The database bin/dev uses (service/ops/database_target.py, resolve_database); the
-    embedded one is migrated, as bin/dev would."""
-    try:
-        return resolve_database(config=config).url
-    except DatabaseNotFound as exc:
-        raise SystemExit(f"schedules: {exc}") from None
 
 
 def _when(value: datetime | None) -> str:
@@ -90,11 +76,10 @@ def _source_kind(source: Source) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bin/schedules",
-        description="Periodic schedules: each posts an event at the times its cron names.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 2)[1] if __doc__ else None,
+    parser = cli.command_parser(
+        "bin/schedules",
+        "Periodic schedules: each posts an event at the times its cron names.",
+        cli.epilog(__doc__, 1),
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every schedule")
@@ -251,15 +236,17 @@ async def _status(conn: psycopg.AsyncConnection[Any], url: str) -> None:
         _table(rows)
 
 
-async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
+async def run(command: cli.Command) -> int:
+    args = command.args
+    config = command.config()
+    url = command.database(config).url
+
     @asynccontextmanager
     async def connect() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, options=CONNECTION_OPTIONS
-        ) as conn:
+        async with command.connect(url) as conn:
             yield conn
 
-    actor = audit.cli_actor()
+    actor = command.actor
     changed = False
     async with connect() as conn:
         if args.command == "list":
@@ -289,7 +276,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
                 + f" (for {_when(result.scheduled_for)}, {result.attempts} attempt(s))"
                 + (f": {result.error}" if result.error else "")
             )
-            return 1 if result.outcome == "failed" else 0
+            return cli.FAILED if result.outcome == "failed" else cli.OK
         elif args.command == "add":
             settings = edited_settings(args, None)
             async with conn.transaction():
@@ -308,7 +295,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str) -> int:
             print(f"pg_cron: scheduled {job}")
         for job in unscheduled:
             print(f"pg_cron: unscheduled {job}")
-    return 0
+    return cli.OK
 
 
 async def _change(conn: psycopg.AsyncConnection[Any], args: argparse.Namespace, actor: str) -> None:
@@ -341,21 +328,8 @@ async def _change(conn: psycopg.AsyncConnection[Any], args: argparse.Namespace, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        config = load_cli_config()
-    except ConfigError as exc:
-        print(f"schedules: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_main(args, config, _database_url(config)))
-    except (ScheduleError, backend.SchedulerUnavailable) as exc:
-        print(f"schedules: {exc}", file=sys.stderr)
-        return 1
+    return cli.main(_parser(), run, argv, failed=(ScheduleError, backend.SchedulerUnavailable))
 
 
 if __name__ == "__main__":
-    from service.ops import cli_exit
-
-    cli_exit.run(main)
+    cli.exit_with(main)

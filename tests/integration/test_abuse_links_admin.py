@@ -94,8 +94,8 @@ async def sign_in(client: httpx.AsyncClient, username: str, password: str) -> ht
 
 
 async def test_admin_passwords_cannot_be_brute_forced(db_url: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        create_user(conn, "manager", PASSWORD, "manager", actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_user(conn, "manager", PASSWORD, "manager", actor="test")
     async with running_api(db_url, admin=ADMIN) as client:
         statuses = [(await sign_in(client, "manager", f"guess-{n}")).status_code for n in range(3)]
         assert statuses == [401, 401, 429]
@@ -108,8 +108,8 @@ async def test_admin_passwords_cannot_be_brute_forced(db_url: str) -> None:
 async def test_admin_forms_need_their_csrf_token_and_sign_in_renews_the_session(
     db_url: str,
 ) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        create_user(conn, "manager", PASSWORD, "manager", actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_user(conn, "manager", PASSWORD, "manager", actor="test")
     async with running_api(db_url, admin=ADMIN) as client:
         form = await client.get("/admin/login")
         planted = client.cookies.get("mn_admin")
@@ -152,8 +152,8 @@ async def test_admin_forms_need_their_csrf_token_and_sign_in_renews_the_session(
 async def test_an_idle_or_expired_admin_session_ends(
     db_url: str, db: Conn, aged: LiteralString
 ) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        create_user(conn, "manager", PASSWORD, "manager", actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_user(conn, "manager", PASSWORD, "manager", actor="test")
     async with running_api(db_url, admin=ADMIN) as client:
         assert (await sign_in(client, "manager", PASSWORD)).status_code in (200, 303)
         assert (await client.get("/admin/", follow_redirects=False)).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import subprocess
@@ -19,10 +20,11 @@ from tests.notify_api import running_api
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
-def admin(db_url: str, *argv: str, stdin: str = "") -> int:
+async def admin(db_url: str, *argv: str, stdin: str = "") -> int:
+    """bin/admin in this process (in a thread: it runs its own event loop)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sys.stdin", io.StringIO(stdin))
-        return cli.main(["--database-url", db_url, *argv])
+        return await asyncio.to_thread(cli.main, ["--database-url", db_url, *argv])
 
 
 async def test_accounts_from_the_shell(
@@ -30,7 +32,7 @@ async def test_accounts_from_the_shell(
 ) -> None:
     password = "a-long-enough-password\n"
     assert (
-        admin(
+        await admin(
             db_url, "create-user", "alice", "--role", "manager", "--password-stdin", stdin=password
         )
         == 0
@@ -44,13 +46,13 @@ async def test_accounts_from_the_shell(
 
     # A second account of the same name, and a short password, are refused.
     assert (
-        admin(
+        await admin(
             db_url, "create-user", "alice", "--role", "operator", "--password-stdin", stdin=password
         )
         == 2
     )
     assert (
-        admin(
+        await admin(
             db_url, "create-user", "bob", "--role", "operator", "--password-stdin", stdin="short\n"
         )
         == 2
@@ -64,20 +66,24 @@ async def test_accounts_from_the_shell(
         " SELECT '\\x01', id, 'c', now() + interval '1 hour' FROM admin_users"
         " WHERE username = 'alice'"
     )
-    assert admin(db_url, "disable", "alice") == 0
+    assert await admin(db_url, "disable", "alice") == 0
     cur = await db.execute("SELECT count(*) FROM admin_sessions")
     assert await cur.fetchone() == (0,)
-    assert admin(db_url, "enable", "alice") == 0
+    assert await admin(db_url, "enable", "alice") == 0
     assert (
-        admin(db_url, "set-password", "alice", "--password-stdin", stdin="another-long-password\n")
+        await admin(
+            db_url, "set-password", "alice", "--password-stdin", stdin="another-long-password\n"
+        )
         == 0
     )
     assert (
-        admin(db_url, "set-password", "nobody", "--password-stdin", stdin="another-long-password\n")
+        await admin(
+            db_url, "set-password", "nobody", "--password-stdin", stdin="another-long-password\n"
+        )
         == 2
     )
     capsys.readouterr()
-    assert admin(db_url, "list") == 0
+    assert await admin(db_url, "list") == 0
     listing = capsys.readouterr().out
     assert "alice" in listing and "manager" in listing and "bob" not in listing
 
@@ -150,7 +156,7 @@ def lock_message(text: str) -> tuple[int, str]:
 
 
 async def test_a_lock_says_how_long_and_bin_admin_unlock_ends_it(db_url: str, db: Conn) -> None:
-    assert admin(
+    assert await admin(
         db_url, "create-user", "manager", "--role", "manager", "--password-stdin", stdin=PASSWORD
     ) == 0  # fmt: skip
     async with running_api(db_url, admin=ADMIN) as client:

@@ -14,8 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from service.apikeys import CACHE_TTL_S, create_key, list_keys, main, revoke_key
+from service.apikeys import CACHE_TTL_S, create_key, list_keys, revoke_key
 from service.config.base import ROOT
+from service.ops.apikeys_cli import main
 from tests.notify_api import Conn, assert_error, auth, counts, running_api
 from tests.support import bearer, client_token, seen_counts
 
@@ -35,10 +36,10 @@ def apikey(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_keys_are_stored_hashed_and_listed_by_prefix(db_url: str, db: Conn) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        created = create_key(conn, "billing", ["users:read", "events:write"], actor="test")
-        other = create_key(conn, "crm", ["users:write"], actor="test")
-        listed = list_keys(conn)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        created = await create_key(conn, "billing", ["users:read", "events:write"], actor="test")
+        other = await create_key(conn, "crm", ["users:write"], actor="test")
+        listed = await list_keys(conn)
     assert KEY.fullmatch(created.key) and created.key.startswith(f"mn_{created.prefix}_")
     assert created.scopes == ("events:write", "users:read")
     assert created.key != other.key
@@ -60,9 +61,12 @@ async def test_keys_are_stored_hashed_and_listed_by_prefix(db_url: str, db: Conn
     ("producer", "scopes"),
     [("Billing", ["events:write"]), ("", ["events:write"]), ("ok", []), ("ok", ["admin"])],
 )
-def test_create_refuses_bad_names_and_scopes(db_url: str, producer: str, scopes: list[str]) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(ValueError):
-        create_key(conn, producer, scopes, actor="test")
+async def test_create_refuses_bad_names_and_scopes(
+    db_url: str, producer: str, scopes: list[str]
+) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(ValueError):
+            await create_key(conn, producer, scopes, actor="test")
 
 
 async def test_bin_apikey_create_list_revoke(db_url: str, db: Conn, api: httpx.AsyncClient) -> None:
@@ -118,12 +122,12 @@ async def test_bin_apikey_create_list_revoke(db_url: str, db: Conn, api: httpx.A
 async def test_a_running_api_refuses_a_revoked_key_within_the_cache_period(
     db_url: str, api: httpx.AsyncClient
 ) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        created = create_key(conn, "billing", ["users:read"], actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        created = await create_key(conn, "billing", ["users:read"], actor="test")
     headers = auth(created.key)
     assert (await api.get("/v1/users/nobody", headers=headers)).status_code == 404
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        assert revoke_key(conn, created.prefix, actor="test") is not None
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await revoke_key(conn, created.prefix, actor="test") is not None
     revoked_at = time.monotonic()
     while (await api.get("/v1/users/nobody", headers=headers)).status_code != 401:
         assert time.monotonic() - revoked_at < CACHE_TTL_S + 2, "revocation never took effect"
@@ -131,14 +135,17 @@ async def test_a_running_api_refuses_a_revoked_key_within_the_cache_period(
     assert time.monotonic() - revoked_at <= CACHE_TTL_S + 2
 
 
-def test_main_prints_only_the_key_with_quiet(
+async def test_main_prints_only_the_key_with_quiet(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", db_url)
-    assert main(["create", "ops", "--scope", "users:read", "--quiet"]) == 0
+    # In a thread: main runs its own event loop.
+    made = await asyncio.to_thread(main, ["create", "ops", "--scope", "users:read", "--quiet"])
+    assert made == 0
     out, err = capsys.readouterr()
     assert KEY.fullmatch(out.strip()) and err == ""
-    assert main(["revoke", out.strip()]) == 0  # the whole key names its prefix too
+    # The whole key names its prefix too.
+    assert await asyncio.to_thread(main, ["revoke", out.strip()]) == 0
     out, _ = capsys.readouterr()
     assert out.startswith("revoked ") and KEY.search(out) is None
 
@@ -146,10 +153,11 @@ def test_main_prints_only_the_key_with_quiet(
 async def test_service_keys_are_refused_on_user_endpoints(
     db_url: str, db: Conn, api: httpx.AsyncClient
 ) -> None:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        key = create_key(
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        made = await create_key(
             conn, "billing", ["events:write", "users:read", "users:write"], actor="test"
-        ).key
+        )
+    key = made.key
     before = await counts(db), await seen_counts(db)
     response = await api.post(
         "/v1/seen", json={"tag": "notifications", "id": "1"}, headers=auth(key)

@@ -316,7 +316,7 @@ async def _redeliver(db_url: str, *args: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "dispatcher.redeliver",
+        "service.ops.redeliver_cli",
         "--database-url",
         db_url,
         *args,

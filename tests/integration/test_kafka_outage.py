@@ -27,10 +27,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from dispatcher.kafka_transport import KafkaTransport
-from dispatcher.transport_base import Delivery, Outcome
+from dispatcher.startup import start_up
+from dispatcher.transport_base import Delivery, Outcome, Transport
 from dispatcher.worker import Dispatcher
 from service.app import create_app
 from service.config.load import Config, parse_config
+from service.notify.templates import load_templates
 from tests.consumers import wait_until
 from tests.kafka_broker import TansuBroker, kafka_settings, read_topic
 from tests.support import bearer, client_token, config_data, driver_token, serve
@@ -48,7 +50,7 @@ class Call:
     outcomes: list[Outcome]
 
 
-class RecordingTransport:
+class RecordingTransport(Transport):
     """The real KafkaTransport, with a log of when each batch ran and how it ended."""
 
     def __init__(self, inner: KafkaTransport) -> None:
@@ -193,7 +195,9 @@ async def test_broker_outage_under_load_loses_nothing(
     topics = list(config.kafka.topics.values())
     transport = RecordingTransport(KafkaTransport(config.kafka, dict(config.consumers)))
     dispatcher = Dispatcher(config, db_url, name="outage-test", transports={CONSUMER: transport})
-    dispatching = asyncio.create_task(dispatcher.run())
+    dispatching = asyncio.create_task(
+        dispatcher.run(start_up(config, db_url, load_templates(config), name=dispatcher.name))
+    )
     tap = Tap(broker.bootstrap_servers, topics)
     await tap.start()
     try:

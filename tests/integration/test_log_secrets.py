@@ -56,8 +56,8 @@ async def test_a_full_run_logs_no_secret_and_no_contact(
 ) -> None:
     monkeypatch.setenv(SEEN_ACCESS_LOG_RATE, "1")
     consumer = RecordingConsumer()
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        create_user(conn, "manager", ADMIN_PASSWORD, "manager", actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_user(conn, "manager", ADMIN_PASSWORD, "manager", actor="test")
     key = new_key(db_url, "billing")
     token = client_token("user-s")
     bad_key = "mn_0badc0de_" + "Q" * 43

@@ -155,6 +155,7 @@ REVISIONS = [
     "0005_admin",
     "0006_analytics",
     "0007_tracing",
+    "0008_preference_rule",
 ]
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from service.apikeys import main as apikey_main
-from service.ops.audit import cli_actor
+from service.ops.apikeys_cli import main as apikey_main
+from service.ops.cli import cli_actor
 from service.schedule import schedules_cli
 from service.schedule.periodic import PRODUCER
 from tests.notify_api import Conn

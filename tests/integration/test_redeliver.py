@@ -13,10 +13,10 @@ import msgspec
 import psycopg
 import pytest
 
-from dispatcher import redeliver as cli
 from service.config.schedule import RetentionSettings
 from service.ops import redeliver
-from service.ops.audit import cli_actor
+from service.ops import redeliver_cli as cli
+from service.ops.cli import cli_actor
 from service.ops.redeliver import RedeliverFilter
 from service.schedule.retention import prune
 from service.wake import WAKE_QUEUE
@@ -39,7 +39,7 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 async def run_cli(capsys: pytest.CaptureFixture[str], db_url: str, *args: str) -> tuple[int, str]:
-    """bin/redeliver in this process (in a thread: it is synchronous); code and stdout."""
+    """bin/redeliver in this process (in a thread: it runs its own event loop); code and stdout."""
     code = await asyncio.to_thread(cli.main, ["--database-url", db_url, *args])
     return code, capsys.readouterr().out
 
@@ -271,15 +271,15 @@ def test_the_help_speaks_the_row_states_and_the_example_configs_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
-        cli.parse_args(["--help"])
+        cli.parse(["--help"])
     text = capsys.readouterr().out
     assert "{failed,dead,delivered}" in text
     assert "--consumer cashback" in text and "--tag cashback-offers" in text
     with pytest.raises(SystemExit) as refused:
-        cli.parse_args(["--consumer", "cashback", "--status", "pending"])
+        cli.parse(["--consumer", "cashback", "--status", "pending"])
     assert refused.value.code == 2
     with pytest.raises(SystemExit):
-        cli.parse_args([])
+        cli.parse([])
     assert "give a filter" in capsys.readouterr().err
 
 

@@ -150,8 +150,8 @@ def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it
 
 def test_the_help_examples_name_what_the_example_config_defines() -> None:
     """A newcomer copies an example from --help: its names must exist in bin/dev's config."""
-    from dispatcher import redeliver
     from service.config.load import load_config
+    from service.ops import redeliver_cli as redeliver
 
     config = load_config(ROOT / "config" / "example.toml", {})
     destinations = set(config.consumers) | set(config.channels)

@@ -14,9 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from dispatcher import redeliver
 from service.admin.accounts import create_user
 from service.config.base import ROOT
+from service.ops import redeliver_cli as redeliver
 from service.ops.database_target import EXAMPLE_CONFIG, load_cli_config
 from tests.notify_api import EPISODE, Conn, assert_error, auth, counts, new_key, running_api
 from tests.support import bearer, client_token, make_config
@@ -112,8 +112,8 @@ async def test_an_unknown_category_or_channel_names_the_configured_ones(
 
 async def test_the_admin_panel_names_the_consumers_and_providers_it_has(db_url: str) -> None:
     config = make_config(db_url)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        create_user(conn, "op", "operator-password-1", "operator", actor="test")
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_user(conn, "op", "operator-password-1", "operator", actor="test")
     admin = {"secure_cookies": False, "failure_delay": 0.05, "max_delay": 0.2}
     async with running_api(db_url, admin=admin) as client:
         form = await client.get("/admin/login")

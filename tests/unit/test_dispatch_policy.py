@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dispatcher.breaker import CircuitBreaker
+from dispatcher.loop import lease_for
 from dispatcher.provider_transport import PUSH_DEVICES_MAX
 from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import (
@@ -18,7 +19,6 @@ from dispatcher.retry import (
     schedule,
     trim_error,
 )
-from dispatcher.worker import lease_for
 from service.config.base import Backoff, Breaker
 from service.config.core import DispatcherSettings
 from service.config.notify import Channel, Provider
@@ -68,7 +68,7 @@ def test_retry_delay_is_equal_jitter_between_half_the_bound_and_the_bound() -> N
 
 
 def test_the_published_schedule_of_the_default_backoff() -> None:
-    # The table in README.md (Delivery): attempt -> shortest and longest wait after it.
+    # The table in docs/delivery.md: attempt -> shortest and longest wait after it.
     assert schedule(Backoff(), 12) == [
         (1, 0.5, 1),
         (2, 1, 2),

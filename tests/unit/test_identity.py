@@ -170,7 +170,7 @@ def test_leeway_accepts_a_just_expired_token() -> None:
 
 
 def test_the_leeway_is_30_seconds_by_default() -> None:
-    # As README.md and docs/security.md say: a token is accepted up to 30 s past its exp,
+    # As docs/api.md and docs/security.md say: a token is accepted up to 30 s past its exp,
     # and one its issuer dates up to 30 s ahead (a clock that runs fast) is not refused.
     assert JwtSettings(audience=AUDIENCE, issuer=ISSUER).leeway == timedelta(seconds=30)
     assert authenticate(HS, bearer(token({"kind": "client", "sub": "u"}, ttl=-25))).kind == "client"

@@ -14,6 +14,7 @@ from service.migration_draft import (
     DraftError,
     current_definition,
     draft,
+    head_revision,
     previous_definition,
     schema_position,
     split_statements,
@@ -67,7 +68,7 @@ def test_every_function_and_view_of_sql_matches_its_frozen_copy() -> None:
         return " ".join(strip_comments(d.created_or_replaced()).split())
 
     objects = schema_position(ROOT)
-    assert len(objects) == 34
+    assert len(objects) == 36
     for current in objects:
         before = previous_definition(ROOT, current.name)
         assert before is not None and code(before) == code(current), current.name
@@ -81,7 +82,7 @@ def test_previous_definition_is_the_latest_up_migration() -> None:
 
 def test_one_file_per_function_named_after_it() -> None:
     files = [p for p in schema_files(SQL_DIR) if p.parent.name == "functions"]
-    assert len(files) == 25
+    assert len(files) == 27
     for path in files:
         statements = split_statements(path.read_text())
         assert len(statements) == 1, path
@@ -95,11 +96,13 @@ def test_draft_refuses_unknown_objects_and_bad_slugs(tmp_path: Path) -> None:
         draft(tmp_path, "x", ["no_such_function"])
     with pytest.raises(DraftError, match="slug"):
         draft(tmp_path, "Bad-Slug", ["uuid_v7"])
+    _, number = head_revision(tmp_path)
     made = draft(tmp_path, "same", ["uuid_v7"])
     # Unchanged, the draft replaces the function by itself in both directions.
-    assert made.up.name == "0008_same.up.sql"
+    assert made.up.name == f"{number + 1:04d}_same.up.sql"
     assert "CREATE OR REPLACE FUNCTION uuid_v7()" in made.up.read_text()
     assert "CREATE OR REPLACE FUNCTION uuid_v7()" in made.down.read_text()
-    with pytest.raises(DraftError, match="0009_same"):
-        (tmp_path / "alembic" / "versions" / "0009_same.py").write_text("")
+    after = f"{number + 2:04d}_same"
+    with pytest.raises(DraftError, match=after):
+        (tmp_path / "alembic" / "versions" / f"{after}.py").write_text("")
         draft(tmp_path, "same", ["uuid_v7"])

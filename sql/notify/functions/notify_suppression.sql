@@ -5,8 +5,9 @@
 --
 -- Why one channel of a notification is not sent ('muted', 'preference', 'no_contact'), or
 -- NULL when it is: the user's mute and category switches (not for transactional
--- categories), then the contact the channel's kind needs. has_device is evaluated only
--- when the rules get that far (a push channel whose other rules passed).
+-- categories; the switches' precedence is notify_preference_on()), then the contact the
+-- channel's kind needs. has_device is evaluated only when the rules get that far (a push
+-- channel whose other rules passed).
 CREATE FUNCTION notify_suppression(
     transactional boolean, muted boolean, switches jsonb, defaults jsonb, category text,
     channel text, kind text, email text, phone text, has_device boolean
@@ -14,9 +15,7 @@ CREATE FUNCTION notify_suppression(
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
         WHEN NOT transactional AND coalesce(muted, false) THEN 'muted'
-        WHEN NOT transactional
-             AND NOT coalesce((switches -> category ->> channel)::boolean,
-                              (defaults ->> channel)::boolean, true)
+        WHEN NOT notify_preference_on(transactional, switches, defaults, category, channel)
             THEN 'preference'
         WHEN (kind = 'email' AND email IS NULL)
              OR (kind = 'sms' AND phone IS NULL)

@@ -1,24 +1,27 @@
 -- name: get_preferences
--- returns: zero or one row (muted boolean, channels jsonb, quiet_hours jsonb): none when
---   there is no such user; NULLs when the user has never set preferences.
--- purpose: GET /v1/preferences and GET /v1/users/{id}/preferences: the user's own
---   switches, which the API merges with the configured defaults.
-SELECT p.muted, p.channels, p.quiet_hours
+-- returns: zero or one row (preferences json): none when there is no such user; else
+--   the effective preferences (notify_effective_preferences()) over `categories` and
+--   `channels`, the configured defaults where the user has set nothing.
+-- purpose: GET /v1/preferences, GET /v1/users/{id}/preferences and the admin's user page:
+--   the user's switches merged with the configured defaults by the fan-out's own rule.
+SELECT notify_effective_preferences(p.muted, p.channels, p.quiet_hours,
+                                    %(categories)s::json, %(channels)s::text[]) AS preferences
 FROM users AS u
 LEFT JOIN preferences AS p ON p.user_id = u.id
 WHERE u.id = %(user_id)s;
 
 -- name: put_preferences
--- returns: zero or one row (user_id text): none when there is no such user (nothing
---   written)
+-- returns: zero or one row (preferences json): none when there is no such user (nothing
+--   written); else the effective preferences now, as get_preferences answers them.
 -- purpose: PUT /v1/preferences and PUT /v1/users/{id}/preferences: replace the user's
---   switches (channels = {category: {channel: bool}}, quiet_hours = {channel: {start,
+--   switches (switches = {category: {channel: bool}}, quiet_hours = {channel: {start,
 --   end}}), which the fan-out reads for every later notification.
 INSERT INTO preferences AS p (user_id, muted, channels, quiet_hours)
-SELECT u.id, %(muted)s, %(channels)s::jsonb, %(quiet_hours)s::jsonb
+SELECT u.id, %(muted)s, %(switches)s::jsonb, %(quiet_hours)s::jsonb
 FROM users AS u
 WHERE u.id = %(user_id)s
 ON CONFLICT (user_id) DO UPDATE
     SET muted = excluded.muted, channels = excluded.channels,
         quiet_hours = excluded.quiet_hours, updated_at = now()
-RETURNING p.user_id;
+RETURNING notify_effective_preferences(p.muted, p.channels, p.quiet_hours,
+                                       %(categories)s::json, %(channels)s::text[]) AS preferences;

@@ -18,8 +18,8 @@ Running it twice is harmless: requeued rows are pending, and pending rows are ne
 selected.
 
 The database is bin/dev's: --database-url, else DATABASE_URL, else the config's
-database.url (MARK_NOTIFY_CONFIG, else config/mark-notify.toml, else config/example.toml),
-else the embedded PostgreSQL in .data/pg-dev, started if need be.
+database.url (--config, else MARK_NOTIFY_CONFIG, else config/mark-notify.toml, else
+config/example.toml), else the embedded PostgreSQL in .data/pg-dev, started if need be.
 
 The selection and the requeue are service/ops/redeliver.py's, shared with the admin panel.
 """
@@ -27,30 +27,25 @@ The selection and the requeue are service/ops/redeliver.py's, shared with the ad
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from service.config.base import ConfigError
 from service.config.load import Config
-from service.database import CONNECTION_OPTIONS
-from service.ops.audit import cli_actor
-from service.ops.database_target import DatabaseNotFound, load_cli_config, resolve_database
+from service.ops import cli
 from service.ops.redeliver import (
     DEFAULT_STATUSES,
     STATUSES,
     Candidate,
     RedeliverFilter,
     UnknownName,
-    candidates_sync,
+    candidates,
     check_names,
-    requeue_sync,
+    requeue,
 )
 
 # Above this many rows the requeue shows a progress bar.
@@ -63,12 +58,9 @@ def _time(value: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bin/redeliver",
-        description="Requeue failed, dead or delivered outbox rows.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+def parser() -> argparse.ArgumentParser:
+    parser = cli.command_parser(
+        "bin/redeliver", "Requeue failed, dead or delivered outbox rows.", cli.epilog(__doc__)
     )
     parser.add_argument("--consumer", action="append", help="consumer or channel (repeatable)")
     parser.add_argument("--tag", action="append", help="seen mark tag (repeatable)")
@@ -84,15 +76,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--id", action="append", type=int, dest="ids", help="outbox id")
     parser.add_argument("--all", action="store_true", help="no filter: every row of the states")
     parser.add_argument("--dry-run", action="store_true", help="show what would be requeued")
-    parser.add_argument(
-        "--database-url", help="default: DATABASE_URL, else the config's, else bin/dev's"
-    )
-    args = parser.parse_args(argv)
-    if not (args.all or _filter(args).narrowed()):
-        parser.error(
+    return parser
+
+
+def parse(argv: list[str] | None) -> cli.Command:
+    chosen = parser()
+    command = cli.parse(chosen, argv)
+    if not (command.args.all or _filter(command.args).narrowed()):
+        chosen.error(
             "give a filter (--consumer, --tag, --event-type, --id, --since, --until) or --all"
         )
-    return args
+    return command
 
 
 def _filter(args: argparse.Namespace) -> RedeliverFilter:
@@ -125,27 +119,22 @@ def _selected(rows: Sequence[Candidate]) -> Counter[tuple[str, str]]:
     return Counter((row.consumer, row.status) for row in rows)
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
+async def run(command: cli.Command) -> int:
+    args = command.args
+    console = Console(highlight=False)
     flt = _filter(args)
     config: Config | None = None
     if flt.consumers or flt.tags or flt.event_types:
         # The names are checked against the config, read as the database is found.
-        try:
-            config = load_cli_config()
-            check_names(flt, config)
-        except (ConfigError, UnknownName) as exc:
-            print(f"redeliver: {exc}", file=sys.stderr)
-            return 2
-    try:
-        target = resolve_database(args.database_url, config=config)
-    except DatabaseNotFound as exc:
-        raise SystemExit(f"redeliver: {exc}") from None
+        config = command.config()
+        check_names(flt, config)
+    target = command.database(config)
     # Autocommit: the selection holds nothing, and the requeue is its own transaction.
-    with psycopg.connect(target.url, autocommit=True, options=CONNECTION_OPTIONS) as conn:
-        rows = candidates_sync(conn, flt)
+    async with command.connect(target.url) as conn:
+        rows = await candidates(conn, flt)
         if not rows:
             console.print("nothing to requeue")
-            return 0
+            return cli.OK
         if args.dry_run:
             console.print(_table(_selected(rows), "would requeue"))
             shown = ", ".join(str(row.id) for row in rows[:SHOWN_IDS])
@@ -153,14 +142,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
             console.print(
                 f"would requeue {len(rows)} rows (dry run, nothing changed): ids {shown}{more}"
             )
-            return 0
+            return cli.OK
         ids = [row.id for row in rows]
         with Progress(console=console, transient=True, disable=len(ids) < PROGRESS_FROM) as bar:
             task = bar.add_task("requeueing", total=len(ids))
-            done = requeue_sync(
+            done = await requeue(
                 conn,
                 ids,
-                cli_actor(),
+                command.actor,
                 statuses=flt.statuses,
                 chosen_by=flt,
                 progress=lambda n: bar.advance(task, n),
@@ -175,15 +164,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(_table(went, "requeued"))
     console.print(f"requeued {done.total} rows")
-    return 0
+    return cli.OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run(args, Console(highlight=False))
+    return cli.run(parse(argv), run, usage=(UnknownName,))
 
 
 if __name__ == "__main__":
-    from service.ops import cli_exit
-
-    cli_exit.run(main)
+    cli.exit_with(main)

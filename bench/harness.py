@@ -38,6 +38,9 @@ BENCH_DATA_DIR = ROOT / ".data" / "pg-bench"
 JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
 WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 PYTHON = sys.executable
+# uvicorn's HTTP protocol, as production runs it (Dockerfile, bin/dev): httptools with
+# a bound on the request head (service/http_limits.py).
+BOUNDED_HTTP = "service.http_limits:BoundedHttpToolsProtocol"
 
 
 def server_url() -> str:
@@ -143,7 +146,12 @@ class Service:
 
 @contextmanager
 def run_api(
-    config: Path, db_url: str, *, app: str = "service.asgi:app", workers: int = 2
+    config: Path,
+    db_url: str,
+    *,
+    app: str = "service.asgi:app",
+    workers: int = 2,
+    http: str = BOUNDED_HTTP,
 ) -> Iterator[Service]:
     port = free_port()
     env = os.environ | {"DATABASE_URL": db_url, "MARK_NOTIFY_CONFIG": str(config)}
@@ -159,6 +167,8 @@ def run_api(
             str(port),
             "--workers",
             str(workers),
+            "--http",
+            http,
             "--no-access-log",
             "--no-proxy-headers",
             "--log-level",
@@ -305,7 +315,8 @@ def print_table(title: str, rows: Sequence[tuple[str, Sequence[Figure]]]) -> Non
         table.add_column(f"{fig.name} [{fig.unit}]", justify="right")
     for name, figures in rows:
         table.add_row(name, *(f.cell() for f in figures))
-    Console(width=160).print(table)
+    # Wide enough for eight median (min-max) columns without wrapping a cell.
+    Console(width=200).print(table)
 
 
 def median(values: Sequence[float]) -> float:

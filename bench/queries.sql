@@ -240,3 +240,8 @@ RETURNING id;
 UPDATE digest_items SET notification_id = %(notification_id)s, flushed_at = now(),
                         updated_at = now()
 WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: backend_pids
+-- returns: rows (pid int): one per server process connected to the database
+-- purpose: bench/interleave.py adds up the CPU time the database spent for one API under test.
+SELECT pid FROM pg_stat_activity WHERE datname = %(dbname)s;

@@ -1,13 +1,17 @@
-"""POST /v1/seen throughput and latency: group commit against the naive baseline.
+"""POST /v1/seen throughput and latency: group commit against the naive baseline and
+against the HTTP stack's ceiling.
 
-Both variants run the same API process (uvicorn, same workers, same validation and
-identity); only the writer differs:
-- naive: one transaction per request, per mark its own INSERTs and its own Procrastinate
-  job (bench/naive.py);
-- group commit: concurrent requests share one transaction and one set-based statement,
-  with one wake-up job per consumer (service/seen/store.py).
+The three variants run under the same uvicorn (same protocol class, same workers) and
+take the same load (same bodies and Authorization header):
+- naive: the API with one transaction per request, per mark its own INSERTs and its own
+  Procrastinate job (bench/naive.py);
+- group commit: the API as it ships: concurrent requests share one transaction and one
+  set-based statement, with one wake-up job per consumer (service/seen/store.py);
+- ceiling: a bare ASGI app that reads the body and answers 200, with no database
+  (bench/ceiling.py): what this machine's HTTP layer carries at all, so the intake's
+  rate over it is a yardstick that travels with the run.
 Each run gets a fresh database; at the end of a run the rows are counted: every 200
-"recorded" must be exactly one mark and one outbox row.
+"recorded" must be exactly one mark and one outbox row. Runs rotate the variants' order.
 
     .venv/bin/python -m bench.seen_intake [--runs 3] [--duration 60] [--quick]
 """
@@ -15,11 +19,15 @@ Each run gets a fresh database; at the end of a run the rows are counted: every 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.harness import (
+    BOUNDED_HTTP,
     Figure,
     Service,
     counts,
@@ -33,7 +41,13 @@ from bench.harness import (
     write_config,
 )
 
-VARIANTS = {"naive": "bench.naive:app", "group commit": "service.asgi:app"}
+VARIANTS = {
+    "naive": "bench.naive:app",
+    "group commit": "service.asgi:app",
+    "ceiling": "bench.ceiling:app",
+}
+# Variants that write nothing: no database of their own, nothing to count.
+NO_DATABASE = {"ceiling"}
 
 
 @dataclass
@@ -82,6 +96,22 @@ def check_counts(db: str, variant: str, recorded: int) -> None:
         raise SystemExit(f"{variant}: expected at most one pending wake-up, found {c['jobs']}")
 
 
+def run_order(names: list[str], run: int) -> list[str]:
+    """The variants of one run, rotated by one each run: none always goes first, on a
+    machine where the first of a series was measured faster."""
+    shift = run % len(names)
+    return names[shift:] + names[:shift]
+
+
+def share(a: list[float], b: list[float]) -> str:
+    """median(a) / median(b), with the pair-by-pair range when there are several runs."""
+    line = f"{statistics.median(a) / statistics.median(b):.2f}"
+    pairs = [x / y for x, y in zip(a, b, strict=True) if y]
+    if len(pairs) > 1:
+        line += f" (per run {min(pairs):.2f}-{max(pairs):.2f})"
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,25 +122,44 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--steady-rate", type=float, default=1000.0)
     parser.add_argument("--steady-duration", type=float, default=10.0)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated subset of: " + ", ".join(VARIANTS),
+    )
+    parser.add_argument(
+        "--http",
+        default=BOUNDED_HTTP,
+        help="uvicorn's --http for every variant (default: %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 run of 3 s: a smoke test")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration, args.steady_duration = 1, 3.0, 3.0
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
 
     server = server_url()
-    samples = {name: Samples() for name in VARIANTS}
+    samples = {name: Samples() for name in names}
     with tempdir() as tmp:
-        from pathlib import Path
-
         directory = Path(tmp)
         tokens = tokens_file(directory)
         config = write_config(directory)
         for run in range(args.runs):
-            for name, app in VARIANTS.items():
+            for name in run_order(names, run):
                 recorded = 0
+                database = (
+                    contextlib.nullcontext(server)
+                    if name in NO_DATABASE
+                    else scratch_database(server, "intake")
+                )
                 with (
-                    scratch_database(server, "intake") as db,
-                    run_api(config, db, app=app, workers=args.workers) as api,
+                    database as db,
+                    run_api(
+                        config, db, app=VARIANTS[name], workers=args.workers, http=args.http
+                    ) as api,
                 ):
                     warm = loadgen(
                         api.url, tokens, connections=args.connections, duration=1, prefix=f"w{run}"
@@ -135,7 +184,11 @@ def main() -> None:
                             prefix=f"f{run}",
                         )
                     recorded = warm["recorded"] + full["recorded"] + steady["recorded"]
-                    check_counts(db, name, recorded)
+                    if name in NO_DATABASE:
+                        checked = "no database"
+                    else:
+                        check_counts(db, name, recorded)
+                        checked = f"counts ok ({recorded} marks)"
                 s = samples[name]
                 s.rps.append(full["rps"])
                 s.p50.append(full["p50_ms"])
@@ -149,7 +202,7 @@ def main() -> None:
                     f"p99 {full['p99_ms']:.1f} ms; at {args.steady_rate:.0f}/s p99 "
                     f"{steady['p99_ms']:.1f} ms; non-200: "
                     f"{ {k: v for k, v in full['statuses'].items() if k != '200'} }; "
-                    f"counts ok ({recorded} marks)",
+                    f"{checked}",
                     flush=True,
                 )
     rows = [
@@ -172,10 +225,14 @@ def main() -> None:
         f"median (min-max) of {args.runs}",
         rows,
     )
-    import statistics
-
-    ratio = statistics.median(samples["group commit"].rps) / statistics.median(samples["naive"].rps)
-    print(f"group commit / naive throughput: {ratio:.1f}x")
+    rps = {name: s.rps for name, s in samples.items()}
+    if "group commit" in rps and "naive" in rps:
+        ratio = statistics.median(rps["group commit"]) / statistics.median(rps["naive"])
+        print(f"group commit / naive throughput: {ratio:.1f}x")
+    if "ceiling" in rps:
+        for name in ("group commit", "naive"):
+            if name in rps:
+                print(f"{name} / ceiling: {share(rps[name], rps['ceiling'])}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ dropped by pytest-postgresql's DatabaseJanitor.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -65,6 +68,18 @@ def _janitor(url: str, dbname: str, **kwargs: Any) -> DatabaseJanitor:
         maintenance_dbname=str(params.get("dbname") or "postgres"),
         **kwargs,
     )
+
+
+@pytest.fixture
+def embedded_tmp_path() -> Iterator[Path]:
+    """A scratch folder for an embedded PostgreSQL's data, outside pytest's basetemp.
+
+    As root, pgserver opens the folders above its data to its own user (o+rx), and every
+    pytest session that starts resets /tmp/pytest-of-root to 0700: with a second suite
+    beside this one, initdb would be locked out of tmp_path mid-way."""
+    path = Path(tempfile.mkdtemp(prefix="mn-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

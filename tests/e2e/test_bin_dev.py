@@ -207,7 +207,8 @@ def http_consumer(port: int) -> Iterator[list[str]]:
         thread.join()
 
 
-def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
+def test_bin_dev_serves_seen_then_stops_cleanly(embedded_tmp_path: Path) -> None:
+    tmp_path = embedded_tmp_path
     port = free_port()
     config, peer_ports = example_on_free_ports(tmp_path)
     env = dev_env(tmp_path, config, port)
@@ -355,10 +356,11 @@ def test_bin_dev_serves_seen_then_stops_cleanly(tmp_path: Path) -> None:
             pass
 
 
-def test_bin_dev_beside_peers_of_your_own_and_a_second_bin_dev(tmp_path: Path) -> None:
+def test_bin_dev_beside_peers_of_your_own_and_a_second_bin_dev(embedded_tmp_path: Path) -> None:
     """The example's SMTP and HTTP ports taken (by this test, or by anything else): bin/dev
     starts no stand-in there, says so, and serves; so does a second bin/dev on another
     PORT, sharing the first one's embedded database and its Kafka stand-in."""
+    tmp_path = embedded_tmp_path
     taken = example_peers()
     assert taken == {("SMTP", "127.0.0.1:8025"), ("HTTP", "127.0.0.1:8001")}, taken
     with ExitStack() as held:
@@ -395,9 +397,10 @@ def test_bin_dev_beside_peers_of_your_own_and_a_second_bin_dev(tmp_path: Path) -
     assert "found      Kafka 127.0.0.1:9092 already listening" in second_output, second_output
 
 
-def test_bin_dev_without_stand_ins(tmp_path: Path) -> None:
+def test_bin_dev_without_stand_ins(embedded_tmp_path: Path) -> None:
     """MARK_NOTIFY_DEV_PEERS=0: no stand-in anywhere; a consumer of your own is delivered
     to, and the Kafka consumer, with no broker, is off: its marks wait, without an error."""
+    tmp_path = embedded_tmp_path
     config, ports = example_on_free_ports(tmp_path)
     env = dev_env(tmp_path, config, free_port()) | {"MARK_NOTIFY_DEV_PEERS": "0"}
     with http_consumer(ports["http"]) as received:

@@ -109,13 +109,13 @@ def test_urls_are_shown_without_their_password() -> None:
 
 
 def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it_running(
-    tmp_path: Path,
+    embedded_tmp_path: Path,
 ) -> None:
     """No MARK_NOTIFY_CONFIG, no DATABASE_URL: the example config and the embedded server
     bin/dev started (here this test stands in for bin/dev, in a private data folder)."""
     import pgserver
 
-    data_dir = tmp_path / "pg"
+    data_dir = embedded_tmp_path / "pg"
     url = start_embedded(data_dir, stop_at_exit=True)
     try:
         from service import migrate

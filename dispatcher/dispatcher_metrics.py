@@ -37,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from dispatcher.transport_base import Outcome
 from service.metrics import LATENCY_BUCKETS, PREFIX, SCHEDULE_RUNS
 from service.notify.fanout import MATERIALIZE_QUEUE
-from service.schedule.periodic import SCHEDULE_QUEUE
+from service.schedule_store import SCHEDULE_QUEUE
 from service.sql import q
 from service.wake import WAKE_QUEUE
 

@@ -33,9 +33,9 @@ from service.database import CONNECTION_OPTIONS, RECONNECT_TIMEOUT_S
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK, materialize_parallel
 from service.schedule.backend import current_state
 from service.schedule.digests import flush_due
-from service.schedule.periodic import RUN_TASK, SCHEDULE_QUEUE, FiredBy, fire_due
 from service.schedule.retention import prune
 from service.schedule.runner import run_schedule
+from service.schedule_store import RUN_TASK, SCHEDULE_QUEUE, FiredBy, fire_due
 from service.seen.store import purge_expired_marks
 from service.wake import WAKE_QUEUE, WAKE_TASK
 

@@ -29,7 +29,7 @@ from service.logs import configure
 from service.metrics import MULTIPROC_ENV, multiprocess_dir
 from service.notify.templates import load_templates
 from service.schedule.backend import SchedulerUnavailable
-from service.schedule.periodic import ScheduleError
+from service.schedule_store import ScheduleError
 
 # A stop's hard deadline: the graceful one (dispatcher/worker.py, STOP_LOOPS_S and
 # STOP_SIDE_S) plus a margin.

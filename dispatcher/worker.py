@@ -35,7 +35,7 @@ from service.config.notify import Channel
 from service.database import make_pool
 from service.notify.fanout import MATERIALIZE_QUEUE
 from service.notify.templates import TypeTemplates, load_templates
-from service.schedule.periodic import SCHEDULE_QUEUE
+from service.schedule_store import SCHEDULE_QUEUE
 from service.wake import WAKE_QUEUE
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import HTTPConnection
 
+from service import audit
 from service.errors import ApiError, api_error
 from service.identity import (
     API_KEY_ID_LENGTH,
@@ -48,7 +49,6 @@ from service.identity import (
     looks_like_api_key,
     split_api_key,
 )
-from service.ops import audit
 from service.sql import q
 
 Scope = Literal["events:write", "events:read", "users:write", "users:read"]

@@ -30,6 +30,7 @@ from service.notify import notify_openapi
 from service.notify.catalog import sync_catalog_soon
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
 from service.notify.templates import load_templates
+from service.schedule.actions import PoolScheduleActions
 from service.schedule.backend import current_state
 from service.seen import seen_openapi
 from service.seen.endpoint import post_seen
@@ -165,7 +166,9 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         )
         # Built before the pool opens: bad identity settings, or a template that does
         # not compile (naming its file), fail start-up with nothing left running.
-        app.state.mn = State(cfg, pool, writer(pool, cfg), load_templates(cfg))
+        app.state.mn = State(
+            cfg, pool, writer(pool, cfg), load_templates(cfg), PoolScheduleActions(pool, cfg)
+        )
         # The API starts even with the database down: it answers 503 until it is back.
         await pool.open(wait=False)
         await sync_catalog_soon(app.state.mn)

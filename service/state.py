@@ -3,13 +3,15 @@
 Core, like the rest of service/*.py: the capability packages (service/seen/,
 service/notify/) read it through `state_of(request)`. It knows nothing of them beyond the
 protocols of what it holds for them: `MarkWriter`, which the seen marks' group committer
-satisfies, and `EventTemplates`, which the notification templates satisfy.
+satisfies, `EventTemplates`, which the notification templates satisfy, and
+`ScheduleActions`, which service/schedule/actions.py satisfies for the admin panel.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +22,7 @@ from service.config.load import Config
 from service.errors import ApiError, api_error
 from service.identity import Authenticator
 from service.migrate import head_revision
+from service.schedule_store import RunResult
 
 
 class MarkWriter(Protocol):
@@ -52,6 +55,20 @@ class EventTemplates(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class ScheduleActions(Protocol):
+    """What the admin panel has the scheduled-work half do (service/schedule/actions.py's
+    PoolScheduleActions): typed here so that the panel and that half meet in the core
+    rather than import each other."""
+
+    async def run_now(self, name: str, at: datetime) -> RunResult:
+        """Make schedule `name`'s run for `at` in place, as `bin/schedules run` does."""
+        ...
+
+    async def refresh_jobs(self) -> None:
+        """Have pg_cron's jobs follow a changed schedule (if it is the active backend)."""
+        ...
+
+
 class State:
     """Everything a request needs, built once per process at start-up."""
 
@@ -61,6 +78,7 @@ class State:
         pool: AsyncConnectionPool,
         writer: MarkWriter,
         templates: Mapping[str, EventTemplates],
+        schedules: ScheduleActions,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -71,6 +89,7 @@ class State:
         self.committer = writer
         self.head = head_revision()
         self.templates = templates
+        self.schedules = schedules
         # Whether the event types are mirrored into the database yet. Until they are,
         # notify_event() would refuse every type as unknown: a 400 for what is an outage.
         self.catalog_synced = False

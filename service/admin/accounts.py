@@ -7,8 +7,8 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 
 from service.admin.passwords import hash_password
+from service.audit import record
 from service.errors import unknown_name
-from service.ops.audit import record
 from service.sql import q
 
 Role = Literal["manager", "operator"]

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service import audit
 from service.admin import sessions
 from service.admin.passwords import HASHER, needs_rehash, verify_password
 from service.admin.sessions import Session
@@ -25,7 +26,6 @@ from service.admin.web import (
     render,
     settings_of,
 )
-from service.ops import audit
 from service.sql import q
 
 WRONG = "Wrong username or password."

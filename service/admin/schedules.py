@@ -1,16 +1,17 @@
 """Schedules in the admin: list, create, edit, enable/disable, run now, run history.
 
 Everything goes through the code bin/schedules uses, so the panel and the command agree:
-a form becomes the arguments `bin/schedules add/set` would parse and is validated by the
-same function (service/schedule/schedules_cli.py), stored by service/schedule/periodic.py, and
-"run now" is the runner `bin/schedules run` calls, made here in the request. Schedules
-declared in the config file can be run but not changed here, as with the command.
+a form becomes the arguments `bin/schedules add/set` would parse and is validated and
+stored by the same functions (service/schedule_store.py, in the core), and "run now" is
+the runner `bin/schedules run` calls, made here in the request through the process
+State (service/state.py's ScheduleActions, so this package never imports
+service/schedule/). Schedules declared in the config file can be run but not changed
+here, as with the command.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
@@ -26,24 +27,22 @@ from starlette.routing import Route
 from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, render
 from service.config.schedule import HttpSource, SqlSource, StaticSource
-from service.schedule import backend
-from service.schedule.periodic import (
+from service.schedule_store import (
     Schedule,
     ScheduleError,
     add_schedule,
+    check_event_type,
+    edited_settings,
     get_schedule,
     list_schedules,
     next_run,
     redacted,
+    run_record,
     update_schedule,
 )
-from service.schedule.runner import run_record, run_schedule
-from service.schedule.schedules_cli import check_event_type, edited_settings
 from service.sql import q
 from service.state import state_of
 from service.text_rules import is_safe
-
-log = logging.getLogger(__name__)
 
 UPCOMING = 3
 LAST_RUNS = 3
@@ -162,7 +161,7 @@ def _arguments(
     values: dict[str, str], *, adding: bool, current: Schedule | None = None
 ) -> argparse.Namespace:
     """The form as the arguments of `bin/schedules add` (adding) or `set`, so that the
-    command's own validation (cli.edited_settings) judges it."""
+    command's own validation (schedule_store.edited_settings) judges it."""
     audience, source = values["audience"], values["source"]
     headers = [line for line in values["headers"].splitlines() if line.strip()]
     if (
@@ -191,15 +190,7 @@ def _arguments(
 
 async def _refresh_jobs(request: Request) -> None:
     """Under pg_cron, its jobs follow the change at once, as after bin/schedules."""
-    url = pool_of(request).conninfo
-    if not isinstance(url, str):  # make_pool always gives it the URL; the type allows more
-        return
-    try:
-        await backend.refresh_jobs(url, state_of(request).config)
-    except backend.SchedulerUnavailable:
-        # The change is stored; the next dispatcher start-up or `bin/schedules sync`
-        # reconciles the jobs.
-        log.exception("schedules: pg_cron jobs not refreshed")
+    await state_of(request).schedules.refresh_jobs()
 
 
 def _form(
@@ -412,9 +403,7 @@ async def run_now(request: Request, who: Session, form: FormData) -> Response:
     pool = pool_of(request)
     # As `bin/schedules run`: a manual run's time is the second it was asked for.
     now = datetime.now(UTC).replace(microsecond=0)
-    result = await run_schedule(
-        pool.connection, state_of(request).config, schedule.name, now, "manual"
-    )
+    result = await state_of(request).schedules.run_now(schedule.name, now)
     # The run commits its own transactions as it goes (its row first, then the event), so
     # its audit row follows it, saying what it did.
     async with pool.connection() as conn:

@@ -22,10 +22,10 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from service import audit
 from service.admin import sessions
 from service.admin.sessions import Session
 from service.config.admin import AdminSettings
-from service.ops import audit
 from service.state import state_of
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

@@ -75,7 +75,7 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
             raise ValueError("retention.pause: must not be negative")
 
 
-# -- periodic schedules: service/schedule/periodic.py
+# -- periodic schedules: service/schedule_store.py
 def check_cron(expression: str, where: str, *, seconds: bool = False) -> None:
     """A cron expression croniter evaluates: five fields (minute hour day month weekday),
     or six with seconds where `seconds`."""

@@ -10,7 +10,7 @@ argv)`, and `python -m` runs `cli.exit_with(main)`.
 - Exit codes: 0 done; 1 failed; 2 a usage error, a broken config or a name that does not
   exist (argparse's own code for bad options, too); 141 when the reader of the output went
   away. Messages go to stderr and start with the command's name: `redeliver: ...`.
-- Changes are audited (service/ops/audit.py) with the actor `cli:<os user>`.
+- Changes are audited (service/audit.py) with the actor `cli:<os user>`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from service.ops import audit
+from service import audit
 from service.sql import q
 from service.wake import WAKE_QUEUE, WAKE_TASK
 

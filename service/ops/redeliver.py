@@ -22,9 +22,9 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from service import audit
 from service.config.load import Config
 from service.errors import unknown_name
-from service.ops import audit
 from service.sql import q
 from service.wake import WAKE_QUEUE, WAKE_TASK
 

@@ -41,7 +41,7 @@ from service.config.load import Config
 from service.config.schedule import SchedulerBackend
 from service.database import CONNECTION_OPTIONS, with_dbname
 from service.schedule import retention
-from service.schedule.periodic import check_event_types, list_schedules, sync_config_schedules
+from service.schedule_store import check_event_types, list_schedules, sync_config_schedules
 from service.sql import q
 
 log = logging.getLogger(__name__)

@@ -26,14 +26,15 @@ import psycopg
 
 from service.config.load import Config
 from service.metrics import SCHEDULE_RUNS
-from service.schedule.periodic import (
+from service.schedule.sources import Connect, SourceError, fetch
+from service.schedule_store import (
     PRODUCER,
     FiredBy,
+    RunResult,
     get_schedule,
     idempotency_key,
     next_run,
 )
-from service.schedule.sources import Connect, SourceError, fetch
 from service.sql import q
 
 log = logging.getLogger(__name__)
@@ -44,30 +45,6 @@ STALE = timedelta(minutes=15)
 ERROR_MAX = 2000
 
 _encode = msgspec.json.Encoder().encode
-
-
-class RunResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What a run did. `skipped`: nothing to do (the schedule is gone or disabled, or this
-    time's run was made or is being made elsewhere)."""
-
-    schedule: str
-    scheduled_for: datetime
-    outcome: Literal["sent", "duplicate", "failed", "skipped"]
-    attempts: int = 0
-    error: str | None = None
-    event_id: str | None = None
-
-
-def run_record(result: RunResult) -> dict[str, Any]:
-    """What a manual run did, as its audit row's `after` (the admin's Run now and
-    `bin/schedules run` alike)."""
-    return {
-        "scheduled_for": result.scheduled_for,
-        "outcome": result.outcome,
-        "attempts": result.attempts,
-        "error": result.error,
-        "event_id": result.event_id,
-    }
 
 
 def _backoff(config: Config, attempt: int) -> float:

@@ -31,21 +31,25 @@ from typing import Any
 import msgspec
 import psycopg
 
-from service.config.schedule import Audience, HttpSource, ScheduleSettings, Source, SqlSource
+from service import audit
+from service.config.schedule import Audience, HttpSource, Source, SqlSource
 from service.errors import unknown_name
-from service.ops import audit, cli
+from service.ops import cli
 from service.schedule import backend
-from service.schedule.periodic import (
+from service.schedule.runner import run_schedule
+from service.schedule_store import (
     Schedule,
     ScheduleError,
     add_schedule,
+    check_event_type,
+    edited_settings,
     get_schedule,
     list_schedules,
     redacted,
     remove_schedule,
+    run_record,
     update_schedule,
 )
-from service.schedule.runner import run_record, run_schedule
 from service.sql import q
 
 
@@ -115,52 +119,6 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("sync", help="the config's schedules and the backend, now")
     commands.add_parser("status", help="the backend, pg_cron's jobs and the last runs")
     return parser
-
-
-def edited_settings(args: argparse.Namespace, current: ScheduleSettings | None) -> ScheduleSettings:
-    """The settings `add` or `set` asks for (for `set`, over the current ones)."""
-    base: dict[str, Any] = msgspec.to_builtins(current) if current else {}
-    for key in ("cron", "timezone", "event_type", "description"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    if args.topic is not None:
-        base["audience"] = {"topic": args.topic}
-    elif args.all:
-        base["audience"] = {"all": True}
-    elif args.user_id:
-        base["audience"] = {"user_ids": args.user_id}
-    if args.data is not None:
-        try:
-            base["source"] = {"kind": "static", "data": msgspec.json.decode(args.data)}
-        except msgspec.DecodeError as exc:
-            raise ScheduleError(f"--data: not JSON: {exc}") from None
-    elif args.sql is not None:
-        base["source"] = {"kind": "sql", "query": args.sql, "shape": args.shape or "rows"}
-    elif args.url is not None:
-        headers = dict(h.split(":", 1) for h in args.header or [] if ":" in h)
-        base["source"] = {
-            "kind": "http",
-            "url": args.url,
-            "headers": {k.strip(): v.strip() for k, v in headers.items()},
-        }
-    elif args.shape and base.get("source", {}).get("kind") == "sql":
-        base["source"]["shape"] = args.shape
-    if getattr(args, "disabled", False):
-        base["enabled"] = False
-    try:
-        return msgspec.convert(base, ScheduleSettings)
-    except msgspec.ValidationError as exc:
-        raise ScheduleError(str(exc)) from None
-
-
-async def check_event_type(conn: psycopg.AsyncConnection[Any], event_type: str) -> None:
-    cur = await conn.execute(q("schedule_event_types"))
-    names = [row[0] for row in await cur.fetchall()]
-    if event_type not in names:
-        raise ScheduleError(
-            unknown_name("event type", event_type, names) + " in the catalog (the config's "
-            "[event_types], mirrored into the database when the service starts)"
-        )
 
 
 async def _existing(conn: psycopg.AsyncConnection[Any], name: str) -> Schedule:

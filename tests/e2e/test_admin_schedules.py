@@ -13,7 +13,7 @@ import psycopg
 from playwright.async_api import Page
 
 from service.config.schedule import SqlSource
-from service.schedule.periodic import add_schedule, get_schedule, next_run
+from service.schedule_store import add_schedule, get_schedule, next_run
 from tests.admin_browser import admin_site
 from tests.consumers import scalar
 from tests.schedules import NEWSLETTER, add_users, api_config, make, newsletter, schedule_data

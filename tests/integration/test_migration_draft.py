@@ -70,9 +70,11 @@ def test_drafted_revision_upgrades_to_the_files_and_downgrades_to_head(
         "probe",
         ["scheduler_active", "outbox_total", "notify_send_at", "outbox_consumer_stats"],
     )
-    assert made.revision == "0008_probe"
+    head = migrate.head_revision()
+    probe = f"{int(head[:4]) + 1:04d}_probe"
+    assert made.revision == probe
     module = made.module.read_text()
-    assert 'revision = "0008_probe"' in module and 'down_revision = "0007_tracing"' in module
+    assert f'revision = "{probe}"' in module and f'down_revision = "{head}"' in module
     up, down = made.up.read_text(), made.down.read_text()
     # Each object once, from its file; the changed signature is dropped first.
     assert up.count("CREATE OR REPLACE FUNCTION notify_send_at") == 1
@@ -88,7 +90,7 @@ def test_drafted_revision_upgrades_to_the_files_and_downgrades_to_head(
     cfg.set_main_option("script_location", str(root / "alembic"))
     at_head = snapshot_of(db_url)
     command.upgrade(cfg, "head")
-    assert revision_of(db_url) == "0008_probe"
+    assert revision_of(db_url) == probe
     with scratch_database(pg_server_url) as declared:
         with psycopg.connect(declared) as conn:
             conn.execute(migrate.procrastinate_schema())
@@ -99,6 +101,6 @@ def test_drafted_revision_upgrades_to_the_files_and_downgrades_to_head(
         assert row is not None and "quiet = 'null'" in row[0]
         assert conn.execute("SELECT outbox_total()").fetchone() == (0,)
 
-    command.downgrade(cfg, "0007_tracing")
-    assert revision_of(db_url) == "0007_tracing"
+    command.downgrade(cfg, head)
+    assert revision_of(db_url) == head
     assert differences(at_head, snapshot_of(db_url)) == {}

@@ -14,7 +14,7 @@ import pytest
 from service.ops.apikeys_cli import main as apikey_main
 from service.ops.cli import cli_actor
 from service.schedule import schedules_cli
-from service.schedule.periodic import PRODUCER
+from service.schedule_store import PRODUCER
 from tests.notify_api import Conn
 from tests.schedules import add_users, make, newsletter, schedule_data, sync_types, write_config
 

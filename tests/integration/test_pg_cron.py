@@ -16,7 +16,7 @@ import pytest
 
 from service.database import with_dbname
 from service.schedule import backend
-from service.schedule.periodic import fire_due, get_schedule
+from service.schedule_store import fire_due, get_schedule
 from service.sql import q
 from tests.consumers import running, scalar, wait_until
 from tests.notify_api import running_api

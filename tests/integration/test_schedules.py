@@ -20,7 +20,9 @@ from starlette.routing import Route
 
 from service.config.schedule import SqlSource
 from service.schedule import backend
-from service.schedule.periodic import (
+from service.schedule.runner import run_schedule
+from service.schedule.sources import SourceError, fetch
+from service.schedule_store import (
     PRODUCER,
     ScheduleError,
     add_schedule,
@@ -29,8 +31,6 @@ from service.schedule.periodic import (
     list_schedules,
     next_run,
 )
-from service.schedule.runner import run_schedule
-from service.schedule.sources import SourceError, fetch
 from tests.consumers import running, scalar, wait_until
 from tests.notify_api import running_api
 from tests.schedules import (

@@ -1,5 +1,5 @@
 """The Procrastinate queues and tasks that SQL functions defer jobs on are the ones the
-dispatcher works (service/wake.py, service/notify/fanout.py, service/schedule/periodic.py).
+dispatcher works (service/wake.py, service/notify/fanout.py, service/schedule_store.py).
 SQL that producers (notify_event()) and pg_cron (flush_digests(), fire_due_schedules())
 call directly cannot be handed them, so they are spelled there too: this holds the two
 spellings together."""
@@ -10,7 +10,7 @@ import pytest
 
 from service.config.base import ROOT
 from service.notify.fanout import MATERIALIZE_QUEUE, MATERIALIZE_TASK
-from service.schedule.periodic import RUN_TASK, SCHEDULE_QUEUE
+from service.schedule_store import RUN_TASK, SCHEDULE_QUEUE
 from service.wake import WAKE_QUEUE, WAKE_TASK
 
 

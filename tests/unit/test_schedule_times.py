@@ -10,7 +10,7 @@ import pytest
 
 from service.config.base import ConfigError
 from service.config.load import parse_config
-from service.schedule.periodic import idempotency_key, next_run
+from service.schedule_store import idempotency_key, next_run
 from tests.support import config_data
 
 BERLIN = "Europe/Berlin"

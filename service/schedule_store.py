@@ -1,4 +1,10 @@
-"""Periodic events: schedules, their times, and the table that keeps them.
+"""Periodic schedules: their definition, their times, the table that keeps them, and what
+a run did.
+
+Core, because two capabilities use it: bin/schedules (service/schedule/schedules_cli.py)
+and the admin's schedule pages (service/admin/schedules.py) check, store and report a
+schedule with the same functions here, so the command and the panel agree; the runner
+(service/schedule/runner.py) and the dispatcher read it too.
 
 A schedule ([schedules.<name>] in the config, or made with bin/schedules) posts an event
 of its type to its audience at the times its cron expression names in its time zone. The
@@ -16,6 +22,7 @@ start-up.
 
 from __future__ import annotations
 
+import argparse
 import zoneinfo
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -60,6 +67,30 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True):
     last_run_at: datetime | None
     last_outcome: Outcome | None
     last_error: str | None
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run did. `skipped`: nothing to do (the schedule is gone or disabled, or this
+    time's run was made or is being made elsewhere)."""
+
+    schedule: str
+    scheduled_for: datetime
+    outcome: Literal["sent", "duplicate", "failed", "skipped"]
+    attempts: int = 0
+    error: str | None = None
+    event_id: str | None = None
+
+
+def run_record(result: RunResult) -> dict[str, Any]:
+    """What a manual run did, as its audit row's `after` (the admin's Run now and
+    `bin/schedules run` alike)."""
+    return {
+        "scheduled_for": result.scheduled_for,
+        "outcome": result.outcome,
+        "attempts": result.attempts,
+        "error": result.error,
+        "event_id": result.event_id,
+    }
 
 
 def next_run(
@@ -133,6 +164,53 @@ def _definition(settings: ScheduleSettings, now: datetime) -> dict[str, Any]:
         "description": settings.description,
         "next_run_at": next_run(settings.cron, settings.timezone, now),
     }
+
+
+def edited_settings(args: argparse.Namespace, current: ScheduleSettings | None) -> ScheduleSettings:
+    """The settings `bin/schedules add` or `set` asks for (for `set`, over the current
+    ones); the admin's schedule form is read as these arguments too."""
+    base: dict[str, Any] = msgspec.to_builtins(current) if current else {}
+    for key in ("cron", "timezone", "event_type", "description"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    if args.topic is not None:
+        base["audience"] = {"topic": args.topic}
+    elif args.all:
+        base["audience"] = {"all": True}
+    elif args.user_id:
+        base["audience"] = {"user_ids": args.user_id}
+    if args.data is not None:
+        try:
+            base["source"] = {"kind": "static", "data": msgspec.json.decode(args.data)}
+        except msgspec.DecodeError as exc:
+            raise ScheduleError(f"--data: not JSON: {exc}") from None
+    elif args.sql is not None:
+        base["source"] = {"kind": "sql", "query": args.sql, "shape": args.shape or "rows"}
+    elif args.url is not None:
+        headers = dict(h.split(":", 1) for h in args.header or [] if ":" in h)
+        base["source"] = {
+            "kind": "http",
+            "url": args.url,
+            "headers": {k.strip(): v.strip() for k, v in headers.items()},
+        }
+    elif args.shape and base.get("source", {}).get("kind") == "sql":
+        base["source"]["shape"] = args.shape
+    if getattr(args, "disabled", False):
+        base["enabled"] = False
+    try:
+        return msgspec.convert(base, ScheduleSettings)
+    except msgspec.ValidationError as exc:
+        raise ScheduleError(str(exc)) from None
+
+
+async def check_event_type(conn: psycopg.AsyncConnection[Any], event_type: str) -> None:
+    cur = await conn.execute(q("schedule_event_types"))
+    names = [row[0] for row in await cur.fetchall()]
+    if event_type not in names:
+        raise ScheduleError(
+            unknown_name("event type", event_type, names) + " in the catalog (the config's "
+            "[event_types], mirrored into the database when the service starts)"
+        )
 
 
 async def list_schedules(conn: psycopg.AsyncConnection[Any]) -> list[Schedule]:

@@ -54,6 +54,10 @@ from service.sql import q
 Scope = Literal["events:write", "events:read", "users:write", "users:read"]
 SCOPES: tuple[Scope, ...] = ("events:write", "events:read", "users:write", "users:read")
 PRODUCER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+# Producers the service itself posts events as (the admin's mailings, the digest flush in
+# sql/digests/functions/flush_digests.sql): a key of that name would share their
+# idempotency keys and, with events:write, read their events.
+RESERVED_PRODUCERS = frozenset({"admin", "digest"})
 CACHE_TTL_S = 5.0
 CACHE_SIZE = 10_000
 # Failed key checks one address may make per window before it gets 429s.
@@ -97,6 +101,9 @@ async def create_key(
     """A new key, stored with its audit row (action `apikey.create`, target its prefix)."""
     if not PRODUCER.fullmatch(producer):
         raise ValueError("a producer name is 1-64 of a-z 0-9 _ . -, starting with a-z or 0-9")
+    if producer in RESERVED_PRODUCERS:
+        names = ", ".join(sorted(RESERVED_PRODUCERS))
+        raise ValueError(f"{producer!r} is the service's own producer name ({names} are taken)")
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}")

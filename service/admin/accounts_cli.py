@@ -61,11 +61,6 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _asks(args: argparse.Namespace) -> bool:
-    """Whether the command will prompt for a password."""
-    return args.command in ("create-user", "set-password") and not args.password_stdin
-
-
 def _no_terminal(args: argparse.Namespace) -> str:
     role = f" --role {args.role}" if args.command == "create-user" else ""
     example = f"bin/admin {args.command} {shlex.quote(args.username)}{role}"

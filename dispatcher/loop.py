@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import psycopg
@@ -89,9 +89,12 @@ class ConsumerLoop:
         settings: DispatcherSettings,
         *,
         dispatcher: str,
+        buckets: Callable[[], Sequence[int]],
         kafka: KafkaSettings | None = None,
         channel: outbox.ChannelClaim | None = None,
     ) -> None:
+        """`buckets`: the buckets this dispatcher holds of the consumer now
+        (dispatcher/bucket_leases.py); the loop claims only those."""
         self.name = name
         self.consumer = consumer
         self.channel = channel
@@ -99,6 +102,7 @@ class ConsumerLoop:
         self.pool = pool
         self.settings = settings
         self.dispatcher = dispatcher
+        self.buckets = buckets
         self.lease_s = lease_for(consumer, settings, kafka)
         self.state = ConsumerState(name, consumer.breaker, pool, dispatcher=dispatcher)
         self.limiter = TokenBucket(consumer.rate_limit) if consumer.rate_limit else None
@@ -175,6 +179,9 @@ class ConsumerLoop:
 
     async def _batch(self) -> bool:
         """Claim, deliver and complete one batch; True if it found rows."""
+        buckets = self.buckets()
+        if not buckets:
+            return False  # none leased yet: the lease keeper wakes the loop when it has some
         limit = self.state.claim_limit(self.consumer.batch_size, self.consumer.concurrency)
         if self.limiter is not None:
             limit = await self.limiter.take(limit)
@@ -186,6 +193,7 @@ class ConsumerLoop:
                 limit=limit,
                 lease_s=self.lease_s,
                 dispatcher=self.dispatcher,
+                buckets=buckets,
                 ordered=self.consumer.ordered,
                 channel=self.channel,
                 # After a database error, short waits for a connection: the pool starts a

@@ -81,13 +81,17 @@ async def claim(
     limit: int,
     lease_s: float,
     dispatcher: str,
+    buckets: Sequence[int],
     ordered: bool = False,
     channel: ChannelClaim | None = None,
     acquire_s: float | None = None,
 ) -> list[Delivery]:
-    """`acquire_s`: the wait for a connection from the pool (None: the pool's)."""
+    """Claim due rows of `consumer` in `buckets` (those this dispatcher leases,
+    dispatcher/bucket_leases.py). `acquire_s`: the wait for a connection from the pool
+    (None: the pool's)."""
     params: dict[str, object] = {
         "consumer": consumer,
+        "buckets": list(buckets),
         "limit": limit,
         "lease_s": lease_s,
         "dispatcher": dispatcher,

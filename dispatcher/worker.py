@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from psycopg_pool import PoolTimeout
 
 from dispatcher import dispatcher_metrics as metrics
 from dispatcher import outbox
+from dispatcher.bucket_leases import BucketLeases
 from dispatcher.jobs import SCHEDULE_CONCURRENCY, jobs_app, run_jobs_worker
 from dispatcher.loop import ConsumerLoop
 from dispatcher.startup import StartUp
@@ -67,6 +69,7 @@ class Dispatcher:
         self.name = name or self.settings.name or default_name()
         self._transports = dict(transports) if transports is not None else None
         self.loops: dict[str, ConsumerLoop] = {}
+        self.leases: BucketLeases | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -106,8 +109,17 @@ class Dispatcher:
         try:
             if start_up is not None:
                 await start_up(pool)
+            served = [
+                n for n, p in destinations(self.config).items() if p.enabled and n in transports
+            ]
+            leases = self.leases = BucketLeases(
+                pool, self.name, served, self.settings.bucket_lease.total_seconds()
+            )
+            with contextlib.suppress(PoolTimeout, psycopg.Error):
+                # Failing here, the loops start with no buckets and the keeper tries again.
+                await leases.renew()
             for name, policy in destinations(self.config).items():
-                if policy.enabled and name in transports:
+                if name in served:
                     channel = None
                     if isinstance(policy, Channel):
                         channel = outbox.ChannelClaim(policy.kind, seen_tag)
@@ -118,6 +130,7 @@ class Dispatcher:
                         pool,
                         self.settings,
                         dispatcher=self.name,
+                        buckets=functools.partial(leases.buckets, name),
                         kafka=self.config.kafka,
                         channel=channel,
                     )
@@ -151,6 +164,7 @@ class Dispatcher:
         side = [
             asyncio.create_task(self._jobs_worker(WAKE_QUEUE), name="wake-worker"),
             asyncio.create_task(self._census(pool), name="census"),
+            asyncio.create_task(self._keep_leases(), name="bucket-leases"),
             # Runs of periodic schedules, and the Procrastinate backend's ticks.
             asyncio.create_task(
                 self._jobs_worker(SCHEDULE_QUEUE, SCHEDULE_CONCURRENCY), name="scheduler"
@@ -186,6 +200,19 @@ class Dispatcher:
             for loop in self.loops.values():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(loop.flush(), STOP_SIDE_S)
+            if self.leases is not None:
+                # The batches in hand are completed: the others may take the buckets now.
+                with contextlib.suppress(TimeoutError, PoolTimeout, psycopg.Error):
+                    await asyncio.wait_for(self.leases.release(), STOP_SIDE_S)
+
+    async def _keep_leases(self) -> None:
+        assert self.leases is not None
+
+        def claim_now(changed: Mapping[str, tuple[int, ...]]) -> None:
+            for consumer in changed:
+                self.wake(consumer)
+
+        await self.leases.run(claim_now)
 
     async def _jobs_worker(self, queue: str, concurrency: int = 1) -> None:
         await run_jobs_worker(

@@ -245,3 +245,11 @@ async def seen_counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, int
     row = await cur.fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
+
+
+async def all_buckets(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+    """Every bucket (subject_bucket()), for a claim made outside a dispatcher's leases."""
+    cur = await conn.execute("SELECT array_agg(b) FROM generate_series(0, bucket_count() - 1) b")
+    row = await cur.fetchone()
+    assert row is not None
+    return list(row[0])

@@ -90,6 +90,9 @@ class DispatcherSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     # dispatcher raises it per consumer to cover a batch's worst case (timeout x rounds),
     # so a live, slow dispatcher's rows are never claimed twice.
     lease: timedelta = timedelta(seconds=60)
+    # How long a dispatcher holds its buckets (dispatcher/bucket_leases.py): a dead
+    # dispatcher's buckets are taken over this long after its last renewal.
+    bucket_lease: timedelta = timedelta(seconds=15)
     # The slow poll that bounds the delay of a lost wake-up.
     sweep_interval: timedelta = timedelta(seconds=5)
     # How often waiting rows of disabled or unknown consumers are counted and reported.

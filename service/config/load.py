@@ -112,7 +112,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             if consumer.breaker.cooldown <= timedelta(0):
                 raise ValueError(f"{where}.breaker.cooldown: must be positive")
         self._check_notify()
-        for key in ("lease", "sweep_interval", "census_interval"):
+        for key in ("lease", "bucket_lease", "sweep_interval", "census_interval"):
             if getattr(self.dispatcher, key) <= timedelta(0):
                 raise ValueError(f"dispatcher.{key}: must be positive")
         for peer in self.identity.gateway.trusted_peers:

@@ -1,6 +1,9 @@
 """Retention: finished rows are pruned once past their age ([retention], RetentionSettings).
 
-What goes, when, is in the SQL (sql/retention/functions/prune_retention_batch.sql):
+First whole days go: the day partitions of outbox and delivery_attempts whose rows are all
+past their age and none pending (sql/retention/functions/drop_retained_partitions.sql),
+after the days ahead are made (maintain_partitions()). Then row by row, what is left
+(sql/retention/functions/prune_retention_batch.sql):
 delivered and suppressed outbox rows after `delivered` (inbox channels' after `inbox`), dead
 letters (status `failed` or `dead`) after `dead`, each with its attempts; attempts of rows
 that stay after `attempts`; flushed digest items after `digest_items`. Pending rows and their
@@ -46,13 +49,16 @@ def params(
 async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings) -> dict[str, int]:
     """Prune everything past its age, a batch at a time until no kind fills its batch.
 
-    Returns the rows pruned per kind (KINDS) and how many batches it took ("batches").
+    Returns the rows pruned per kind (KINDS), how many batches it took ("batches") and
+    the day partitions dropped whole ("days").
     The connection must be in autocommit mode: each batch then commits on its own.
     """
     if not conn.autocommit:
         # In one transaction the whole prune would hold its locks to the end.
         raise ValueError("prune needs an autocommit connection (each batch commits alone)")
-    totals = dict.fromkeys(KINDS, 0) | {"batches": 0}
+    await conn.execute(q("maintain_partitions"))
+    cur = await conn.execute(q("drop_retained_partitions"), params(settings))
+    totals = dict.fromkeys(KINDS, 0) | {"batches": 0, "days": len(await cur.fetchall())}
     # Where each kind got to: the next batch starts there rather than stepping again over
     # the index entries of the rows pruned so far.
     reached: dict[str, datetime | None] = dict.fromkeys(KINDS)

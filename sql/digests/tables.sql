@@ -8,7 +8,7 @@
 -- unique index over all items would take a new entry at a random place (event ids are
 -- random) for every item a flush stamps, twice the cost of the stamping without it.
 CREATE TABLE digest_items (
-    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              bigint      GENERATED ALWAYS AS IDENTITY,
     event_id        uuid        NOT NULL,
     user_id         text        NOT NULL,
     type            text        NOT NULL,
@@ -17,9 +17,12 @@ CREATE TABLE digest_items (
     created_at      timestamptz NOT NULL DEFAULT now(),
     notification_id bigint,
     flushed_at      timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- subject_bucket(user_id)
+    bucket          smallint    NOT NULL,
+    PRIMARY KEY (id, bucket)
 );
-CREATE UNIQUE INDEX digest_items_open_event_idx ON digest_items (event_id, user_id)
+CREATE UNIQUE INDEX digest_items_open_event_idx ON digest_items (event_id, user_id, bucket)
     WHERE notification_id IS NULL;
 CREATE INDEX digest_items_open_idx ON digest_items (user_id, type, digest_key, id)
     WHERE notification_id IS NULL;

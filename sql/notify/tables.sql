@@ -124,9 +124,10 @@ CREATE INDEX events_type_created_idx ON events (type, created_at);
 -- 'notification', consumer = channel); a channel not sent at all is in `suppressed`
 -- (channel -> 'muted' | 'preference' | 'no_contact'). The user id is cleared when the
 -- user is erased, leaving anonymous history. Seen = a seen mark of [notify].seen_tag with
--- the notification id, by this user.
+-- the notification id, by this user. bucket: subject_bucket(user_id) as written (erasure
+-- clears the user, not the bucket).
 CREATE TABLE notifications (
-    id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         bigint      GENERATED ALWAYS AS IDENTITY,
     event_id   uuid        NOT NULL,
     user_id    text,
     type       text        NOT NULL,
@@ -136,7 +137,9 @@ CREATE TABLE notifications (
     updated_at timestamptz NOT NULL DEFAULT now(),
     -- A digest notification's own data (total, actors, ...); NULL: the event's data.
     data       jsonb,
-    UNIQUE (event_id, user_id)
+    bucket     smallint    NOT NULL,
+    PRIMARY KEY (id, bucket),
+    UNIQUE (event_id, user_id, bucket)
 );
 CREATE INDEX notifications_user_idx ON notifications (user_id, id);
 CREATE INDEX notifications_updated_at_idx ON notifications (updated_at);

@@ -2,7 +2,9 @@
 
 -- A fact "this subject has seen notification tag/id". The key is the product's dedupe
 -- key; a repeat inside remember_for is a no-op, after expires_at the mark is forgotten
--- (purged on a schedule, or revived in place by the next identical mark).
+-- (purged on a schedule, or revived in place by the next identical mark). bucket:
+-- subject_bucket(subject_key). Not partitioned by time: the dedupe key must be unique
+-- over every day, and a unique key of a partitioned table must hold the partition key.
 CREATE TABLE seen_marks (
     tag          text        NOT NULL,
     item_id      text        NOT NULL,
@@ -14,7 +16,8 @@ CREATE TABLE seen_marks (
     -- NULL for a tag without a consumer: the mark is remembered, not delivered.
     outbox_id    bigint,
     updated_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tag, item_id, subject_key)
+    bucket       smallint    NOT NULL,
+    PRIMARY KEY (tag, item_id, subject_key, bucket)
 );
 CREATE INDEX seen_marks_expires_at_idx ON seen_marks (expires_at);
 CREATE INDEX seen_marks_updated_at_idx ON seen_marks (updated_at);

@@ -36,7 +36,7 @@ from tests.consumers import (
     wait_until,
 )
 from tests.providers import Providers, serving_providers
-from tests.support import make_config, notify_data, serve
+from tests.support import all_buckets, make_config, notify_data, serve
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -122,7 +122,13 @@ async def test_every_claim_of_seen_rows_skips_a_paused_consumer(db: Conn, db_url
 
         async def claim(consumer: str, ordered: bool) -> list[int]:
             batch = await outbox.claim(
-                pool, consumer, limit=10, lease_s=30, dispatcher="t", ordered=ordered
+                pool,
+                consumer,
+                limit=10,
+                lease_s=30,
+                dispatcher="t",
+                buckets=await all_buckets(db),
+                ordered=ordered,
             )
             return [d.outbox_id for d in batch]
 

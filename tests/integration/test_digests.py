@@ -413,7 +413,7 @@ async def test_two_flushers_racing_the_intake_send_every_like_once(db: Conn, db_
         " n.data ->> 'digest_key', min(i.digest_key), max(i.digest_key), n.user_id,"
         " min(i.user_id), max(i.user_id)"
         " FROM notifications n JOIN digest_items i ON i.notification_id = n.id"
-        " GROUP BY n.id",
+        " GROUP BY n.id, n.bucket",
     )
     assert len(per_digest) == notifications
     for _, total, stamped, actors, distinct, key, lo, hi, user, u_lo, u_hi in per_digest:

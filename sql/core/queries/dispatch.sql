@@ -2,14 +2,15 @@
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
 --   created_at timestamptz, traceparent text): the claimed rows; attempts is this attempt's
 --   number, traceparent the W3C trace context of the request that wrote the row, if any.
--- purpose: claim up to `limit` due rows of one consumer for this dispatcher, oldest due
---   first; none while an operator has paused the consumer. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
+-- purpose: claim up to `limit` due rows of one consumer in this dispatcher's buckets
+--   (lease_buckets), oldest due first; none while an operator has paused the consumer. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
 --   next_attempt_at to the lease end, so the rows are due again only if this dispatcher
 --   dies before completing them. The attempts counter is also the fencing token that
 --   complete_outbox checks.
 WITH due AS (
-    SELECT id FROM outbox
+    SELECT id, bucket, created_at FROM outbox
     WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+      AND bucket = ANY(%(buckets)s::smallint[])
       -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
       -- the row: evaluated once per claim, one primary-key probe.
       AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
@@ -25,7 +26,7 @@ SET attempts = o.attempts + 1,
     claimed_by = %(dispatcher)s,
     updated_at = now()
 FROM due
-WHERE o.id = due.id
+WHERE o.id = due.id AND o.bucket = due.bucket AND o.created_at = due.created_at
 RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
           o.traceparent;
 
@@ -40,16 +41,17 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 --   'seen' lets it use outbox_ordering_idx). The conditions on `o` sit in the locking
 --   query so that a row another dispatcher claimed meanwhile is re-checked and skipped.
 WITH due AS (
-    SELECT o.id FROM outbox AS o
+    SELECT o.id, o.bucket, o.created_at FROM outbox AS o
     WHERE o.consumer = %(consumer)s AND o.status = 'pending' AND o.next_attempt_at <= now()
-      AND o.kind = 'seen'
+      AND o.kind = 'seen' AND o.bucket = ANY(%(buckets)s::smallint[])
       -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
       -- the row: evaluated once per claim, one primary-key probe.
       AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
                       WHERE c.consumer = %(consumer)s AND c.paused)
       AND NOT EXISTS (
           SELECT 1 FROM outbox AS p
-          WHERE p.consumer = o.consumer AND p.ordering_key = o.ordering_key
+          WHERE p.consumer = o.consumer AND p.bucket = o.bucket
+            AND p.ordering_key = o.ordering_key
             AND p.status = 'pending' AND p.kind = 'seen' AND p.id <> o.id
             AND (p.id < o.id OR p.claimed_until > now())
       )
@@ -64,7 +66,7 @@ SET attempts = o.attempts + 1,
     claimed_by = %(dispatcher)s,
     updated_at = now()
 FROM due
-WHERE o.id = due.id
+WHERE o.id = due.id AND o.bucket = due.bucket AND o.created_at = due.created_at
 RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
           o.traceparent;
 
@@ -110,7 +112,7 @@ WITH input AS (
               provider)
 ),
 decided AS (
-    SELECT i.id, i.attempt, i.delay_s, i.status_code, left(i.error, 1000) AS error,
+    SELECT i.id, o.bucket, i.attempt, i.delay_s, i.status_code, left(i.error, 1000) AS error,
            i.started_at, i.duration_ms, i.provider,
            CASE WHEN i.outcome = 'retry'
                  AND (i.attempt - o.attempt_base >= %(max_attempts)s::int
@@ -142,13 +144,13 @@ changed AS (
 ),
 logged AS (
     INSERT INTO delivery_attempts
-           (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code, error,
-            provider)
-    SELECT id, attempt, %(consumer)s, started_at, duration_ms, outcome, status_code, error,
-           provider
+           (outbox_id, bucket, attempt, consumer, started_at, duration_ms, outcome,
+            status_code, error, provider)
+    SELECT id, bucket, attempt, %(consumer)s, started_at, duration_ms, outcome, status_code,
+           error, provider
     FROM decided
     ORDER BY id
-    ON CONFLICT (outbox_id, attempt) DO NOTHING
+    ON CONFLICT (outbox_id, attempt, bucket, started_at) DO NOTHING
 )
 SELECT d.id, d.outcome, c.id IS NOT NULL AS applied
 FROM decided AS d LEFT JOIN changed AS c ON c.id = d.id;
@@ -226,8 +228,9 @@ ORDER BY consumer;
 --   whose notification was seen (a seen mark of the notification tag by its user), a
 --   notification past its type's ttl, a recipient whose contact for this kind is gone.
 WITH due AS (
-    SELECT id FROM outbox
+    SELECT id, bucket, created_at FROM outbox
     WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+      AND bucket = ANY(%(buckets)s::smallint[])
       -- A paused consumer's rows stay pending (consumer_controls). Not correlated with
       -- the row: evaluated once per claim, one primary-key probe.
       AND NOT EXISTS (SELECT 1 FROM consumer_controls AS c
@@ -237,7 +240,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ),
 facts AS (
-    SELECT o.id, n.id AS notification_id, n.event_id, n.type, n.category, n.user_id,
+    SELECT o.id, o.bucket, o.created_at, n.id AS notification_id, n.event_id, n.type,
+           n.category, n.user_id,
            coalesce(c.transactional, false) AS transactional,
            -- A digest's own data (see flush_digests()), else the event's.
            coalesce(n.data, e.data) AS data, u.locale, u.email,
@@ -257,8 +261,9 @@ facts AS (
                    THEN 'no_contact'
            END AS suppress
     FROM due
-    JOIN outbox AS o ON o.id = due.id
-    JOIN notifications AS n ON n.id = o.notification_id
+    JOIN outbox AS o
+      ON o.id = due.id AND o.bucket = due.bucket AND o.created_at = due.created_at
+    JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
     JOIN events AS e ON e.id = n.event_id
     LEFT JOIN notify_event_types AS t ON t.name = n.type
     LEFT JOIN notify_categories AS c ON c.name = n.category
@@ -274,7 +279,7 @@ suppressed AS (
     UPDATE outbox AS o
     SET status = 'suppressed', reason = f.suppress, claimed_until = NULL, updated_at = now()
     FROM facts AS f
-    WHERE o.id = f.id AND f.suppress IS NOT NULL
+    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at AND f.suppress IS NOT NULL
 ),
 claimed AS (
     UPDATE outbox AS o
@@ -285,7 +290,7 @@ claimed AS (
         reason = NULL,
         updated_at = now()
     FROM facts AS f
-    WHERE o.id = f.id AND f.suppress IS NULL
+    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at AND f.suppress IS NULL
     RETURNING o.id, o.event_id::text AS row_event_id, o.ordering_key, o.attempts, o.created_at,
               o.traceparent
 )
@@ -315,3 +320,16 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT count(*) AS removed FROM gone;
+
+-- name: lease_buckets
+-- returns: rows (consumer text, buckets smallint[]): the buckets of each consumer this
+--   dispatcher now holds.
+-- purpose: renew and rebalance this dispatcher's bucket leases (the lease_buckets()
+--   function); a claim reads only the rows of the buckets held.
+SELECT l.consumer, l.buckets
+FROM lease_buckets(%(dispatcher)s, %(consumers)s::text[], %(lease_s)s::float8) AS l;
+
+-- name: release_buckets
+-- returns: nothing
+-- purpose: give back every bucket this dispatcher holds, on a clean stop.
+SELECT release_buckets(%(dispatcher)s);

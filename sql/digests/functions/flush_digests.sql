@@ -147,17 +147,18 @@ BEGIN
         WHERE d.known
     ),
     notified AS (
-        INSERT INTO notifications (id, event_id, user_id, type, category, suppressed, data)
+        INSERT INTO notifications (id, bucket, event_id, user_id, type, category, suppressed,
+                                   data)
         OVERRIDING SYSTEM VALUE
-        SELECT j.notification_id, j.event_id, j.user_id, j.type, j.category, j.suppressed,
-               j.data
+        SELECT j.notification_id, subject_bucket(j.user_id), j.event_id, j.user_id, j.type,
+               j.category, j.suppressed, j.data
         FROM judged AS j
         ORDER BY j.notification_id
     ),
     queued AS (
-        INSERT INTO outbox (kind, consumer, ordering_key, payload, next_attempt_at,
+        INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload, next_attempt_at,
                             notification_id, reason)
-        SELECT 'notification', x.channel, j.user_id,
+        SELECT subject_bucket(j.user_id), 'notification', x.channel, j.user_id,
                CASE WHEN x.escalation THEN '{"escalation": true}'::jsonb ELSE '{}'::jsonb END,
                w.until, j.notification_id, CASE WHEN w.until > o.owed_at THEN 'quiet_hours' END
         FROM judged AS j

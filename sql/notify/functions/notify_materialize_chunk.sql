@@ -6,8 +6,8 @@
 -- and rules flush_digests() applies too (notify_type_routes(), notify_suppression(),
 -- notify_quiet_hours(), notify_send_at()). A digest-mode type's recipients get a digest
 -- item instead, under the event's data[digest_key], for flush_digests() to send. The
--- chunk's row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id)
--- makes a repeat a no-op. Returns the recipients covered (0: already done by another worker,
+-- chunk's row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id,
+-- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by another worker,
 -- or the event was cancelled: the chunk is closed with nobody covered).
 CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
 -- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
@@ -49,11 +49,12 @@ BEGIN
             SELECT a.id FROM notify_audience(ev.recipients, p_lo, p_hi) AS a
         ),
         gathered AS (
-            INSERT INTO digest_items (event_id, user_id, type, digest_key, actor)
-            SELECT ev.id, a.id, ev.type, ev.data ->> et.digest_key, ev.data ->> et.digest_actor
+            INSERT INTO digest_items (bucket, event_id, user_id, type, digest_key, actor)
+            SELECT subject_bucket(a.id), ev.id, a.id, ev.type, ev.data ->> et.digest_key,
+                   ev.data ->> et.digest_actor
             FROM audience AS a
             ORDER BY a.id
-            ON CONFLICT (event_id, user_id) WHERE notification_id IS NULL DO NOTHING
+            ON CONFLICT (event_id, user_id, bucket) WHERE notification_id IS NULL DO NOTHING
         )
         SELECT count(*) INTO chunk_covered FROM audience;
     ELSE
@@ -75,19 +76,19 @@ BEGIN
             CROSS JOIN notify_type_routes(et.name) AS r
         ),
         notified AS (
-            INSERT INTO notifications (event_id, user_id, type, category, suppressed)
-            SELECT ev.id, user_id, ev.type, et.category,
+            INSERT INTO notifications (bucket, event_id, user_id, type, category, suppressed)
+            SELECT subject_bucket(user_id), ev.id, user_id, ev.type, et.category,
                    jsonb_object_agg(channel, suppressed) FILTER (WHERE suppressed IS NOT NULL)
             FROM decided
             GROUP BY user_id
             ORDER BY user_id
-            ON CONFLICT (event_id, user_id) DO NOTHING
-            RETURNING id, user_id
+            ON CONFLICT (event_id, user_id, bucket) DO NOTHING
+            RETURNING id, bucket, user_id
         ),
         queued AS (
-            INSERT INTO outbox (kind, consumer, ordering_key, payload, next_attempt_at,
+            INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload, next_attempt_at,
                                 notification_id, reason)
-            SELECT 'notification', d.channel, d.user_id,
+            SELECT n.bucket, 'notification', d.channel, d.user_id,
                    CASE WHEN d.escalation THEN '{"escalation": true}'::jsonb
                         ELSE '{}'::jsonb END,
                    w.until, n.id, CASE WHEN w.until > d.owed_at THEN 'quiet_hours' END

@@ -1,4 +1,5 @@
--- Everything past its age, batch after batch with a COMMIT after each, so no lock or
+-- Everything past its age: first whole days (drop_retained_partitions(), after making the
+-- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT after each, so no lock or
 -- snapshot is held for long however large the backlog; `pause` between batches leaves
 -- the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
@@ -21,7 +22,12 @@ DECLARE
     totals jsonb := '{}';
     progress jsonb := '{}';
     b record;
+    days integer;
 BEGIN
+    PERFORM maintain_partitions();
+    SELECT count(*) INTO days
+    FROM drop_retained_partitions(delivered, inbox, dead, attempts);
+    COMMIT;
     WHILE more LOOP
         more := false;
         FOR b IN
@@ -43,6 +49,6 @@ BEGIN
             PERFORM pg_sleep_for(pause);
         END IF;
     END LOOP;
-    RAISE LOG 'prune_retention: pruned % in % batches', totals, batches;
+    RAISE LOG 'prune_retention: dropped % days, pruned % in % batches', days, totals, batches;
 END
 $$;

@@ -28,3 +28,17 @@ CALL prune_retention(delivered => %(delivered)s::interval, inbox => %(inbox)s::i
                      dead => %(dead)s::interval, attempts => %(attempts)s::interval,
                      digest_items => %(digest_items)s::interval,
                      batch_size => %(batch_size)s::integer, pause => %(pause)s::interval);
+
+-- name: maintain_partitions
+-- returns: one row (made integer): the day partitions made
+-- purpose: make the day partitions of the coming week where missing (the
+--   maintain_partitions() function), so rows never land in a default partition.
+SELECT maintain_partitions() AS made;
+
+-- name: drop_retained_partitions
+-- returns: rows (day text): the day partitions dropped
+-- purpose: retention by whole days (the drop_retained_partitions() function); run on an
+--   autocommit connection before the row-by-row prune.
+SELECT d AS day
+FROM drop_retained_partitions(%(delivered)s::interval, %(inbox)s::interval,
+                              %(dead)s::interval, %(attempts)s::interval) AS d;

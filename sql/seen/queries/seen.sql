@@ -20,22 +20,23 @@ WITH input AS (
 ),
 marks AS (
     INSERT INTO seen_marks AS m
-           (tag, item_id, subject_key, subject_kind, subject, seen_at, expires_at, outbox_id)
-    SELECT tag, item_id, subject_key, subject_kind, subject, now(),
-           now() + make_interval(secs => remember_for_s),
+           (tag, item_id, subject_key, bucket, subject_kind, subject, seen_at, expires_at,
+            outbox_id)
+    SELECT tag, item_id, subject_key, subject_bucket(subject_key), subject_kind, subject,
+           now(), now() + make_interval(secs => remember_for_s),
            CASE WHEN consumer IS NOT NULL THEN nextval(pg_get_serial_sequence('outbox', 'id')) END
     FROM input
     ORDER BY tag, item_id, subject_key
-    ON CONFLICT (tag, item_id, subject_key) DO UPDATE
+    ON CONFLICT (tag, item_id, subject_key, bucket) DO UPDATE
         SET subject = excluded.subject, seen_at = excluded.seen_at,
             expires_at = excluded.expires_at, outbox_id = excluded.outbox_id,
             updated_at = now()
         WHERE m.expires_at <= now()
-    RETURNING tag, item_id, subject_key, subject_kind, subject, seen_at, outbox_id
+    RETURNING tag, item_id, subject_key, bucket, subject_kind, subject, seen_at, outbox_id
 ),
 queued AS (
-    INSERT INTO outbox (id, kind, consumer, ordering_key, payload, traceparent)
-    SELECT mk.outbox_id, 'seen', i.consumer, mk.subject_key,
+    INSERT INTO outbox (id, bucket, kind, consumer, ordering_key, payload, traceparent)
+    SELECT mk.outbox_id, mk.bucket, 'seen', i.consumer, mk.subject_key,
            jsonb_build_object('event_type', mk.subject_kind, 'tag', mk.tag, 'id', mk.item_id,
                               'seen_at', mk.seen_at, 'subject', mk.subject),
            i.traceparent

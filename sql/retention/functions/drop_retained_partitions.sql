@@ -1,0 +1,77 @@
+-- Retention by whole days: detach and drop each day partition of outbox and
+-- delivery_attempts whose every row is past its retention, in one step per day instead of
+-- a DELETE per row. An outbox day goes once none of its rows is pending and its newest
+-- change is older than the longest age that applies to what it holds (`delivered`; `dead`
+-- if it holds failed or dead rows; `inbox` if it holds rows of an inbox channel); an
+-- attempts day once it ends before `attempts` ago and none of its attempts is of a pending
+-- row. Days that do not qualify are left to prune_retention_batch(), row by row.
+-- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
+-- cannot make a row pending between the check and the drop; detaching locks the parent,
+-- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
+-- dropped by the next run. Returns the days dropped.
+CREATE FUNCTION drop_retained_partitions(
+    delivered interval, inbox interval, dead interval, attempts interval
+) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    part record;
+    keep boolean;
+    newest timestamptz;
+    age interval;
+BEGIN
+    FOR part IN
+        SELECT c.oid::regclass AS child, p.oid::regclass AS parent,
+               (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                             'TO \(''([^'']+)''\)'))[1]::timestamptz AS ends
+        FROM pg_inherits AS i
+        JOIN pg_class AS c ON c.oid = i.inhrelid
+        JOIN pg_class AS p ON p.oid = i.inhparent
+        WHERE p.oid IN ('outbox'::regclass, 'delivery_attempts'::regclass)
+          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+        ORDER BY 3, 1
+    LOOP
+        CONTINUE WHEN part.parent = 'outbox'::regclass AND part.ends > now() - delivered;
+        CONTINUE WHEN part.parent = 'delivery_attempts'::regclass
+                      AND part.ends > now() - attempts;
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', part.child);
+            IF part.parent = 'outbox'::regclass THEN
+                EXECUTE format(
+                    $q$SELECT EXISTS (SELECT 1 FROM %1$s WHERE status = 'pending'),
+                              (SELECT max(updated_at) FROM %1$s),
+                              greatest(
+                                  $1,
+                                  CASE WHEN EXISTS (SELECT 1 FROM %1$s
+                                                    WHERE status IN ('failed', 'dead'))
+                                       THEN $2 END,
+                                  CASE WHEN EXISTS (SELECT 1 FROM %1$s AS o
+                                                    JOIN notify_channels AS ch
+                                                      ON ch.name = o.consumer
+                                                    WHERE ch.kind = 'inbox')
+                                       THEN $3 END)$q$,
+                    part.child)
+                INTO keep, newest, age
+                USING delivered, dead, inbox;
+                keep := keep OR newest >= now() - age;
+            ELSE
+                EXECUTE format(
+                    $q$SELECT EXISTS (SELECT 1 FROM outbox AS o
+                                      WHERE o.status = 'pending'
+                                        AND EXISTS (SELECT 1 FROM %s AS a
+                                                    WHERE a.outbox_id = o.id
+                                                      AND a.bucket = o.bucket))$q$,
+                    part.child)
+                INTO keep;
+            END IF;
+            IF NOT coalesce(keep, false) THEN
+                EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', part.parent, part.child);
+                EXECUTE format('DROP TABLE %s', part.child);
+                RETURN NEXT part.child::text;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE LOG 'drop_retained_partitions: % is busy, left for the next run', part.child;
+        END;
+    END LOOP;
+END
+$$;

@@ -9,21 +9,23 @@ SELECT (SELECT count(*) FROM seen_marks) AS marks,
 -- name: naive_insert_mark
 -- returns: rows (outbox_id bigint): one row when the mark was new, none for a repeat
 -- purpose: naive baseline, one statement per mark.
-INSERT INTO seen_marks (tag, item_id, subject_key, subject_kind, subject, expires_at, outbox_id)
+INSERT INTO seen_marks (tag, item_id, subject_key, subject_kind, subject, expires_at, outbox_id,
+                        bucket)
 VALUES (%(tag)s, %(item_id)s, %(subject_key)s, %(subject_kind)s, %(subject)s::jsonb,
         now() + make_interval(secs => %(remember_for_s)s),
-        nextval(pg_get_serial_sequence('outbox', 'id')))
+        nextval(pg_get_serial_sequence('outbox', 'id')), subject_bucket(%(subject_key)s))
 ON CONFLICT DO NOTHING
 RETURNING outbox_id;
 
 -- name: naive_insert_outbox
 -- returns: nothing
 -- purpose: naive baseline, one outbox row per statement.
-INSERT INTO outbox (id, kind, consumer, ordering_key, payload)
+INSERT INTO outbox (id, kind, consumer, ordering_key, payload, bucket)
 VALUES (%(outbox_id)s, 'seen', %(consumer)s, %(subject_key)s,
         jsonb_build_object('event_type', %(subject_kind)s::text, 'tag', %(tag)s::text,
                            'id', %(item_id)s::text, 'seen_at', now(),
-                           'subject', %(subject)s::jsonb));
+                           'subject', %(subject)s::jsonb),
+        subject_bucket(%(subject_key)s));
 
 -- name: naive_defer_job
 -- returns: one row (ids bigint[])
@@ -109,15 +111,17 @@ WHERE u.id = %(user_id)s;
 -- name: naive_insert_notification
 -- returns: one row (id bigint)
 -- purpose: the per-user baseline: one notification per statement.
-INSERT INTO notifications (event_id, user_id, type, category, suppressed)
-VALUES (%(event_id)s, %(user_id)s, %(type)s, %(category)s, %(suppressed)s::jsonb)
+INSERT INTO notifications (event_id, user_id, type, category, suppressed, bucket)
+VALUES (%(event_id)s, %(user_id)s, %(type)s, %(category)s, %(suppressed)s::jsonb,
+        subject_bucket(%(user_id)s))
 RETURNING id;
 
 -- name: naive_insert_delivery
 -- returns: nothing
 -- purpose: the per-user baseline: one outbox row per statement.
-INSERT INTO outbox (kind, consumer, ordering_key, payload, notification_id)
-VALUES ('notification', %(channel)s, %(user_id)s, '{}', %(notification_id)s);
+INSERT INTO outbox (kind, consumer, ordering_key, payload, notification_id, bucket)
+VALUES ('notification', %(channel)s, %(user_id)s, '{}', %(notification_id)s,
+        subject_bucket(%(user_id)s));
 
 -- name: naive_user_ids
 -- returns: rows (id text): the first `limit` users in id order
@@ -131,24 +135,24 @@ SELECT id FROM users ORDER BY id LIMIT %(limit)s;
 --   the one attempt that delivered it.
 WITH seeded AS (
     INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,
-                        next_attempt_at, created_at, updated_at, delivered_at)
+                        next_attempt_at, created_at, updated_at, delivered_at, bucket)
     SELECT 'seen', 'promotions', 'client:user-' || (n %% 1000),
            jsonb_build_object('event_type', 'client', 'tag', 'promotions', 'id', 'seed-' || n,
                               'seen_at', t.at,
                               'subject', jsonb_build_object('user_id', 'user-' || (n %% 1000),
                                                             'uid', 'uid-' || (n %% 1000))),
-           'delivered', 1, t.at, t.at, t.at, t.at
+           'delivered', 1, t.at, t.at, t.at, t.at, subject_bucket('client:user-' || (n %% 1000))
     FROM generate_series(1, %(rows)s) AS n
     CROSS JOIN LATERAL (
         SELECT now() - %(oldest)s::interval
                + (%(oldest)s::interval - %(newest)s::interval) * (n::float8 / %(rows)s) AS at
     ) AS t
     ORDER BY n
-    RETURNING id, consumer, updated_at
+    RETURNING id, bucket, consumer, updated_at
 )
-INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms, outcome,
-                               status_code, updated_at)
-SELECT id, 1, consumer, updated_at, 12.5, 'delivered', 200, updated_at FROM seeded;
+INSERT INTO delivery_attempts (outbox_id, bucket, attempt, consumer, started_at, duration_ms,
+                               outcome, status_code, updated_at)
+SELECT id, bucket, 1, consumer, updated_at, 12.5, 'delivered', 200, updated_at FROM seeded;
 
 -- name: retention_counts
 -- returns: one row (delivered bigint, pending bigint, attempts bigint)
@@ -184,8 +188,9 @@ logged AS (
            'done', 1, at, at, at, at
     FROM likes
 )
-INSERT INTO digest_items (event_id, user_id, type, digest_key, actor, created_at, updated_at)
-SELECT event_id, user_id, 'comment_likes', comment_id, actor, at, at
+INSERT INTO digest_items (event_id, user_id, type, digest_key, actor, created_at, updated_at,
+                          bucket)
+SELECT event_id, user_id, 'comment_likes', comment_id, actor, at, at, subject_bucket(user_id)
 FROM likes
 ORDER BY n;
 
@@ -229,9 +234,9 @@ VALUES (%(event_id)s, 'digest', %(event_id)s::text, %(type)s, '{"digest": true}'
 -- name: naive_insert_digest_notification
 -- returns: one row (id bigint)
 -- purpose: the per-recipient baseline: one digest notification per statement.
-INSERT INTO notifications (event_id, user_id, type, category, suppressed, data)
+INSERT INTO notifications (event_id, user_id, type, category, suppressed, data, bucket)
 VALUES (%(event_id)s, %(user_id)s, %(type)s, %(category)s, %(suppressed)s::jsonb,
-        %(data)s::jsonb)
+        %(data)s::jsonb, subject_bucket(%(user_id)s))
 RETURNING id;
 
 -- name: naive_stamp_items

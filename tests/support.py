@@ -68,7 +68,8 @@ def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
         # to its throwaway database. The scheduler's tests choose their backend themselves.
         "scheduler": {"backend": "procrastinate"},
         # No metrics port unless a test asks for one: many dispatchers run side by side.
-        "dispatcher": {"metrics_port": 0},
+        # Short bucket leases: dispatchers that join or stop rebalance within a second.
+        "dispatcher": {"metrics_port": 0, "bucket_lease": 3},
     } | notify_data()
     for key, value in overrides.items():
         data[key] = value

@@ -12,6 +12,7 @@
 CREATE FUNCTION bucket_count() RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 64::smallint $$;
 
+
 -- A subject's bucket: a stable hash of its key, in [0, bucket_count()).
 CREATE FUNCTION subject_bucket(subject text) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT AS $$
@@ -325,7 +326,7 @@ $$;
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
 -- if it holds failed or dead rows; `inbox` if it holds rows of an inbox channel); an
 -- attempts day once it ends before `attempts` ago and none of its attempts is of a pending
--- row. Days that do not qualify are left to prune_retention_batch(), row by row.
+-- row or a dead letter (those keep their whole history, as the row-by-row prune does). Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
 -- cannot make a row pending between the check and the drop; detaching locks the parent,
 -- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
@@ -378,7 +379,7 @@ BEGIN
             ELSE
                 EXECUTE format(
                     $q$SELECT EXISTS (SELECT 1 FROM outbox AS o
-                                      WHERE o.status = 'pending'
+                                      WHERE o.status IN ('pending', 'failed', 'dead')
                                         AND EXISTS (SELECT 1 FROM %s AS a
                                                     WHERE a.outbox_id = o.id
                                                       AND a.bucket = o.bucket))$q$,

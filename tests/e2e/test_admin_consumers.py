@@ -49,22 +49,24 @@ async def seed_promotions_trouble(db: Conn) -> None:
     )
     await db.execute(
         "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, next_attempt_at,"
-        " created_at) SELECT 'seen', 'promotions', 'client:u' || n, '{}', 'pending',"
-        " now() + make_interval(mins => n - 2), now() - interval '10 minutes'"
+        " created_at, bucket) SELECT 'seen', 'promotions', 'client:u' || n, '{}', 'pending',"
+        " now() + make_interval(mins => n - 2), now() - interval '10 minutes',"
+        " subject_bucket('client:u' || n)"
         " FROM generate_series(1, 4) AS n"
     )
     await db.execute(
-        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status)"
-        " VALUES ('seen', 'promotions', 'client:x', '{}', 'dead'),"
-        "        ('seen', 'promotions', 'client:y', '{}', 'failed')"
+        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, bucket)"
+        " VALUES ('seen', 'promotions', 'client:x', '{}', 'dead', subject_bucket('client:x')),"
+        "        ('seen', 'promotions', 'client:y', '{}', 'failed', subject_bucket('client:y'))"
     )
     await db.execute(
         "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms,"
-        " outcome, status_code, error) SELECT n, 1, 'promotions',"
+        " outcome, status_code, error, bucket) SELECT n, 1, 'promotions',"
         " now() - make_interval(mins => 10 - n), 5,"
         " CASE WHEN n = 4 THEN 'failed' ELSE 'delivered' END,"
         " CASE WHEN n = 4 THEN 400 ELSE 200 END,"
-        " CASE WHEN n = 4 THEN 'HTTP 400: unknown promotion' END"
+        " CASE WHEN n = 4 THEN 'HTTP 400: unknown promotion' END,"
+        " (SELECT bucket FROM outbox WHERE id = n)"
         " FROM generate_series(1, 4) AS n"
     )
 
@@ -97,8 +99,9 @@ async def test_operator_sees_health_pauses_and_switches_providers(db_url: str, d
         # The health table refreshes itself: new rows for goals show up without a reload.
         await expect(page.locator("#health tr[data-consumer=goals] .pending")).to_have_text("0")
         await db.execute(
-            "INSERT INTO outbox (kind, consumer, ordering_key, payload)"
-            " SELECT 'seen', 'goals', 'driver:' || n, '{}' FROM generate_series(1, 3) AS n"
+            "INSERT INTO outbox (kind, consumer, ordering_key, payload, bucket)"
+            " SELECT 'seen', 'goals', 'driver:' || n, '{}', subject_bucket('driver:' || n)"
+            " FROM generate_series(1, 3) AS n"
         )
         await expect(page.locator("#health tr[data-consumer=goals] .pending")).to_have_text(
             "3", timeout=12_000

@@ -24,10 +24,12 @@ async def seen(client: httpx.AsyncClient, user: str, tag: str, item: str) -> Non
 
 
 async def attempts(db: Conn, consumer: str, outcomes: list[str], first_id: int) -> None:
+    # Attempts of outbox rows that are not seeded: each takes the bucket of an ordering key 'k'.
     for n, outcome in enumerate(outcomes):
         await db.execute(
             "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at,"
-            " duration_ms, outcome) VALUES (%s, 1, %s, now() - interval '2 minutes', 12, %s)",
+            " duration_ms, outcome, bucket)"
+            " VALUES (%s, 1, %s, now() - interval '2 minutes', 12, %s, subject_bucket('k'))",
             [first_id + n, consumer, outcome],
         )
 

@@ -77,25 +77,28 @@ async def dead_notification(db: Conn, user_id: str, event_type: str, channel: st
     """A notification's outbox row whose retries ran out, with its two attempts."""
     notification = await scalar(
         db,
-        "INSERT INTO notifications (event_id, user_id, type, category)"
-        " VALUES (gen_random_uuid(), %s, %s, 'billing') RETURNING id",
-        [user_id, event_type],
+        "INSERT INTO notifications (event_id, user_id, type, category, bucket)"
+        " VALUES (gen_random_uuid(), %s, %s, 'billing', subject_bucket(%s)) RETURNING id",
+        [user_id, event_type, user_id],
     )
     outbox_id: int = await scalar(
         db,
         "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,"
-        " last_error, notification_id, created_at, updated_at)"
+        " last_error, notification_id, created_at, updated_at, bucket)"
         " VALUES ('notification', %s, %s, '{}', 'dead', 2, 'HTTP 503 from sms-fallback', %s,"
-        " now() - interval '1 hour', now() - interval '50 minutes') RETURNING id",
-        [channel, user_id, notification],
+        " now() - interval '1 hour', now() - interval '50 minutes', subject_bucket(%s))"
+        " RETURNING id",
+        [channel, user_id, notification, user_id],
     )
     await db.execute(
         "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms,"
-        " outcome, status_code, error, provider) VALUES"
+        " outcome, status_code, error, provider, bucket) VALUES"
         " (%(id)s, 1, %(c)s, now() - interval '55 minutes', 120, 'retry', 503,"
-        "  'HTTP 503 from sms-primary', 'sms-primary'),"
+        "  'HTTP 503 from sms-primary', 'sms-primary',"
+        "  (SELECT bucket FROM outbox WHERE id = %(id)s)),"
         " (%(id)s, 2, %(c)s, now() - interval '50 minutes', 80, 'dead', 503,"
-        "  'HTTP 503 from sms-fallback', 'sms-fallback')",
+        "  'HTTP 503 from sms-fallback', 'sms-fallback',"
+        "  (SELECT bucket FROM outbox WHERE id = %(id)s))",
         {"id": outbox_id, "c": channel},
     )
     return outbox_id
@@ -203,17 +206,19 @@ async def test_operator_pages_through_and_redelivers_everything_a_filter_matches
 ) -> None:
     # 60 delivered marks, three dead SMS of one event type, one refused mark elsewhere.
     await db.execute(
-        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts)"
+        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts, bucket)"
         " SELECT 'seen', 'goals', 'driver:park-1:drv-' || n,"
-        "        jsonb_build_object('tag', 'personal-goals', 'id', 'goal-' || n), 'delivered', 1"
+        "        jsonb_build_object('tag', 'personal-goals', 'id', 'goal-' || n), 'delivered', 1,"
+        "        subject_bucket('driver:park-1:drv-' || n)"
         " FROM generate_series(1, 60) AS n"
     )
     dead = [await dead_notification(db, f"user-{n}", "payment_receipt", "sms") for n in range(3)]
     other = await scalar(
         db,
         "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,"
-        " last_error) VALUES ('seen', 'promotions', 'client:u', '{\"tag\": \"promotions\"}',"
-        " 'failed', 1, 'HTTP 400') RETURNING id",
+        " last_error, bucket) VALUES ('seen', 'promotions', 'client:u',"
+        " '{\"tag\": \"promotions\"}', 'failed', 1, 'HTTP 400', subject_bucket('client:u'))"
+        " RETURNING id",
     )
     async with admin_site(db_url) as site:
         page = await site.signed_in("operator")

@@ -21,18 +21,22 @@ DOC = ROOT / "docs" / "analytics.md"
 
 # Attempts, per row: promotions' hour 10:00 UTC has row 1 (a retry, then delivered), row
 # 2 (delivered), row 3 (refused: failed) and row 4 (a retry, then dead); row 5 is
-# delivered at 11:00:00 sharp, the next hour. email's only attempt is a retry.
+# delivered at 11:00:00 sharp, the next hour. email's only attempt is a retry. The outbox
+# rows themselves are not seeded: each attempt takes the bucket of an ordering key 'k'.
 ATTEMPTS: LiteralString = """
 INSERT INTO delivery_attempts
-       (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code)
-VALUES (1, 1, 'promotions', '2024-03-04 10:05:00+00', 100, 'retry', 503),
-       (1, 2, 'promotions', '2024-03-04 10:10:00+00', 20, 'delivered', 200),
-       (2, 1, 'promotions', '2024-03-04 10:20:00+00', 40, 'delivered', 200),
-       (3, 1, 'promotions', '2024-03-04 10:30:00+00', 30, 'failed', 400),
-       (4, 1, 'promotions', '2024-03-04 10:40:00+00', 200, 'retry', NULL),
-       (4, 2, 'promotions', '2024-03-04 10:59:59.999+00', 10, 'dead', 503),
-       (5, 1, 'promotions', '2024-03-04 11:00:00+00', 50, 'delivered', 200),
-       (6, 1, 'email', '2024-03-04 10:15:00+00', 5, 'retry', NULL);
+       (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code, bucket)
+SELECT outbox_id, attempt, consumer, started_at::timestamptz, duration_ms, outcome,
+       status_code, subject_bucket('k')
+FROM (VALUES (1, 1, 'promotions', '2024-03-04 10:05:00+00', 100, 'retry', 503),
+             (1, 2, 'promotions', '2024-03-04 10:10:00+00', 20, 'delivered', 200),
+             (2, 1, 'promotions', '2024-03-04 10:20:00+00', 40, 'delivered', 200),
+             (3, 1, 'promotions', '2024-03-04 10:30:00+00', 30, 'failed', 400),
+             (4, 1, 'promotions', '2024-03-04 10:40:00+00', 200, 'retry', NULL),
+             (4, 2, 'promotions', '2024-03-04 10:59:59.999+00', 10, 'dead', 503),
+             (5, 1, 'promotions', '2024-03-04 11:00:00+00', 50, 'delivered', 200),
+             (6, 1, 'email', '2024-03-04 10:15:00+00', 5, 'retry', NULL))
+     AS a (outbox_id, attempt, consumer, started_at, duration_ms, outcome, status_code);
 """
 
 # Seen rows of the consumer promotions: delivered 2 s, 4 s and (requeued) an hour after
@@ -40,19 +44,22 @@ VALUES (1, 1, 'promotions', '2024-03-04 10:05:00+00', 100, 'retry', 503),
 # row that never arrived. No attempts: the deliveries view must not see these rows.
 SEEN_ROWS: LiteralString = """
 INSERT INTO outbox (id, kind, consumer, ordering_key, payload, status, created_at,
-                    delivered_at, requeued_at)
-VALUES (101, 'seen', 'promotions', 'client:u1', '{}', 'delivered',
-        '2024-03-04 10:00:00+00', '2024-03-04 10:00:02+00', NULL),
-       (102, 'seen', 'promotions', 'client:u2', '{}', 'delivered',
-        '2024-03-04 10:10:00+00', '2024-03-04 10:10:04+00', NULL),
-       (103, 'seen', 'promotions', 'client:u1', '{}', 'delivered',
-        '2024-03-04 09:59:00+00', '2024-03-04 10:59:00+00', '2024-03-04 10:58:00+00'),
-       (104, 'seen', 'promotions', 'client:u3', '{}', 'pending',
-        '2024-03-04 10:30:00+00', NULL, NULL),
-       (105, 'seen', 'promotions', 'client:u3', '{}', 'dead',
-        '2024-03-04 10:20:00+00', NULL, NULL),
-       (106, 'seen', 'promotions', 'client:u2', '{}', 'delivered',
-        '2024-03-04 10:59:59+00', '2024-03-04 11:00:01+00', NULL);
+                    delivered_at, requeued_at, bucket)
+SELECT id, 'seen', 'promotions', ordering_key, '{}', status, created_at::timestamptz,
+       delivered_at::timestamptz, requeued_at::timestamptz, subject_bucket(ordering_key)
+FROM (VALUES (101, 'client:u1', 'delivered',
+              '2024-03-04 10:00:00+00', '2024-03-04 10:00:02+00', NULL),
+             (102, 'client:u2', 'delivered',
+              '2024-03-04 10:10:00+00', '2024-03-04 10:10:04+00', NULL),
+             (103, 'client:u1', 'delivered',
+              '2024-03-04 09:59:00+00', '2024-03-04 10:59:00+00', '2024-03-04 10:58:00+00'),
+             (104, 'client:u3', 'pending',
+              '2024-03-04 10:30:00+00', NULL, NULL),
+             (105, 'client:u3', 'dead',
+              '2024-03-04 10:20:00+00', NULL, NULL),
+             (106, 'client:u2', 'delivered',
+              '2024-03-04 10:59:59+00', '2024-03-04 11:00:01+00', NULL))
+     AS r (id, ordering_key, status, created_at, delivered_at, requeued_at);
 """
 
 # new_episode on 2024-03-04 (n1-n6), and on 03-05 at midnight UTC (n7); a receipt of an
@@ -60,23 +67,27 @@ VALUES (101, 'seen', 'promotions', 'client:u1', '{}', 'delivered',
 # dead, push never queued (no device); n4 email held by quiet hours, push switched off; n5
 # email expired, push sent; n6 push sent and its sms escalation dropped as seen.
 NOTIFICATIONS: LiteralString = """
-INSERT INTO notifications (id, event_id, user_id, type, category, suppressed, created_at)
+INSERT INTO notifications (id, event_id, user_id, type, category, suppressed, created_at,
+                           bucket)
 OVERRIDING SYSTEM VALUE
-VALUES (1, gen_random_uuid(), 'u1', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
-       (2, gen_random_uuid(), 'u2', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
-       (3, gen_random_uuid(), 'u3', 'new_episode', 'marketing', '{"push": "no_contact"}',
-        '2024-03-04 08:00+00'),
-       (4, gen_random_uuid(), 'u4', 'new_episode', 'marketing', '{"push": "preference"}',
-        '2024-03-04 08:00+00'),
-       (5, gen_random_uuid(), 'u5', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
-       (6, gen_random_uuid(), 'u6', 'new_episode', 'marketing', NULL, '2024-03-04 23:30+00'),
-       (7, gen_random_uuid(), 'u1', 'new_episode', 'marketing', NULL, '2024-03-05 00:00+00'),
-       (8, gen_random_uuid(), NULL, 'payment_receipt', 'receipts', NULL,
-        '2024-03-04 09:00+00');
+SELECT id, gen_random_uuid(), user_id, type, category, suppressed::jsonb,
+       created_at::timestamptz, subject_bucket(coalesce(user_id, 'erased'))
+FROM (VALUES (1, 'u1', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
+             (2, 'u2', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
+             (3, 'u3', 'new_episode', 'marketing', '{"push": "no_contact"}',
+              '2024-03-04 08:00+00'),
+             (4, 'u4', 'new_episode', 'marketing', '{"push": "preference"}',
+              '2024-03-04 08:00+00'),
+             (5, 'u5', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
+             (6, 'u6', 'new_episode', 'marketing', NULL, '2024-03-04 23:30+00'),
+             (7, 'u1', 'new_episode', 'marketing', NULL, '2024-03-05 00:00+00'),
+             (8, NULL, 'payment_receipt', 'receipts', NULL, '2024-03-04 09:00+00'))
+     AS v (id, user_id, type, category, suppressed, created_at);
 INSERT INTO outbox (kind, consumer, ordering_key, payload, status, reason, notification_id,
-                    created_at, delivered_at)
+                    created_at, delivered_at, bucket)
 SELECT 'notification', channel, 'u', payload::jsonb, status, reason, n, '2024-03-04 08:00+00',
-       CASE WHEN status = 'delivered' THEN timestamptz '2024-03-06 09:00+00' END
+       CASE WHEN status = 'delivered' THEN timestamptz '2024-03-06 09:00+00' END,
+       subject_bucket('u')
 FROM (VALUES (1, 'email', 'delivered', NULL, '{}'), (1, 'push', 'delivered', NULL, '{}'),
              (2, 'email', 'failed', NULL, '{}'), (2, 'push', 'delivered', NULL, '{}'),
              (3, 'email', 'dead', NULL, '{}'),
@@ -95,8 +106,10 @@ FROM (VALUES (1, 'email', 'delivered', NULL, '{}'), (1, 'push', 'delivered', NUL
 # but is not purged yet); n2 only by another user, with another tag, and with the tag
 # inbox_seen (a deployment whose seen tag that is).
 MARKS: LiteralString = """
-INSERT INTO seen_marks (tag, item_id, subject_key, subject_kind, subject, seen_at, expires_at)
-SELECT tag, item, subject, 'client', '{}', seen_at::timestamptz, expires::timestamptz
+INSERT INTO seen_marks (tag, item_id, subject_key, subject_kind, subject, seen_at, expires_at,
+                        bucket)
+SELECT tag, item, subject, 'client', '{}', seen_at::timestamptz, expires::timestamptz,
+       subject_bucket(subject)
 FROM (VALUES ('promotions', 'p1', 'client:u1', '2024-03-04 09:00+00', '2099-01-01+00'),
              ('promotions', 'p1', 'client:u2', '2024-03-04 12:00+00', '2099-01-01+00'),
              ('promotions', 'p2', 'client:u1', '2024-03-04 15:00+00', '2099-01-01+00'),

@@ -46,7 +46,7 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
             "promotions": http_consumer(f"{base}/seen", timeout=1.0, concurrency=4, batch_size=8)
         }
         # batch 8 / concurrency 4 = 2 rounds of 1 s, plus 1 s: the lease stays at 3 s.
-        dispatcher = {"lease": LEASE_S, "sweep_interval": 0.5}
+        dispatcher = {"lease": LEASE_S, "bucket_lease": LEASE_S, "sweep_interval": 0.5}
         data = config_data(db_url, consumers=consumers, dispatcher=dispatcher)
         data["tags"] = {k: data["tags"][k] for k in ("promotions", "notifications")}
         config_file = tmp_path / "dispatcher.toml"

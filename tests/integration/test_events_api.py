@@ -355,9 +355,10 @@ async def _attempts(db: Conn, outbox_id: int, *outcomes: str) -> None:
     for n, outcome in enumerate(outcomes, start=1):
         await db.execute(
             "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at,"
-            " duration_ms, outcome, status_code, error, provider)"
-            " VALUES (%s, %s, 'email', now(), 3.5, %s, 550, %s, NULL)",
-            (outbox_id, n, outcome, f"550 mailbox unavailable ({n})"),
+            " duration_ms, outcome, status_code, error, provider, bucket)"
+            " VALUES (%s, %s, 'email', now(), 3.5, %s, 550, %s, NULL,"
+            "         (SELECT bucket FROM outbox WHERE id = %s))",
+            (outbox_id, n, outcome, f"550 mailbox unavailable ({n})", outbox_id),
         )
     await db.execute("UPDATE outbox SET attempts = %s WHERE id = %s", (len(outcomes), outbox_id))
 

@@ -58,8 +58,9 @@ async def add_row(
     if notification_type is not None:
         notification_id = await scalar(
             db,
-            "INSERT INTO notifications (event_id, user_id, type, category)"
-            " VALUES (gen_random_uuid(), 'anna', %s, 'content') RETURNING id",
+            "INSERT INTO notifications (event_id, user_id, type, category, bucket)"
+            " VALUES (gen_random_uuid(), 'anna', %s, 'content', subject_bucket('anna'))"
+            " RETURNING id",
             [notification_type],
         )
     payload = {"tag": tag} if tag else {}
@@ -67,9 +68,10 @@ async def add_row(
         await scalar(
             db,
             "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,"
-            " created_at, notification_id, last_error)"
+            " created_at, notification_id, last_error, bucket)"
             " VALUES (%s, %s, 'k', %s, %s, 3, now() - %s, %s,"
-            "         CASE WHEN %s IN ('failed', 'dead') THEN 'HTTP 400' END)"
+            "         CASE WHEN %s IN ('failed', 'dead') THEN 'HTTP 400' END,"
+            "         subject_bucket('k'))"
             " RETURNING id",
             [
                 "notification" if notification_type else "seen",

@@ -123,8 +123,9 @@ def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it
         migrate.upgrade(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
-                "INSERT INTO outbox (kind, consumer, ordering_key, payload, status)"
-                " VALUES ('seen', 'cashback', 'k', '{\"tag\": \"cashback-offers\"}', 'dead')"
+                "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, bucket)"
+                " VALUES ('seen', 'cashback', 'k', '{\"tag\": \"cashback-offers\"}', 'dead',"
+                " subject_bucket('k'))"
             )
         env = {
             k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MARK_NOTIFY_CONFIG")

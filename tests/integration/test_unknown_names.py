@@ -169,8 +169,9 @@ async def test_bin_redeliver_refuses_a_name_the_config_lacks(
         "event type": list(config.event_types),
     }[kind]
     await db.execute(
-        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status)"
-        " VALUES ('seen', 'cashback', 'k', '{\"tag\": \"cashback-offers\"}', 'dead')"
+        "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, bucket)"
+        " VALUES ('seen', 'cashback', 'k', '{\"tag\": \"cashback-offers\"}', 'dead',"
+        " subject_bucket('k'))"
     )
     code = await asyncio.to_thread(redeliver.main, ["--database-url", db_url, flag, given])
     out, err = capsys.readouterr()

@@ -140,9 +140,9 @@ def test_every_sql_file_is_a_schema_file_a_query_file_or_a_migration() -> None:
     migrations = sorted((SQL_DIR / "migrations").glob("*.sql"))
     assert not set(schema) & set(queries)
     assert sorted(SQL_DIR.rglob("*.sql")) == sorted(schema + queries + migrations)
-    # The schema's files: each area's tables, views and functions/<name>.sql.
+    # The schema's files: each area's tables, views, first partitions and functions/<name>.sql.
     for path in schema:
-        assert path.name in {"tables.sql", "views.sql", "indexes.sql"} or (
+        assert path.name in {"tables.sql", "views.sql", "indexes.sql", "partitions.sql"} or (
             path.parent.name == "functions"
         ), path
 

@@ -125,7 +125,8 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
     # the attempt numbers, and still counts.
     cur = await db.execute(
         "SELECT o.attempts, array_agg(a.attempt ORDER BY a.attempt) FROM outbox o"
-        " JOIN delivery_attempts a ON a.outbox_id = o.id WHERE o.id = ANY(%s) GROUP BY o.id, o.bucket, o.created_at",
+        " JOIN delivery_attempts a ON a.outbox_id = o.id WHERE o.id = ANY(%s)"
+        " GROUP BY o.id, o.bucket, o.created_at",
         [list(orphans)],
     )
     for attempts, logged in await cur.fetchall():

@@ -60,20 +60,20 @@ async def add_day(
                 "at": f"{day} 12:00:00+00",
             },
         )
-    return f"outbox_p{day:%Y%m%d}"
+    return f"outbox_p{day:%Y_%m_%d}"
 
 
 async def test_rows_land_in_their_day_and_a_week_ahead_is_made(db: Conn) -> None:
     today = await scalar(db, "SELECT (now() AT TIME ZONE 'UTC')::date")
     days = await partitions(db, "outbox")
-    expected = [f"outbox_p{today + timedelta(days=n):%Y%m%d}" for n in range(8)]
+    expected = [f"outbox_p{today + timedelta(days=n):%Y_%m_%d}" for n in range(8)]
     assert days == sorted([*expected, "outbox_default"])
     assert await scalar(db, q("maintain_partitions")) == 0  # already there
     await db.execute(
         "INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload)"
         " VALUES (subject_bucket('u1'), 'seen', 'promotions', 'u1', '{}')"
     )
-    assert await scalar(db, of("SELECT count(*) FROM {}", f"outbox_p{today:%Y%m%d}")) == 1
+    assert await scalar(db, of("SELECT count(*) FROM {}", f"outbox_p{today:%Y_%m_%d}")) == 1
     assert await scalar(db, "SELECT count(*) FROM outbox_default") == 0
 
 

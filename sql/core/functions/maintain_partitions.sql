@@ -1,10 +1,44 @@
--- The partitions of every day-partitioned table (outbox, delivery_attempts) from today to
--- a week ahead, so the default partitions stay empty; run at migration and by every
--- retention run (prune_retention(), service/schedule/retention.py). Returns how many were
--- made.
+-- The day partitions of every day-partitioned table (outbox, delivery_attempts), made
+-- ahead so the default partitions stay empty; run at migration and by every retention run
+-- (prune_retention(), service/schedule/retention.py). Where the database has pg_partman
+-- (Debian's postgresql-15-partman, CREATE EXTENSION pg_partman), it keeps them: each
+-- table is registered once (create_parent, daily, a week ahead; our empty default
+-- partition gives way to pg_partman's own, of the same name) and maintained by
+-- run_maintenance. Elsewhere (the embedded PostgreSQL 16 has no contrib) the built-in
+-- ensure_partitions() makes today and a week ahead. Both name a day <table>_pYYYY_MM_DD,
+-- so a database can move from one to the other. Retention is never pg_partman's: it would
+-- drop pending rows (drop_retained_partitions() does not). Returns the partitions made.
 CREATE FUNCTION maintain_partitions() RETURNS integer
-LANGUAGE sql AS $$
-    SELECT sum(ensure_partitions(p, (now() AT TIME ZONE 'UTC')::date,
-                                 (now() AT TIME ZONE 'UTC')::date + 7))::integer
-    FROM unnest(ARRAY['outbox', 'delivery_attempts']::regclass[]) AS p
+LANGUAGE plpgsql AS $$
+DECLARE
+    partman text := (SELECT e.extnamespace::regnamespace::text FROM pg_extension AS e
+                     WHERE e.extname = 'pg_partman');
+    parent regclass;
+    before integer;
+    made integer := 0;
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    registered boolean;
+BEGIN
+    FOREACH parent IN ARRAY ARRAY['outbox', 'delivery_attempts']::regclass[] LOOP
+        IF partman IS NULL THEN
+            made := made + ensure_partitions(parent, today, today + 7);
+            CONTINUE;
+        END IF;
+        SELECT count(*) INTO before FROM pg_inherits AS i WHERE i.inhparent = parent;
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.part_config WHERE parent_table = %L)',
+                       partman, parent::regclass::text)
+            INTO registered;
+        IF NOT registered THEN
+            EXECUTE format('DROP TABLE IF EXISTS %I', parent::text || '_default');
+            EXECUTE format(
+                'SELECT %I.create_parent(%L, %L, ''native'', ''daily'', p_premake => 7)',
+                partman, parent::regclass::text,
+                CASE parent WHEN 'outbox'::regclass THEN 'created_at' ELSE 'started_at' END);
+        END IF;
+        EXECUTE format('SELECT %I.run_maintenance(%L)', partman, parent::regclass::text);
+        made := made + (SELECT count(*) FROM pg_inherits AS i WHERE i.inhparent = parent)
+                - before;
+    END LOOP;
+    RETURN made;
+END
 $$;

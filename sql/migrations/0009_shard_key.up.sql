@@ -199,6 +199,7 @@ DECLARE
     made integer := 0;
     today date := (now() AT TIME ZONE 'UTC')::date;
     registered boolean;
+    qualified text;
 BEGIN
     FOREACH parent IN ARRAY ARRAY['outbox', 'delivery_attempts']::regclass[] LOOP
         IF partman IS NULL THEN
@@ -206,17 +207,25 @@ BEGIN
             CONTINUE;
         END IF;
         SELECT count(*) INTO before FROM pg_inherits AS i WHERE i.inhparent = parent;
+        -- pg_partman names a table with its schema.
+        SELECT format('%s.%s', n.nspname, c.relname) INTO qualified
+        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE c.oid = parent;
         EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.part_config WHERE parent_table = %L)',
-                       partman, parent::regclass::text)
+                       partman, qualified)
             INTO registered;
         IF NOT registered THEN
             EXECUTE format('DROP TABLE IF EXISTS %I', parent::text || '_default');
             EXECUTE format(
                 'SELECT %I.create_parent(%L, %L, ''native'', ''daily'', p_premake => 7)',
-                partman, parent::regclass::text,
+                partman, qualified,
                 CASE parent WHEN 'outbox'::regclass THEN 'created_at' ELSE 'started_at' END);
+            -- Days ahead even while no rows come: a day first written in the default
+            -- partition could not be made afterwards.
+            EXECUTE format('UPDATE %I.part_config SET infinite_time_partitions = true'
+                           ' WHERE parent_table = %L', partman, qualified);
         END IF;
-        EXECUTE format('SELECT %I.run_maintenance(%L)', partman, parent::regclass::text);
+        EXECUTE format('SELECT %I.run_maintenance(%L)', partman, qualified);
         made := made + (SELECT count(*) FROM pg_inherits AS i WHERE i.inhparent = parent)
                 - before;
     END LOOP;
@@ -243,6 +252,8 @@ SELECT coalesce(o.bucket, 0), a.outbox_id, a.attempt, a.consumer, a.started_at, 
 FROM delivery_attempts_v8 AS a LEFT JOIN outbox AS o ON o.id = a.outbox_id;
 DROP TABLE delivery_attempts_v8;
 DROP TABLE outbox_v8;
+-- pg_partman takes the tables over where the database has it.
+SELECT maintain_partitions();
 
 ALTER TABLE seen_marks ADD COLUMN bucket smallint;
 UPDATE seen_marks SET bucket = subject_bucket(subject_key);

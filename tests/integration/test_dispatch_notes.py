@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from dispatcher import outbox
 from service.sql import q
 from tests.consumers import add_marks, client
+from tests.support import all_buckets
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -54,8 +55,14 @@ async def test_consumer_state_shows_the_last_dispatcher_that_wrote_it(
 
 
 async def _claim_ordered(db_url: str, dispatcher: str) -> list[tuple[int, str]]:
-    params = {"consumer": "promotions", "limit": 10, "lease_s": 30.0, "dispatcher": dispatcher}
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        params = {
+            "consumer": "promotions",
+            "limit": 10,
+            "lease_s": 30.0,
+            "dispatcher": dispatcher,
+            "buckets": await all_buckets(conn),
+        }
         cur = await conn.execute(q("claim_outbox_ordered"), params)
         rows = await cur.fetchall()
     return sorted((int(r[0]), str(r[2])) for r in rows)

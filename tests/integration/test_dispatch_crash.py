@@ -92,6 +92,9 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
         delivered_before = (await outbox_status(db)).get("delivered", 0)
         assert 0 < delivered_before < ROWS
 
+        # The victim died holding every bucket of the consumer.
+        held = "SELECT count(*) FROM dispatch_leases WHERE holder = %s AND consumer = 'promotions'"
+        assert await scalar(db, held, ["victim"]) == 64
         config = dispatch_config(db_url, consumers, dispatcher=dispatcher)
         async with running(config, db_url, name="rescuer"):
 
@@ -99,6 +102,9 @@ async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_le
                 return (await outbox_status(db)) == {"delivered": ROWS}
 
             await wait_until(all_delivered, 60, "every row delivered", step=0.1)
+            # Its buckets moved to the rescuer once their lease ran out.
+            assert await scalar(db, held, ["rescuer"]) == 64
+            assert await scalar(db, held, ["victim"]) == 0
 
     # The orphans were retried only once their lease had run out.
     cur = await db.execute(

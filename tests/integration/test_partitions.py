@@ -10,11 +10,14 @@ from typing import Any, LiteralString
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from service import migrate
 from service.config.schedule import RetentionSettings
 from service.schedule.retention import prune
 from service.sql import q
 from tests.consumers import scalar
+from tests.plain_role import plain_role
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -174,3 +177,38 @@ async def test_pg_partman_keeps_the_days_where_the_database_has_it(db: Conn) -> 
     await prune(db, short)
     days = await partitions(db, "outbox")
     assert done not in days and waiting in days
+
+
+def test_a_plain_role_uses_pg_partman_only_with_its_grants(pg_server_url: str) -> None:
+    """A role that cannot use pg_partman still migrates (the built-in maintainer makes the
+    days, and a warning says why); with docs/scaling.md's grants, pg_partman takes over."""
+    with psycopg.connect(pg_server_url) as conn:
+        available = "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_partman'"
+        if not conn.execute(available).fetchone():
+            pytest.skip("this server has no pg_partman")
+    with plain_role(pg_server_url, migrated=False) as role:
+        admin = make_conninfo(role.admin_url, dbname=role.name)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA partman")
+            conn.execute("CREATE EXTENSION pg_partman SCHEMA partman")
+        migrate.upgrade(role.url)
+        registered = "SELECT parent_table FROM partman.part_config ORDER BY 1"
+        today = "to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM_DD')"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            assert conn.execute(registered).fetchall() == []
+            assert conn.execute(f"SELECT to_regclass('outbox_p' || {today})").fetchone() != (None,)
+            name = sql.Identifier(role.name)
+            for grant in (
+                "GRANT ALL ON SCHEMA partman TO {}",
+                "GRANT ALL ON ALL TABLES IN SCHEMA partman TO {}",
+                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO {}",
+                "GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO {}",
+            ):
+                conn.execute(sql.SQL(grant).format(name))
+        with psycopg.connect(role.url, autocommit=True) as conn:
+            conn.execute("SELECT maintain_partitions()")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            assert conn.execute(registered).fetchall() == [
+                ("public.delivery_attempts",),
+                ("public.outbox",),
+            ]

@@ -7,12 +7,16 @@
 -- run_maintenance. Elsewhere (the embedded PostgreSQL 16 has no contrib) the built-in
 -- ensure_partitions() makes today and a week ahead. Both name a day <table>_pYYYY_MM_DD,
 -- so a database can move from one to the other. Retention is never pg_partman's: it would
--- drop pending rows (drop_retained_partitions() does not). Returns the partitions made.
+-- drop pending rows (drop_retained_partitions() does not). A role that cannot use
+-- pg_partman (docs/scaling.md lists its grants) keeps the built-in maintainer and is told
+-- so in a warning, so a plain role's migration never fails on it. Returns the partitions
+-- made.
 CREATE FUNCTION maintain_partitions() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     partman text := (SELECT e.extnamespace::regnamespace::text FROM pg_extension AS e
                      WHERE e.extname = 'pg_partman');
+    usable boolean;
     parent regclass;
     before integer;
     made integer := 0;
@@ -20,6 +24,22 @@ DECLARE
     registered boolean;
     qualified text;
 BEGIN
+    IF partman IS NOT NULL THEN
+        usable := has_schema_privilege(partman, 'USAGE, CREATE')
+                  AND has_table_privilege(format('%I.part_config', partman),
+                                          'SELECT, INSERT, UPDATE')
+                  AND has_function_privilege(
+                          format('%I.run_maintenance(text, boolean, boolean)', partman),
+                          'EXECUTE');
+        IF NOT usable THEN
+            RAISE WARNING 'pg_partman is installed in schema % but this role cannot use it; '
+                          'the built-in maintainer keeps the day partitions', partman
+                USING HINT = 'GRANT ALL ON SCHEMA ' || partman || ', ALL TABLES, FUNCTIONS '
+                             'and PROCEDURES IN SCHEMA ' || partman || ' to this role '
+                             '(docs/scaling.md)';
+            partman := NULL;
+        END IF;
+    END IF;
     FOREACH parent IN ARRAY ARRAY['outbox', 'delivery_attempts']::regclass[] LOOP
         IF partman IS NULL THEN
             made := made + ensure_partitions(parent, today, today + 7);

@@ -23,6 +23,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from service import migrate
 from service.database import TEST_DATA_DIR, start_embedded, with_dbname
+from tests.support import add_pg_partman
 
 TEMPLATE = f"mn_template_{os.getpid()}"
 
@@ -93,14 +94,10 @@ def template_db(pg_server_url: str) -> Iterator[str]:
     janitor = _janitor(pg_server_url, TEMPLATE, as_template=False)
     janitor.init()
     template = with_dbname(pg_server_url, TEMPLATE)
-    with psycopg.connect(template, autocommit=True) as conn:
-        # Where the server has pg_partman (CI's PostgreSQL 15), every test runs with it
-        # keeping the day partitions, as a production database with it would; elsewhere
-        # (the embedded PostgreSQL 16) with the built-in maintainer.
-        partman = "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_partman'"
-        if conn.execute(partman).fetchone():
-            conn.execute("CREATE SCHEMA partman")
-            conn.execute("CREATE EXTENSION pg_partman SCHEMA partman")
+    # Where the server has pg_partman (CI's PostgreSQL 15), every test runs with it keeping
+    # the day partitions, as a production database with it would; elsewhere (the embedded
+    # PostgreSQL 16) with the built-in maintainer.
+    add_pg_partman(template)
     migrate.upgrade(template)
     yield TEMPLATE
     janitor.drop()

@@ -248,6 +248,18 @@ async def seen_counts(conn: psycopg.AsyncConnection[Any]) -> tuple[int, int, int
     return int(row[0]), int(row[1]), int(row[2])
 
 
+def add_pg_partman(url: str) -> bool:
+    """pg_partman in this database, in schema partman, where the server has it (as CI's
+    PostgreSQL 15 does); whether it is there now."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        available = "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_partman'"
+        if not conn.execute(available).fetchone():
+            return False
+        conn.execute("CREATE SCHEMA IF NOT EXISTS partman")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman")
+    return True
+
+
 async def all_buckets(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     """Every bucket (subject_bucket()), for a claim made outside a dispatcher's leases."""
     cur = await conn.execute("SELECT array_agg(b) FROM generate_series(0, bucket_count() - 1) b")

@@ -15,9 +15,16 @@ GRANT pg_read_all_settings TO mark_notify;
 GRANT USAGE ON SCHEMA cron TO mark_notify;
 GRANT EXECUTE ON FUNCTION cron.schedule_in_database(text, text, text, text, text, boolean)
     TO mark_notify;
--- pg_partman: to register the day-partitioned tables and keep their days (docs/scaling.md).
-GRANT ALL ON SCHEMA partman TO mark_notify;
-GRANT ALL ON ALL TABLES IN SCHEMA partman TO mark_notify;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO mark_notify;
-GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO mark_notify;
+-- pg_partman, where 10-extensions.sql made it: to register the day-partitioned tables
+-- and keep their days (docs/scaling.md).
+DO $$
+BEGIN
+    IF to_regnamespace('partman') IS NOT NULL THEN
+        GRANT ALL ON SCHEMA partman TO mark_notify;
+        GRANT ALL ON ALL TABLES IN SCHEMA partman TO mark_notify;
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA partman TO mark_notify;
+        GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA partman TO mark_notify;
+    END IF;
+END
+$$;
 SQL

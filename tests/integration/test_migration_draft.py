@@ -16,7 +16,7 @@ from service.config.base import ROOT
 from service.migration_draft import draft
 from service.sql import schema_sql
 from tests.integration.test_migrations import differences, revision_of, snapshot_of
-from tests.support import scratch_database
+from tests.support import add_pg_partman, scratch_database
 
 NEW_FUNCTION = """-- Rows in the outbox (a new function, for the test).
 CREATE FUNCTION outbox_total() RETURNS bigint
@@ -92,6 +92,8 @@ def test_drafted_revision_upgrades_to_the_files_and_downgrades_to_head(
     command.upgrade(cfg, "head")
     assert revision_of(db_url) == probe
     with scratch_database(pg_server_url) as declared:
+        # As the test database has it (its days then come from pg_partman).
+        add_pg_partman(declared)
         with psycopg.connect(declared) as conn:
             conn.execute(migrate.procrastinate_schema())
             conn.execute(schema_sql(root / "sql"))

@@ -57,8 +57,10 @@ async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings)
         # In one transaction the whole prune would hold its locks to the end.
         raise ValueError("prune needs an autocommit connection (each batch commits alone)")
     await conn.execute(q("maintain_partitions"))
-    cur = await conn.execute(q("drop_retained_partitions"), params(settings))
-    totals = dict.fromkeys(KINDS, 0) | {"batches": 0, "days": len(await cur.fetchall())}
+    totals = dict.fromkeys(KINDS, 0) | {"batches": 0, "days": 0}
+    # A day per statement (each its own transaction): the parent is locked until commit.
+    while await (await conn.execute(q("drop_retained_partitions"), params(settings))).fetchall():
+        totals["days"] += 1
     # Where each kind got to: the next batch starts there rather than stepping again over
     # the index entries of the rows pruned so far.
     reached: dict[str, datetime | None] = dict.fromkeys(KINDS)

@@ -378,7 +378,7 @@ BEGIN
 END
 $$;
 
-DROP FUNCTION drop_retained_partitions(interval, interval, interval, interval);
+DROP FUNCTION drop_retained_partitions(interval, interval, interval, interval, integer);
 DROP FUNCTION release_buckets(text);
 DROP FUNCTION lease_buckets(text, text[], float8);
 DROP FUNCTION maintain_partitions();

@@ -395,14 +395,19 @@ $$;
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
 -- cannot make a row pending between the check and the drop; detaching locks the parent,
 -- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
--- dropped by the next run. Returns the days dropped.
+-- dropped by the next run. It drops at most `max_days` days, because the parent stays
+-- locked until the transaction ends: callers drop one day per transaction, again while
+-- one came back (prune_retention(), service/schedule/retention.py). Returns the days
+-- dropped.
 CREATE FUNCTION drop_retained_partitions(
-    delivered interval, inbox interval, dead interval, attempts interval
+    delivered interval, inbox interval, dead interval, attempts interval,
+    max_days integer DEFAULT 1
 ) RETURNS SETOF text
 LANGUAGE plpgsql AS $$
 DECLARE
     part record;
     keep boolean;
+    dropped integer := 0;
     newest timestamptz;
     age interval;
 BEGIN
@@ -455,6 +460,8 @@ BEGIN
                 EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', part.parent, part.child);
                 EXECUTE format('DROP TABLE %s', part.child);
                 RETURN NEXT part.child::text;
+                dropped := dropped + 1;
+                EXIT WHEN dropped >= max_days;
             END IF;
         EXCEPTION WHEN lock_not_available THEN
             RAISE LOG 'drop_retained_partitions: % is busy, left for the next run', part.child;
@@ -811,9 +818,15 @@ DECLARE
     days integer;
 BEGIN
     PERFORM maintain_partitions();
-    SELECT count(*) INTO days
-    FROM drop_retained_partitions(delivered, inbox, dead, attempts);
     COMMIT;
+    days := 0;
+    -- A day per transaction: the parent is locked from the detach to the commit.
+    LOOP
+        PERFORM drop_retained_partitions(delivered, inbox, dead, attempts);
+        EXIT WHEN NOT FOUND;
+        days := days + 1;
+        COMMIT;
+    END LOOP;
     WHILE more LOOP
         more := false;
         FOR b IN

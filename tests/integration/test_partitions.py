@@ -212,3 +212,13 @@ def test_a_plain_role_uses_pg_partman_only_with_its_grants(pg_server_url: str) -
                 ("public.delivery_attempts",),
                 ("public.outbox",),
             ]
+
+
+async def test_the_procedure_pg_cron_calls_drops_days_one_per_transaction(db: Conn) -> None:
+    days = [await add_day(db, n, ["delivered"]) for n in (20, 21, 22)]
+    await db.execute(
+        "CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',"
+        " attempts => '30 days', digest_items => '7 days', batch_size => 250,"
+        " pause => '0')"
+    )
+    assert set(days).isdisjoint(await partitions(db, "outbox"))

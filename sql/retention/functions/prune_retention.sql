@@ -25,9 +25,15 @@ DECLARE
     days integer;
 BEGIN
     PERFORM maintain_partitions();
-    SELECT count(*) INTO days
-    FROM drop_retained_partitions(delivered, inbox, dead, attempts);
     COMMIT;
+    days := 0;
+    -- A day per transaction: the parent is locked from the detach to the commit.
+    LOOP
+        PERFORM drop_retained_partitions(delivered, inbox, dead, attempts);
+        EXIT WHEN NOT FOUND;
+        days := days + 1;
+        COMMIT;
+    END LOOP;
     WHILE more LOOP
         more := false;
         FOR b IN

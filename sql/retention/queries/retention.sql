@@ -36,9 +36,10 @@ CALL prune_retention(delivered => %(delivered)s::interval, inbox => %(inbox)s::i
 SELECT maintain_partitions() AS made;
 
 -- name: drop_retained_partitions
--- returns: rows (day text): the day partitions dropped
--- purpose: retention by whole days (the drop_retained_partitions() function); run on an
---   autocommit connection before the row-by-row prune.
+-- returns: rows (day text): the day partition dropped, if any (one per call)
+-- purpose: retention by whole days (the drop_retained_partitions() function), a day per
+--   call; run on an autocommit connection, again while a day comes back, before the
+--   row-by-row prune.
 SELECT d AS day
 FROM drop_retained_partitions(%(delivered)s::interval, %(inbox)s::interval,
                               %(dead)s::interval, %(attempts)s::interval) AS d;

@@ -208,11 +208,18 @@ class DatabaseReading:
 
 
 class _StateCollector(Collector):
-    """What is read at scrape time: the breakers, and the database's reading."""
+    """What is read at scrape time: the breakers, the buckets held, and the database's
+    reading."""
 
-    def __init__(self, reading: DatabaseReading, breakers: Callable[[], Mapping[str, str]]):
+    def __init__(
+        self,
+        reading: DatabaseReading,
+        breakers: Callable[[], Mapping[str, str]],
+        buckets: Callable[[], Mapping[str, int]],
+    ):
         self._reading = reading
         self._breakers = breakers
+        self._buckets = buckets
 
     def collect(self) -> Iterator[Any]:
         breaker = GaugeMetricFamily(
@@ -223,16 +230,27 @@ class _StateCollector(Collector):
         for consumer, state in sorted(self._breakers().items()):
             breaker.add_metric([consumer], BREAKER_VALUES[state])
         yield breaker
+        held = GaugeMetricFamily(
+            PREFIX + "buckets_held",
+            "Buckets of a consumer this dispatcher holds and claims from "
+            "(dispatcher/bucket_leases.py); over all dispatchers they add up to 64.",
+            labels=["consumer"],
+        )
+        for consumer, n in sorted(self._buckets().items()):
+            held.add_metric([consumer], n)
+        yield held
         yield from self._reading.families()
 
 
 def registry_for(
-    reading: DatabaseReading, breakers: Callable[[], Mapping[str, str]]
+    reading: DatabaseReading,
+    breakers: Callable[[], Mapping[str, str]],
+    buckets: Callable[[], Mapping[str, int]] = dict,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
     for metric in (DELIVERIES, ATTEMPT_DURATION, BREAKER_OPENS, SCHEDULE_RUNS):
         registry.register(metric)
-    registry.register(_StateCollector(reading, breakers))
+    registry.register(_StateCollector(reading, breakers, buckets))
     # process_* (CPU, resident memory, open files) of this dispatcher.
     ProcessCollector(registry=registry)
     return registry
@@ -283,13 +301,14 @@ async def exporter(
     pool: Pool,
     destinations: Sequence[str],
     breakers: Callable[[], Mapping[str, str]],
+    buckets: Callable[[], Mapping[str, int]] = dict,
 ) -> AsyncIterator[None]:
     """Serve GET /metrics on host:port while inside (port 0: no exporter). A port taken
     by another process costs the metrics, never the deliveries: it is logged."""
     server: asyncio.Server | None = None
     if port:
         reading = DatabaseReading(pool, destinations)
-        registry = registry_for(reading, breakers)
+        registry = registry_for(reading, breakers, buckets)
 
         async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await _answer(reader, writer, reading, registry)

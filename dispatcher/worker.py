@@ -140,6 +140,7 @@ class Dispatcher:
                 pool,
                 sorted(destinations(self.config)),
                 lambda: {name: loop.breaker.state for name, loop in self.loops.items()},
+                lambda: {name: len(loop.buckets()) for name, loop in self.loops.items()},
             ):
                 await self._run(pool)
         finally:

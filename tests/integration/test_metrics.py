@@ -218,6 +218,8 @@ async def test_the_dispatcher_exports_deliveries_backlog_breakers_and_dead_lette
     # The healthy one: delivered, nothing owed, breaker closed.
     assert value(second, attempts, consumer=healthy) == 4
     assert value(second, "mark_notify_breaker_state", consumer=healthy) == 0
+    # The only dispatcher holds every bucket of each consumer.
+    assert value(second, "mark_notify_buckets_held", consumer=healthy) == 64
     assert value(second, "mark_notify_outbox_pending", consumer=healthy) == 0
     assert value(second, age, consumer=healthy) == 0
     assert value(second, DEAD_LETTERS, consumer=healthy, status="dead") == 0

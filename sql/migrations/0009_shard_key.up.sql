@@ -391,7 +391,8 @@ $$;
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
 -- if it holds failed or dead rows; `inbox` if it holds rows of an inbox channel); an
 -- attempts day once it ends before `attempts` ago and none of its attempts is of a pending
--- row or a dead letter (those keep their whole history, as the row-by-row prune does). Days that do not qualify are left to prune_retention_batch(), row by row.
+-- row or a dead letter (those keep their whole history, as the row-by-row prune does).
+-- Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
 -- cannot make a row pending between the check and the drop; detaching locks the parent,
 -- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
@@ -479,8 +480,8 @@ $$;
 -- notify_quiet_hours(), notify_send_at()). A digest-mode type's recipients get a digest
 -- item instead, under the event's data[digest_key], for flush_digests() to send. The
 -- chunk's row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id,
--- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by another worker,
--- or the event was cancelled: the chunk is closed with nobody covered).
+-- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by
+-- another worker, or the event was cancelled: the chunk is closed with nobody covered).
 CREATE OR REPLACE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
 -- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
 LANGUAGE plpgsql SET work_mem = '64MB' AS $$
@@ -792,9 +793,9 @@ END
 $$;
 
 -- Everything past its age: first whole days (drop_retained_partitions(), after making the
--- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT after each, so no lock or
--- snapshot is held for long however large the backlog; `pause` between batches leaves
--- the database to the intake. Totals go to the server log. It commits, so it must be
+-- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
+-- after each, so no lock or snapshot is held for long however large the backlog; `pause`
+-- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
 --   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
 --       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',

@@ -3,7 +3,8 @@
 --   created_at timestamptz, traceparent text): the claimed rows; attempts is this attempt's
 --   number, traceparent the W3C trace context of the request that wrote the row, if any.
 -- purpose: claim up to `limit` due rows of one consumer in this dispatcher's buckets
---   (lease_buckets), oldest due first; none while an operator has paused the consumer. SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
+--   (lease_buckets), oldest due first; none while an operator has paused the consumer.
+--   SKIP LOCKED lets several dispatchers claim side by side; the lease pushes
 --   next_attempt_at to the lease end, so the rows are due again only if this dispatcher
 --   dies before completing them. The attempts counter is also the fencing token that
 --   complete_outbox checks.

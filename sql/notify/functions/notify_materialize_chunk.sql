@@ -7,8 +7,8 @@
 -- notify_quiet_hours(), notify_send_at()). A digest-mode type's recipients get a digest
 -- item instead, under the event's data[digest_key], for flush_digests() to send. The
 -- chunk's row is locked while it runs, so a chunk is done once; UNIQUE (event_id, user_id,
--- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by another worker,
--- or the event was cancelled: the chunk is closed with nobody covered).
+-- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by
+-- another worker, or the event was cancelled: the chunk is closed with nobody covered).
 CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
 -- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
 LANGUAGE plpgsql SET work_mem = '64MB' AS $$

@@ -4,7 +4,8 @@
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
 -- if it holds failed or dead rows; `inbox` if it holds rows of an inbox channel); an
 -- attempts day once it ends before `attempts` ago and none of its attempts is of a pending
--- row or a dead letter (those keep their whole history, as the row-by-row prune does). Days that do not qualify are left to prune_retention_batch(), row by row.
+-- row or a dead letter (those keep their whole history, as the row-by-row prune does).
+-- Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
 -- cannot make a row pending between the check and the drop; detaching locks the parent,
 -- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is

@@ -1,7 +1,7 @@
 -- Everything past its age: first whole days (drop_retained_partitions(), after making the
--- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT after each, so no lock or
--- snapshot is held for long however large the backlog; `pause` between batches leaves
--- the database to the intake. Totals go to the server log. It commits, so it must be
+-- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
+-- after each, so no lock or snapshot is held for long however large the backlog; `pause`
+-- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
 --   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
 --       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',

@@ -390,8 +390,10 @@ $$;
 -- a DELETE per row. An outbox day goes once none of its rows is pending and its newest
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
 -- if it holds failed or dead rows; `inbox` if it holds rows of an inbox channel); an
--- attempts day once it ends before `attempts` ago and none of its attempts is of a pending
--- row or a dead letter (those keep their whole history, as the row-by-row prune does).
+-- attempts day once it ends before `attempts` ago and no pending row or dead letter was
+-- made before it ended (so none of its attempts can be theirs: those keep their whole
+-- history, as the row-by-row prune does). Every check reads a partial index of the day,
+-- never its rows, so a large day costs the intake next to nothing before its drop.
 -- Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
 -- cannot make a row pending between the check and the drop; detaching locks the parent,
@@ -411,6 +413,10 @@ DECLARE
     dropped integer := 0;
     newest timestamptz;
     age interval;
+    has_dead boolean;
+    has_inbox boolean;
+    inbox_channels text[] := ARRAY(SELECT ch.name FROM notify_channels AS ch
+                                   WHERE ch.kind = 'inbox');
 BEGIN
     FOR part IN
         SELECT c.oid::regclass AS child, p.oid::regclass AS parent,
@@ -430,31 +436,27 @@ BEGIN
             PERFORM set_config('lock_timeout', '100ms', true);
             EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', part.child);
             IF part.parent = 'outbox'::regclass THEN
+                -- Through outbox_due_idx, outbox_updated_at_idx, outbox_dead_idx and
+                -- outbox_finished_idx of the day.
                 EXECUTE format(
                     $q$SELECT EXISTS (SELECT 1 FROM %1$s WHERE status = 'pending'),
                               (SELECT max(updated_at) FROM %1$s),
-                              greatest(
-                                  $1,
-                                  CASE WHEN EXISTS (SELECT 1 FROM %1$s
-                                                    WHERE status IN ('failed', 'dead'))
-                                       THEN $2 END,
-                                  CASE WHEN EXISTS (SELECT 1 FROM %1$s AS o
-                                                    JOIN notify_channels AS ch
-                                                      ON ch.name = o.consumer
-                                                    WHERE ch.kind = 'inbox')
-                                       THEN $3 END)$q$,
+                              EXISTS (SELECT 1 FROM %1$s WHERE status IN ('failed', 'dead')),
+                              EXISTS (SELECT 1 FROM %1$s
+                                      WHERE status IN ('delivered', 'suppressed')
+                                        AND consumer = ANY($1))$q$,
                     part.child)
-                INTO keep, newest, age
-                USING delivered, dead, inbox;
+                INTO keep, newest, has_dead, has_inbox
+                USING inbox_channels;
+                age := greatest(delivered, CASE WHEN has_dead THEN dead END,
+                                CASE WHEN has_inbox THEN inbox END);
                 keep := keep OR newest >= now() - age;
             ELSE
-                EXECUTE format(
-                    $q$SELECT EXISTS (SELECT 1 FROM outbox AS o
-                                      WHERE o.status IN ('pending', 'failed', 'dead')
-                                        AND EXISTS (SELECT 1 FROM %s AS a
-                                                    WHERE a.outbox_id = o.id
-                                                      AND a.bucket = o.bucket))$q$,
-                    part.child)
+                -- A row's attempts start after it was made: only the days of outbox
+                -- before this one's end are read, through their partial indexes.
+                SELECT EXISTS (SELECT 1 FROM outbox AS o
+                               WHERE o.status IN ('pending', 'failed', 'dead')
+                                 AND o.created_at < part.ends)
                 INTO keep;
             END IF;
             IF NOT coalesce(keep, false) THEN

@@ -58,8 +58,13 @@ async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings)
         raise ValueError("prune needs an autocommit connection (each batch commits alone)")
     await conn.execute(q("maintain_partitions"))
     totals = dict.fromkeys(KINDS, 0) | {"batches": 0, "days": 0}
-    # A day per statement (each its own transaction): the parent is locked until commit.
-    while await (await conn.execute(q("drop_retained_partitions"), params(settings))).fetchall():
+    # A day detached per statement (each its own transaction: the parent is locked until
+    # commit), then dropped by the next, without that lock.
+    while True:
+        await conn.execute(q("drop_detached_partitions"))
+        cur = await conn.execute(q("drop_retained_partitions"), params(settings))
+        if not await cur.fetchall():
+            break
         totals["days"] += 1
     # Where each kind got to: the next batch starts there rather than stepping again over
     # the index entries of the rows pruned so far.

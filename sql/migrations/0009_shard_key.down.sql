@@ -379,6 +379,7 @@ END
 $$;
 
 DROP FUNCTION drop_retained_partitions(interval, interval, interval, interval, integer);
+DROP FUNCTION drop_detached_partitions();
 DROP FUNCTION release_buckets(text);
 DROP FUNCTION lease_buckets(text, text[], float8);
 DROP FUNCTION maintain_partitions();

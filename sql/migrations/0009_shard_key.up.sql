@@ -385,7 +385,7 @@ LANGUAGE sql AS $$
     DELETE FROM dispatch_members WHERE holder = p_holder;
 $$;
 
--- Retention by whole days: detach and drop each day partition of outbox and
+-- Retention by whole days: detach each day partition of outbox and
 -- delivery_attempts whose every row is past its retention, in one step per day instead of
 -- a DELETE per row. An outbox day goes once none of its rows is pending and its newest
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
@@ -396,12 +396,13 @@ $$;
 -- never its rows, so a large day costs the intake next to nothing before its drop.
 -- Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
--- cannot make a row pending between the check and the drop; detaching locks the parent,
--- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
--- dropped by the next run. It drops at most `max_days` days, because the parent stays
--- locked until the transaction ends: callers drop one day per transaction, again while
--- one came back (prune_retention(), service/schedule/retention.py). Returns the days
--- dropped.
+-- cannot make a row pending between the check and the detach; detaching locks the parent,
+-- so lock_timeout bounds how long the intake can queue behind it: a day not detached now
+-- is by the next run. It detaches at most `max_days` days, because the parent stays locked
+-- until the transaction ends: callers detach one day per transaction, then drop it in the
+-- next (drop_detached_partitions(): deleting a day's files takes a while, and must not
+-- happen under the parent's lock), again while one came back (prune_retention(),
+-- service/schedule/retention.py). Returns the days detached.
 CREATE FUNCTION drop_retained_partitions(
     delivered interval, inbox interval, dead interval, attempts interval,
     max_days integer DEFAULT 1
@@ -461,7 +462,6 @@ BEGIN
             END IF;
             IF NOT coalesce(keep, false) THEN
                 EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', part.parent, part.child);
-                EXECUTE format('DROP TABLE %s', part.child);
                 RETURN NEXT part.child::text;
                 dropped := dropped + 1;
                 EXIT WHEN dropped >= max_days;
@@ -470,6 +470,30 @@ BEGIN
             RAISE LOG 'drop_retained_partitions: % is busy, left for the next run', part.child;
         END;
     END LOOP;
+END
+$$;
+
+-- Drop the days drop_retained_partitions() detached: tables named as days of outbox or
+-- delivery_attempts (<table>_pYYYY_MM_DD) that are no partition. In a transaction of its
+-- own, after the detach committed, so the files of a day are deleted without the parent
+-- locked; a day left detached by a crash in between is dropped by the next run. Returns
+-- the days dropped.
+CREATE FUNCTION drop_detached_partitions() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    day regclass;
+    dropped integer := 0;
+BEGIN
+    FOR day IN
+        SELECT c.oid::regclass FROM pg_class AS c
+        WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+          AND NOT c.relispartition
+          AND c.relname ~ '^(outbox|delivery_attempts)_p[0-9]{4}_[0-9]{2}_[0-9]{2}$'
+    LOOP
+        EXECUTE format('DROP TABLE %s', day);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
 END
 $$;
 
@@ -794,8 +818,9 @@ BEGIN
 END
 $$;
 
--- Everything past its age: first whole days (drop_retained_partitions(), after making the
--- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
+-- Everything past its age: first whole days (drop_retained_partitions() detaches a day
+-- per transaction, drop_detached_partitions() drops it in the next; after making the days
+-- ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
 -- after each, so no lock or snapshot is held for long however large the backlog; `pause`
 -- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
@@ -825,6 +850,8 @@ BEGIN
     days := 0;
     -- A day per transaction: the parent is locked from the detach to the commit.
     LOOP
+        PERFORM drop_detached_partitions();
+        COMMIT;
         PERFORM drop_retained_partitions(delivered, inbox, dead, attempts);
         EXIT WHEN NOT FOUND;
         days := days + 1;

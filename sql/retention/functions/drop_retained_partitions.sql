@@ -1,4 +1,4 @@
--- Retention by whole days: detach and drop each day partition of outbox and
+-- Retention by whole days: detach each day partition of outbox and
 -- delivery_attempts whose every row is past its retention, in one step per day instead of
 -- a DELETE per row. An outbox day goes once none of its rows is pending and its newest
 -- change is older than the longest age that applies to what it holds (`delivered`; `dead`
@@ -9,12 +9,13 @@
 -- never its rows, so a large day costs the intake next to nothing before its drop.
 -- Days that do not qualify are left to prune_retention_batch(), row by row.
 -- The day is locked (EXCLUSIVE: readers go on) before it is checked, so bin/redeliver
--- cannot make a row pending between the check and the drop; detaching locks the parent,
--- so lock_timeout bounds how long the intake can queue behind it: a day not dropped now is
--- dropped by the next run. It drops at most `max_days` days, because the parent stays
--- locked until the transaction ends: callers drop one day per transaction, again while
--- one came back (prune_retention(), service/schedule/retention.py). Returns the days
--- dropped.
+-- cannot make a row pending between the check and the detach; detaching locks the parent,
+-- so lock_timeout bounds how long the intake can queue behind it: a day not detached now
+-- is by the next run. It detaches at most `max_days` days, because the parent stays locked
+-- until the transaction ends: callers detach one day per transaction, then drop it in the
+-- next (drop_detached_partitions(): deleting a day's files takes a while, and must not
+-- happen under the parent's lock), again while one came back (prune_retention(),
+-- service/schedule/retention.py). Returns the days detached.
 CREATE FUNCTION drop_retained_partitions(
     delivered interval, inbox interval, dead interval, attempts interval,
     max_days integer DEFAULT 1
@@ -74,7 +75,6 @@ BEGIN
             END IF;
             IF NOT coalesce(keep, false) THEN
                 EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', part.parent, part.child);
-                EXECUTE format('DROP TABLE %s', part.child);
                 RETURN NEXT part.child::text;
                 dropped := dropped + 1;
                 EXIT WHEN dropped >= max_days;

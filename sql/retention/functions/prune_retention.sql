@@ -1,5 +1,6 @@
--- Everything past its age: first whole days (drop_retained_partitions(), after making the
--- days ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
+-- Everything past its age: first whole days (drop_retained_partitions() detaches a day
+-- per transaction, drop_detached_partitions() drops it in the next; after making the days
+-- ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
 -- after each, so no lock or snapshot is held for long however large the backlog; `pause`
 -- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
@@ -29,6 +30,8 @@ BEGIN
     days := 0;
     -- A day per transaction: the parent is locked from the detach to the commit.
     LOOP
+        PERFORM drop_detached_partitions();
+        COMMIT;
         PERFORM drop_retained_partitions(delivered, inbox, dead, attempts);
         EXIT WHEN NOT FOUND;
         days := days + 1;

@@ -36,10 +36,16 @@ CALL prune_retention(delivered => %(delivered)s::interval, inbox => %(inbox)s::i
 SELECT maintain_partitions() AS made;
 
 -- name: drop_retained_partitions
--- returns: rows (day text): the day partition dropped, if any (one per call)
+-- returns: rows (day text): the day partition detached, if any (one per call)
 -- purpose: retention by whole days (the drop_retained_partitions() function), a day per
---   call; run on an autocommit connection, again while a day comes back, before the
---   row-by-row prune.
+--   call; run on an autocommit connection, each call followed by drop_detached_partitions,
+--   again while a day comes back, before the row-by-row prune.
 SELECT d AS day
 FROM drop_retained_partitions(%(delivered)s::interval, %(inbox)s::interval,
                               %(dead)s::interval, %(attempts)s::interval) AS d;
+
+-- name: drop_detached_partitions
+-- returns: one row (dropped integer)
+-- purpose: drop the days drop_retained_partitions detached, in a transaction of their own
+--   (the drop_detached_partitions() function).
+SELECT drop_detached_partitions() AS dropped;

@@ -163,6 +163,24 @@ SELECT count(*) FILTER (WHERE status = 'delivered') AS delivered,
        (SELECT count(*) FROM delivery_attempts) AS attempts
 FROM outbox;
 
+-- name: retention_make_day
+-- returns: one row (made integer): the partitions made
+-- purpose: bench/prune.py --days: the day partition of `day` in outbox and in
+--   delivery_attempts, made before the old rows are seeded so that they land in it.
+SELECT ensure_partitions('outbox', %(day)s, %(day)s)
+       + ensure_partitions('delivery_attempts', %(day)s, %(day)s) AS made;
+
+-- name: retention_rows_by_partition
+-- returns: rows (part text, n bigint)
+-- purpose: bench/prune.py --days: where the seeded outbox rows landed.
+SELECT tableoid::regclass::text AS part, count(*) AS n FROM outbox GROUP BY 1 ORDER BY 1;
+
+-- name: retention_days_left
+-- returns: one row (days integer): how many of the two named partitions still exist
+-- purpose: bench/prune.py --days: the seeded day went whole, in both tables.
+SELECT (to_regclass(%(outbox)s) IS NOT NULL)::int
+       + (to_regclass(%(attempts)s) IS NOT NULL)::int AS days;
+
 -- name: digest_seed_likes
 -- returns: nothing
 -- purpose: bench/digest.py's backlog: `items` likes spread evenly over the first

@@ -21,7 +21,9 @@ prune drops the day whole: drop_retained_partitions()) and one where it has none
 rows are in the default partitions, so the prune deletes them in batches, as before the
 day partitions). Runs alternate between the two, the same intake against each; the
 attempts' age is set to the outbox rows' (`delivered`) in both, so that the attempts'
-day goes in the same prune rather than at 30 days.
+day goes in the same prune rather than at 30 days. A third variant, the control, is a copy
+of the first template under the same load with no prune at all: how far the p99 of one
+window differs from the next's without any retention, beside which the other two are read.
 
     .venv/bin/python -m bench.prune [--runs 3] [--rate 1000] [--batch 5000] [--quick]
     .venv/bin/python -m bench.prune --days [--runs 3]
@@ -99,6 +101,8 @@ class Variant:
     template: str
     # The day partition the old rows were seeded into, if they have one.
     day: date | None = None
+    # False: the control, the same copy and load with no prune (how much the p99 drifts).
+    prune: bool = True
     samples: Samples = field(default_factory=Samples)
 
 
@@ -204,16 +208,19 @@ def one_run(
                 time.sleep(SETTLE_S + args.baseline)
                 load_avg = os.getloadavg()[0]
                 started = time.time()
-                batches = asyncio.run(run_prune(url, settings, args.procedure))
-                ended = time.time()
+                batches = (
+                    asyncio.run(run_prune(url, settings, args.procedure)) if variant.prune else 0
+                )
+                ended = time.time() if variant.prune else started
                 window_end = max(ended, started + args.min_window)
                 time.sleep(max(0.0, window_end - time.time()))
             finally:
                 load.send_signal(signal.SIGTERM)
                 out, _ = load.communicate(timeout=120)
             result = loadgen_result(out)
-        check_counts(url, args.young, warm["recorded"] + result["recorded"])
-        left = days_left(url, variant.day) if variant.day else 2
+        if variant.prune:
+            check_counts(url, args.young, warm["recorded"] + result["recorded"])
+        left = days_left(url, variant.day) if variant.day and variant.prune else 2
     samples = [(float(at), float(lat)) for at, lat in result["samples"]]
     alone_s = args.baseline
     if args.timeline:
@@ -253,7 +260,7 @@ def record(samples: Samples, measured: dict[str, Any], rows: int) -> str:
         win.seconds.append(measured["alone_s"] if name == "alone" else measured["window_s"])
     samples.ratio.append(samples.pruning.p99[-1] / samples.alone.p99[-1])
     samples.prune_s.append(measured["prune_s"])
-    samples.rows_per_s.append(rows / measured["prune_s"])
+    samples.rows_per_s.append(rows / measured["prune_s"] if measured["prune_s"] else 0.0)
     samples.days.append(measured["days"])
     if measured["batches"]:  # the procedure does not say
         samples.batches.append(measured["batches"])
@@ -277,9 +284,10 @@ def variants(server: str, args: argparse.Namespace) -> list[Variant]:
         for label, partition in (("by day", True), ("row by row", False)):
             template = seed_template(server, args.rows, args.young, day, partition)
             made.append(Variant(label, template, day if partition else None))
+        made.append(Variant("control, no prune", made[0].template, day, prune=False))
     except BaseException:
-        for v in made:
-            drop_database(server, v.template)
+        for template in {v.template for v in made}:
+            drop_database(server, template)
         raise
     return made
 
@@ -331,12 +339,16 @@ def report(runs: list[Variant], args: argparse.Namespace, settings: RetentionSet
         verdict = "met" if median(runs[0].samples.ratio) <= 2.0 else "NOT met"
         print(f"target: p99 while pruning <= 2x the p99 alone: {verdict}")
         return
-    by_day, by_row = runs[0].samples, runs[1].samples
+    by_day, by_row, control = runs[0].samples, runs[1].samples, runs[2].samples
     pairs = [a / b for a, b in zip(by_day.ratio, by_row.ratio, strict=True)]
     print(
         f"p99 ratio by day / row by row: {median(by_day.ratio) / median(by_row.ratio):.2f} "
         f"(per run {min(pairs):.2f}-{max(pairs):.2f}); retention took "
         f"{median(by_day.prune_s):.2f} s by day, {median(by_row.prune_s):.1f} s row by row"
+    )
+    print(
+        f"p99 ratio by day / control (the same window, no prune): "
+        f"{median(by_day.ratio) / median(control.ratio):.2f}"
     )
     verdict = "met" if median(by_day.ratio) <= 1.1 else "NOT met"
     print(f"target (issue 18): p99 while dropping a day <= 1.1x the p99 alone: {verdict}")
@@ -391,8 +403,8 @@ def main() -> None:
                     line = record(v.samples, measured, args.rows)
                     print(f"run {run + 1}/{args.runs} {v.label}: {line}", flush=True)
     finally:
-        for v in runs:
-            drop_database(server, v.template)
+        for template in {v.template for v in runs}:
+            drop_database(server, template)
     report(runs, args, settings)
 
 

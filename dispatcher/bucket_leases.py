@@ -44,9 +44,18 @@ class BucketLeases:
         self.consumers = sorted(consumers)
         self.lease_s = lease_s
         self._held: dict[str, tuple[int, ...]] = {}
+        # Which buckets one claim may name together (bucket_groups(): one shard's on a
+        # Citus cluster, all of them on one server); read with the first renewal.
+        self._groups: list[frozenset[int]] = []
 
     def buckets(self, consumer: str) -> tuple[int, ...]:
         return self._held.get(consumer, ())
+
+    def groups(self, consumer: str) -> list[tuple[int, ...]]:
+        """The buckets held of `consumer`, split into the groups a claim may name at once."""
+        held = self._held.get(consumer, ())
+        split = [tuple(b for b in held if b in group) for group in self._groups]
+        return [g for g in split if g]
 
     async def renew(self) -> dict[str, tuple[int, ...]]:
         """Renew and rebalance once; returns the consumers whose buckets changed."""
@@ -56,6 +65,9 @@ class BucketLeases:
             "lease_s": self.lease_s,
         }
         async with self.pool.connection() as conn, conn.transaction():
+            if not self._groups:
+                cur = await conn.execute(q("bucket_groups"))
+                self._groups = [frozenset(g) for (g,) in await cur.fetchall()]
             cur = await conn.execute(q("lease_buckets"), params)
             rows = await cur.fetchall()
         changed: dict[str, tuple[int, ...]] = {}

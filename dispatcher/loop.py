@@ -89,12 +89,13 @@ class ConsumerLoop:
         settings: DispatcherSettings,
         *,
         dispatcher: str,
-        buckets: Callable[[], Sequence[int]],
+        buckets: Callable[[], Sequence[Sequence[int]]],
         kafka: KafkaSettings | None = None,
         channel: outbox.ChannelClaim | None = None,
     ) -> None:
-        """`buckets`: the buckets this dispatcher holds of the consumer now
-        (dispatcher/bucket_leases.py); the loop claims only those."""
+        """`buckets`: the buckets this dispatcher holds of the consumer now, in the groups
+        one claim may name together (dispatcher/bucket_leases.py: one shard's on a Citus
+        cluster, one group on one server); the loop claims only those, a group a claim."""
         self.name = name
         self.consumer = consumer
         self.channel = channel
@@ -103,6 +104,8 @@ class ConsumerLoop:
         self.settings = settings
         self.dispatcher = dispatcher
         self.buckets = buckets
+        # The group the next claim starts with: each gets its turn.
+        self._next_group = 0
         self.lease_s = lease_for(consumer, settings, kafka)
         self.state = ConsumerState(name, consumer.breaker, pool, dispatcher=dispatcher)
         self.limiter = TokenBucket(consumer.rate_limit) if consumer.rate_limit else None
@@ -179,34 +182,17 @@ class ConsumerLoop:
 
     async def _batch(self) -> bool:
         """Claim, deliver and complete one batch; True if it found rows."""
-        buckets = self.buckets()
-        if not buckets:
+        groups = self.buckets()
+        if not groups:
             return False  # none leased yet: the lease keeper wakes the loop when it has some
-        limit = self.state.claim_limit(self.consumer.batch_size, self.consumer.concurrency)
-        if self.limiter is not None:
-            limit = await self.limiter.take(limit)
-        claimed = 0
-        try:
-            batch = await outbox.claim(
-                self.pool,
-                self.name,
-                limit=limit,
-                lease_s=self.lease_s,
-                dispatcher=self.dispatcher,
-                buckets=buckets,
-                ordered=self.consumer.ordered,
-                channel=self.channel,
-                # After a database error, short waits for a connection: the pool starts a
-                # fresh connect only for a new request once its previous attempt gave up
-                # (service/database.py, RECONNECT_TIMEOUT_S), so a request waiting out the
-                # full acquire timeout would delay the recovery by as much.
-                acquire_s=DB_RETRY_S if self._db_failing else None,
-            )
-            self._db_failing = False
-            claimed = len(batch)
-        finally:
-            if self.limiter is not None:
-                self.limiter.refund(limit - claimed)
+        # One group after another from where the last batch left off, until one has rows.
+        start = self._next_group % len(groups)
+        for n in range(len(groups)):
+            index = (start + n) % len(groups)
+            batch = await self._claim(groups[index])
+            if batch:
+                self._next_group = index + 1
+                break
         self._retries.drop_due(time.monotonic())
         if not batch:
             return False
@@ -233,6 +219,34 @@ class ConsumerLoop:
         # Go again until a claim comes back empty: rows may have arrived meanwhile, and for
         # an ordered consumer every completed row makes its successor the new head.
         return True
+
+    async def _claim(self, buckets: Sequence[int]) -> list[Delivery]:
+        limit = self.state.claim_limit(self.consumer.batch_size, self.consumer.concurrency)
+        if self.limiter is not None:
+            limit = await self.limiter.take(limit)
+        claimed = 0
+        try:
+            batch = await outbox.claim(
+                self.pool,
+                self.name,
+                limit=limit,
+                lease_s=self.lease_s,
+                dispatcher=self.dispatcher,
+                buckets=buckets,
+                ordered=self.consumer.ordered,
+                channel=self.channel,
+                # After a database error, short waits for a connection: the pool starts a
+                # fresh connect only for a new request once its previous attempt gave up
+                # (service/database.py, RECONNECT_TIMEOUT_S), so a request waiting out the
+                # full acquire timeout would delay the recovery by as much.
+                acquire_s=DB_RETRY_S if self._db_failing else None,
+            )
+            self._db_failing = False
+            claimed = len(batch)
+        finally:
+            if self.limiter is not None:
+                self.limiter.refund(limit - claimed)
+        return batch
 
     async def _deliver(self, batch: Sequence[Delivery]) -> list[Outcome]:
         started_at = datetime.now(UTC)

@@ -130,7 +130,7 @@ class Dispatcher:
                         pool,
                         self.settings,
                         dispatcher=self.name,
-                        buckets=functools.partial(leases.buckets, name),
+                        buckets=functools.partial(leases.groups, name),
                         kafka=self.config.kafka,
                         channel=channel,
                     )
@@ -140,7 +140,7 @@ class Dispatcher:
                 pool,
                 sorted(destinations(self.config)),
                 lambda: {name: loop.breaker.state for name, loop in self.loops.items()},
-                lambda: {name: len(loop.buckets()) for name, loop in self.loops.items()},
+                lambda: {name: len(leases.buckets(name)) for name in self.loops},
             ):
                 await self._run(pool)
         finally:

@@ -159,6 +159,7 @@ REVISIONS = [
     "0007_tracing",
     "0008_preference_rule",
     "0009_shard_key",
+    "0010_citus",
 ]
 
 

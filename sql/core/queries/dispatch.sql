@@ -28,6 +28,8 @@ SET attempts = o.attempts + 1,
     updated_at = now()
 FROM due
 WHERE o.id = due.id AND o.bucket = due.bucket AND o.created_at = due.created_at
+  -- The buckets again: on Citus the whole statement then goes to the one shard they share.
+  AND o.bucket = ANY(%(buckets)s::smallint[])
 RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
           o.traceparent;
 
@@ -52,6 +54,8 @@ WITH due AS (
       AND NOT EXISTS (
           SELECT 1 FROM outbox AS p
           WHERE p.consumer = o.consumer AND p.bucket = o.bucket
+            -- Named outright too, for Citus to route the statement to one shard.
+            AND p.bucket = ANY(%(buckets)s::smallint[])
             AND p.ordering_key = o.ordering_key
             AND p.status = 'pending' AND p.kind = 'seen' AND p.id <> o.id
             AND (p.id < o.id OR p.claimed_until > now())
@@ -68,6 +72,8 @@ SET attempts = o.attempts + 1,
     updated_at = now()
 FROM due
 WHERE o.id = due.id AND o.bucket = due.bucket AND o.created_at = due.created_at
+  -- The buckets again: on Citus the whole statement then goes to the one shard they share.
+  AND o.bucket = ANY(%(buckets)s::smallint[])
 RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.created_at,
           o.traceparent;
 
@@ -104,7 +110,9 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 --   again after its backoff delay, failed (the consumer refused it: outcome 'failed') or
 --   dead (retries or age ran out). Input arrays are parallel, one per attempt.
 WITH input AS (
-    SELECT *
+    -- now() once, here, and every CASE in the CTEs: Citus takes no stable function (nor
+    -- timestamptz arithmetic) inside a CASE of an UPDATE.
+    SELECT t.*, now() AS stamp
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(outcomes)s::text[],
                 %(delays_s)s::float8[], %(status_codes)s::int[], %(errors)s::text[],
                 %(started_at)s::timestamptz[], %(durations_ms)s::float8[],
@@ -114,32 +122,38 @@ WITH input AS (
 ),
 decided AS (
     SELECT i.id, o.bucket, i.attempt, i.delay_s, i.status_code, left(i.error, 1000) AS error,
-           i.started_at, i.duration_ms, i.provider,
+           i.started_at, i.duration_ms, i.provider, i.stamp,
            CASE WHEN i.outcome = 'retry'
                  AND (i.attempt - o.attempt_base >= %(max_attempts)s::int
                       OR coalesce(o.requeued_at, o.created_at)
                          + make_interval(secs => %(max_age_s)s::float8)
-                         <= now() + make_interval(secs => i.delay_s))
+                         <= i.stamp + make_interval(secs => i.delay_s))
                 THEN 'dead'
                 ELSE i.outcome
            END AS outcome
     FROM input AS i JOIN outbox AS o ON o.id = i.id
 ),
+settled AS (
+    SELECT d.*,
+           CASE d.outcome WHEN 'delivered' THEN 'delivered'
+                          WHEN 'retry' THEN 'pending'
+                          WHEN 'failed' THEN 'failed'
+                          ELSE 'dead' END AS status,
+           CASE WHEN d.outcome = 'retry' THEN d.stamp + make_interval(secs => d.delay_s)
+                ELSE d.stamp END AS next_attempt_at,
+           CASE WHEN d.outcome = 'delivered' THEN d.stamp END AS delivered_at
+    FROM decided AS d
+),
 changed AS (
     UPDATE outbox AS o
-    SET status = CASE d.outcome WHEN 'delivered' THEN 'delivered'
-                                WHEN 'retry' THEN 'pending'
-                                WHEN 'failed' THEN 'failed'
-                                ELSE 'dead' END,
-        next_attempt_at = CASE WHEN d.outcome = 'retry'
-                               THEN now() + make_interval(secs => d.delay_s)
-                               ELSE now() END,
+    SET status = d.status,
+        next_attempt_at = d.next_attempt_at,
         claimed_until = NULL,
         last_error = CASE WHEN d.outcome = 'delivered' THEN NULL ELSE d.error END,
-        delivered_at = CASE WHEN d.outcome = 'delivered' THEN now() END,
-        updated_at = now()
-    FROM decided AS d
-    WHERE o.id = d.id AND o.status = 'pending' AND o.attempts = d.attempt
+        delivered_at = d.delivered_at,
+        updated_at = d.stamp
+    FROM settled AS d
+    WHERE o.id = d.id AND o.bucket = d.bucket AND o.status = 'pending' AND o.attempts = d.attempt
       AND o.claimed_by = %(dispatcher)s
     RETURNING o.id
 ),
@@ -280,7 +294,8 @@ suppressed AS (
     UPDATE outbox AS o
     SET status = 'suppressed', reason = f.suppress, claimed_until = NULL, updated_at = now()
     FROM facts AS f
-    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at AND f.suppress IS NOT NULL
+    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at
+      AND o.bucket = ANY(%(buckets)s::smallint[]) AND f.suppress IS NOT NULL
 ),
 claimed AS (
     UPDATE outbox AS o
@@ -291,7 +306,8 @@ claimed AS (
         reason = NULL,
         updated_at = now()
     FROM facts AS f
-    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at AND f.suppress IS NULL
+    WHERE o.id = f.id AND o.bucket = f.bucket AND o.created_at = f.created_at
+      AND o.bucket = ANY(%(buckets)s::smallint[]) AND f.suppress IS NULL
     RETURNING o.id, o.event_id::text AS row_event_id, o.ordering_key, o.attempts, o.created_at,
               o.traceparent
 )
@@ -334,3 +350,8 @@ FROM lease_buckets(%(dispatcher)s, %(consumers)s::text[], %(lease_s)s::float8) A
 -- returns: nothing
 -- purpose: give back every bucket this dispatcher holds, on a clean stop.
 SELECT release_buckets(%(dispatcher)s);
+
+-- name: bucket_groups
+-- returns: rows (buckets smallint[]): the buckets grouped by shard, one group on one server
+-- purpose: which buckets one claim may name together (the bucket_groups() function).
+SELECT g AS buckets FROM bucket_groups() AS g;

@@ -2,30 +2,42 @@
 -- name); entries no longer configured are disabled, never deleted.
 CREATE FUNCTION sync_notify_config(channels jsonb, categories jsonb, event_types jsonb)
 RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO notify_channels AS c (name, kind, enabled)
-    SELECT key, value ->> 'kind', true FROM jsonb_each(channels)
-    ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, enabled = true, updated_at = now()
+-- PL/pgSQL, not SQL: Citus plans no SQL function's parameters. On a cluster these are
+-- reference tables: an INSERT's rows come from a MATERIALIZED CTE (worked out on the
+-- coordinator, where the parameters are) and ON CONFLICT's SET takes no function but an
+-- immutable one, hence excluded.updated_at (`at`, now()).
+LANGUAGE plpgsql AS $$
+DECLARE
+    at timestamptz := now();
+BEGIN
+    WITH given AS MATERIALIZED (SELECT key, value, at AS stamp FROM jsonb_each(channels))
+    INSERT INTO notify_channels AS c (name, kind, enabled, updated_at)
+    SELECT key, value ->> 'kind', true, stamp FROM given
+    ON CONFLICT (name) DO UPDATE
+        SET kind = excluded.kind, enabled = true, updated_at = excluded.updated_at
     WHERE (c.kind, c.enabled) IS DISTINCT FROM (excluded.kind, true);
-    UPDATE notify_channels SET enabled = false, updated_at = now()
+    UPDATE notify_channels SET enabled = false, updated_at = at
     WHERE enabled AND NOT channels ? name;
 
-    INSERT INTO notify_categories AS c (name, transactional, defaults, enabled)
-    SELECT key, (value ->> 'transactional')::boolean, coalesce(value -> 'defaults', '{}'), true
-    FROM jsonb_each(categories)
+    WITH given AS MATERIALIZED (SELECT key, value, at AS stamp FROM jsonb_each(categories))
+    INSERT INTO notify_categories AS c (name, transactional, defaults, enabled, updated_at)
+    SELECT key, (value ->> 'transactional')::boolean, coalesce(value -> 'defaults', '{}'), true,
+           stamp
+    FROM given
     ON CONFLICT (name) DO UPDATE
         SET transactional = excluded.transactional, defaults = excluded.defaults,
-            enabled = true, updated_at = now()
+            enabled = true, updated_at = excluded.updated_at
     WHERE (c.transactional, c.defaults, c.enabled)
           IS DISTINCT FROM (excluded.transactional, excluded.defaults, true);
-    UPDATE notify_categories SET enabled = false, updated_at = now()
+    UPDATE notify_categories SET enabled = false, updated_at = at
     WHERE enabled AND NOT categories ? name;
 
+    WITH given AS MATERIALIZED (SELECT key, value, at AS stamp FROM jsonb_each(event_types))
     INSERT INTO notify_event_types AS t
            (name, category, channels, priority, ttl_s, escalation_channel,
             escalation_after_s, required_data, enabled, mode, digest_key, digest_actor,
             digest_window, digest_every_s, digest_at, digest_quiet_s, digest_max_wait_s,
-            digest_max_items, digest_show_actors)
+            digest_max_items, digest_show_actors, updated_at)
     SELECT key, value ->> 'category',
            ARRAY(SELECT jsonb_array_elements_text(value -> 'channels')),
            value ->> 'priority', (value ->> 'ttl_s')::float8,
@@ -35,8 +47,9 @@ LANGUAGE sql AS $$
            value ->> 'digest_actor', value ->> 'digest_window',
            (value ->> 'digest_every_s')::float8, (value ->> 'digest_at')::time,
            (value ->> 'digest_quiet_s')::float8, (value ->> 'digest_max_wait_s')::float8,
-           (value ->> 'digest_max_items')::integer, (value ->> 'digest_show_actors')::integer
-    FROM jsonb_each(event_types)
+           (value ->> 'digest_max_items')::integer, (value ->> 'digest_show_actors')::integer,
+           stamp
+    FROM given
     ON CONFLICT (name) DO UPDATE
         SET category = excluded.category, channels = excluded.channels,
             priority = excluded.priority, ttl_s = excluded.ttl_s,
@@ -48,7 +61,8 @@ LANGUAGE sql AS $$
             digest_at = excluded.digest_at, digest_quiet_s = excluded.digest_quiet_s,
             digest_max_wait_s = excluded.digest_max_wait_s,
             digest_max_items = excluded.digest_max_items,
-            digest_show_actors = excluded.digest_show_actors, updated_at = now()
+            digest_show_actors = excluded.digest_show_actors,
+            updated_at = excluded.updated_at
     WHERE (t.category, t.channels, t.priority, t.ttl_s, t.escalation_channel,
            t.escalation_after_s, t.required_data, t.enabled, t.mode, t.digest_key,
            t.digest_actor, t.digest_window, t.digest_every_s, t.digest_at, t.digest_quiet_s,
@@ -61,6 +75,7 @@ LANGUAGE sql AS $$
                             excluded.digest_at, excluded.digest_quiet_s,
                             excluded.digest_max_wait_s, excluded.digest_max_items,
                             excluded.digest_show_actors);
-    UPDATE notify_event_types SET enabled = false, updated_at = now()
+    UPDATE notify_event_types SET enabled = false, updated_at = at
     WHERE enabled AND NOT event_types ? name;
+END
 $$;

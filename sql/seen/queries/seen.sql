@@ -27,11 +27,12 @@ marks AS (
            CASE WHEN consumer IS NOT NULL THEN nextval(pg_get_serial_sequence('outbox', 'id')) END
     FROM input
     ORDER BY tag, item_id, subject_key
+    -- excluded.seen_at is now(): Citus takes no function but an immutable one here.
     ON CONFLICT (tag, item_id, subject_key, bucket) DO UPDATE
         SET subject = excluded.subject, seen_at = excluded.seen_at,
             expires_at = excluded.expires_at, outbox_id = excluded.outbox_id,
-            updated_at = now()
-        WHERE m.expires_at <= now()
+            updated_at = excluded.seen_at
+        WHERE m.expires_at <= excluded.seen_at
     RETURNING tag, item_id, subject_key, bucket, subject_kind, subject, seen_at, outbox_id
 ),
 queued AS (
@@ -57,15 +58,19 @@ SELECT tag, item_id, subject_key FROM marks LEFT JOIN woken ON true;
 -- returns: one row (purged bigint)
 -- purpose: forget marks past their remember_for, in bounded chunks so a large backlog
 --   never holds a long lock; run on a schedule (pg_cron or a Procrastinate periodic task).
+--   No FOR UPDATE (Citus locks rows only within one shard): the delete checks the expiry
+--   again on the row as it is then, so a mark revived meanwhile stays, and two purges at
+--   once delete each mark once.
 WITH doomed AS (
-    SELECT tag, item_id, subject_key FROM seen_marks
+    SELECT tag, item_id, subject_key, bucket FROM seen_marks
     WHERE expires_at <= now()
     ORDER BY expires_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM seen_marks AS m USING doomed AS d
-    WHERE (m.tag, m.item_id, m.subject_key) = (d.tag, d.item_id, d.subject_key)
+    WHERE (m.tag, m.item_id, m.subject_key, m.bucket)
+          = (d.tag, d.item_id, d.subject_key, d.bucket)
+      AND m.expires_at <= now()
     RETURNING 1
 )
 SELECT count(*) AS purged FROM gone;

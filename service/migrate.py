@@ -6,14 +6,20 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import os
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import LiteralString
 
+import msgspec
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
 from alembic import command
-from service.config.base import ROOT
+from service import citus
+from service.config.base import ROOT, ConfigError
+from service.config.core import DatabaseMode, DatabaseSettings
+from service.config.load import DEFAULT_CONFIG, apply_env, load_config
 from service.database import sqlalchemy_url
 from service.sql import MIGRATIONS_DIR, read_sql_file
 
@@ -34,8 +40,25 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, mode: DatabaseMode = "single") -> None:
+    """Upgrade to `revision`; in "citus" mode at head, then distribute the tables
+    (service/citus.py), which does nothing to tables already placed."""
     command.upgrade(alembic_config(url), revision)
+    if mode == "citus" and revision == "head":
+        citus.distribute(url)
+
+
+def database_mode(environ: Mapping[str, str] | None = None) -> DatabaseMode:
+    """`[database] mode` of the config, or of the environment alone where no config file
+    is (`MARK_NOTIFY__database__mode`)."""
+    env = os.environ if environ is None else environ
+    if Path(env.get("MARK_NOTIFY_CONFIG", DEFAULT_CONFIG)).exists():
+        return load_config(environ=env).database.mode
+    section = apply_env({}, env).get("database", {})
+    try:
+        return msgspec.convert(section, DatabaseSettings, strict=False).mode
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"environment: {exc} - at `$.database`") from None
 
 
 def downgrade(url: str, revision: str = "base") -> None:
@@ -79,7 +102,7 @@ def main() -> None:
     if not url:
         raise SystemExit("DATABASE_URL is not set")
     if args.action == "upgrade":
-        upgrade(url, args.revision or "head")
+        upgrade(url, args.revision or "head", mode=database_mode())
     else:
         downgrade(url, args.revision or "base")
 

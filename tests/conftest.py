@@ -23,7 +23,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from service import migrate
 from service.database import TEST_DATA_DIR, start_embedded, with_dbname
-from tests.support import add_pg_partman
+from tests.support import add_pg_partman, empty_database
 
 TEMPLATE = f"mn_template_{os.getpid()}"
 
@@ -33,6 +33,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pg-cron-tick",
         action="store_true",
         help="also run the tests that wait for pg_cron's next minute tick (.ci/run does)",
+    )
+    parser.addoption(
+        "--citus",
+        action="store_true",
+        help="run only the tests marked citus, on the Citus cluster at CITUS_URL (.ci/run does)",
     )
     parser.addoption(
         "--chaos",
@@ -48,7 +53,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skips.append(("pg_cron_tick", pytest.mark.skip(reason=reason)))
     if not config.getoption("--chaos"):
         skips.append(("chaos", pytest.mark.skip(reason="faults under load: run with --chaos")))
+    cluster = config.getoption("--citus")
+    if cluster and not os.environ.get("CITUS_URL"):
+        raise pytest.UsageError("--citus needs CITUS_URL: the coordinator's database")
+    not_cluster = pytest.mark.skip(reason="not a cluster test: --citus runs those marked citus")
     for item in items:
+        if cluster and ("citus" not in item.keywords or "single_server" in item.keywords):
+            item.add_marker(not_cluster)
+            continue
         for keyword, skip in skips:
             if keyword in item.keywords:
                 item.add_marker(skip)
@@ -103,9 +115,25 @@ def template_db(pg_server_url: str) -> Iterator[str]:
     janitor.drop()
 
 
+@pytest.fixture(scope="session")
+def citus_url() -> str:
+    """The Citus coordinator's database (CITUS_URL), migrated once in the cluster mode."""
+    url = os.environ["CITUS_URL"]
+    migrate.upgrade(url, mode="citus")
+    return url
+
+
 @pytest.fixture
-def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """A fresh database at schema head, for this test only."""
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database at schema head, for this test only; with --citus the cluster's
+    one database, emptied (a Citus database cannot be copied from a template)."""
+    if request.config.getoption("--citus"):
+        url = request.getfixturevalue("citus_url")
+        empty_database(url)
+        yield url
+        return
+    pg_server_url = request.getfixturevalue("pg_server_url")
+    template_db = request.getfixturevalue("template_db")
     name = f"mn_test_{uuid.uuid4().hex[:12]}"
     janitor = _janitor(pg_server_url, name, template_dbname=template_db)
     janitor.init()

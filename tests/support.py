@@ -266,3 +266,17 @@ async def all_buckets(conn: psycopg.AsyncConnection[Any]) -> list[int]:
     row = await cur.fetchone()
     assert row is not None
     return list(row[0])
+
+
+def empty_database(url: str) -> None:
+    """Every row of the schema's tables gone (the schema stays): a Citus database stands in
+    for a fresh copy of the template this way, one table at a time (a distributed and a
+    plain table cannot be truncated in one statement)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT c.relname FROM pg_class AS c"
+            " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')"
+            " AND NOT c.relispartition AND c.relname <> 'alembic_version'"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))

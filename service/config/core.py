@@ -57,8 +57,14 @@ class IdentitySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     gateway: GatewaySettings = GatewaySettings()
 
 
+DatabaseMode = Literal["single", "citus"]
+
+
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     url: str | None = None
+    # "citus": the database is a Citus coordinator; service.migrate distributes the tables
+    # that grow with traffic on their bucket (docs/scaling.md). Nothing else reads it.
+    mode: DatabaseMode = "single"
     pool_min: Positive = 2
     pool_max: Positive = 16
     connect_timeout: timedelta = timedelta(seconds=5)

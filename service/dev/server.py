@@ -159,7 +159,7 @@ def main() -> int:
         where = f"embedded PostgreSQL in {data_dir}"
         url = start_embedded(data_dir, stop_at_exit=True)
     _say(f"database   {display_url(url)}  ({where}; bin/sql opens a SQL shell on it)")
-    migrate.upgrade(url)
+    migrate.upgrade(url, mode=config.database.mode)
     _say(f"schema at {migrate.head_revision()}")
 
     # The children read the same config file and database as this process.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from service.config.base import ROOT
 from tests.consumers import (
@@ -33,6 +34,7 @@ ROWS = 60
 LEASE_S = 3.0
 
 
+@pytest.mark.citus
 async def test_rows_of_a_killed_dispatcher_are_delivered_by_another_after_the_lease(
     db: Conn, db_url: str, tmp_path: Path
 ) -> None:

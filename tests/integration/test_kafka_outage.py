@@ -187,6 +187,7 @@ async def db_now(db: psycopg.AsyncConnection[Any]) -> Any:
     return row[0]
 
 
+@pytest.mark.citus
 async def test_broker_outage_under_load_loses_nothing(
     db_url: str, db: psycopg.AsyncConnection[Any], private_kafka_broker: TansuBroker
 ) -> None:

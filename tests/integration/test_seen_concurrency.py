@@ -108,6 +108,7 @@ async def gather(requests: Sequence[Awaitable[httpx.Response]]) -> list[httpx.Re
     return list(await asyncio.gather(*requests))
 
 
+@pytest.mark.citus
 async def test_20_concurrent_identical_requests(db_url: str, db: Conn) -> None:
     async with running(db_url) as api:
         responses = await gather([api.seen("promotions", "promo-1", "user-1") for _ in range(20)])
@@ -157,6 +158,7 @@ async def test_many_users_share_transactions(db_url: str, db: Conn) -> None:
     assert await seen_counts(db) == (users + api.slots, users + api.slots, 1)
 
 
+@pytest.mark.citus
 async def test_many_users_without_slowdown(db_url: str, db: Conn) -> None:
     users = 100
     async with running(db_url) as api:

@@ -462,3 +462,20 @@ def test_the_example_development_secrets_are_refused_outside_development() -> No
         parse_config(data, "t.toml")
     data["environment"] = "development"
     assert parse_config(data, "t.toml").notify.unsubscribe_secret
+
+
+def test_the_database_mode_comes_from_the_config_or_the_environment_alone(
+    tmp_path: Path,
+) -> None:
+    from service.migrate import database_mode
+
+    missing = {"MARK_NOTIFY_CONFIG": str(tmp_path / "none.toml")}
+    assert database_mode(missing) == "single"
+    assert database_mode(missing | {"MARK_NOTIFY__database__mode": "citus"}) == "citus"
+    with pytest.raises(ConfigError, match="database"):
+        database_mode(missing | {"MARK_NOTIFY__database__mode": "sharded"})
+    # A config file decides when there is one, the environment still overriding it.
+    example = (ROOT / "config" / "example.toml").read_text()
+    file = tmp_path / "mark-notify.toml"
+    file.write_text(example.replace("[database]\n", '[database]\nmode = "citus"\n', 1))
+    assert database_mode({"MARK_NOTIFY_CONFIG": str(file)}) == "citus"

@@ -74,4 +74,5 @@ async def deliver_one_row(
         return
     outcomes = await transport.deliver(name, batch)
     completions = [outbox.Completion(o, batch[0].attempt, 1.0) for o in outcomes]
-    await outbox.complete(pool, name, consumer, completions, dispatcher="job")
+    # Every bucket: the baseline claims by id, not by its buckets.
+    await outbox.complete(pool, name, consumer, completions, dispatcher="job", buckets=None)

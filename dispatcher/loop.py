@@ -189,7 +189,8 @@ class ConsumerLoop:
         start = self._next_group % len(groups)
         for n in range(len(groups)):
             index = (start + n) % len(groups)
-            batch = await self._claim(groups[index])
+            group = groups[index]
+            batch = await self._claim(group)
             if batch:
                 self._next_group = index + 1
                 break
@@ -205,7 +206,7 @@ class ConsumerLoop:
         metrics.observe_attempts(self.name, outcomes)
         if self.consumer.ordered:
             # A subject's next row becomes claimable only once this one is completed.
-            await self._complete(completions)
+            await self._complete(completions, group)
         else:
             # The completion is written while the next batch is claimed and sent: rows
             # that arrived meanwhile do not also wait for this round trip. Safe, because
@@ -213,7 +214,7 @@ class ConsumerLoop:
             # slows the loop rather than piling up writes.
             while len(self._completing) >= MAX_PENDING_COMPLETIONS:
                 await asyncio.wait(self._completing, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(self._complete(completions))
+            task = asyncio.create_task(self._complete(completions, group))
             self._completing.add(task)
             task.add_done_callback(self._completing.discard)
         # Go again until a claim comes back empty: rows may have arrived meanwhile, and for
@@ -280,14 +281,21 @@ class ConsumerLoop:
             completions.append(outbox.Completion(outcome, attempt, delay))
         return completions
 
-    async def _complete(self, completions: Sequence[outbox.Completion]) -> None:
+    async def _complete(
+        self, completions: Sequence[outbox.Completion], buckets: Sequence[int]
+    ) -> None:
         give_up_at = time.monotonic() + self.lease_s * COMPLETE_LEASE_SHARE
         n = 0
         while True:
             n += 1
             try:
                 recorded = await outbox.complete(
-                    self.pool, self.name, self.consumer, completions, dispatcher=self.dispatcher
+                    self.pool,
+                    self.name,
+                    self.consumer,
+                    completions,
+                    dispatcher=self.dispatcher,
+                    buckets=buckets,
                 )
                 break
             except (PoolTimeout, psycopg.OperationalError) as exc:

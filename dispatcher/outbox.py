@@ -91,7 +91,7 @@ async def claim(
     (None: the pool's)."""
     params: dict[str, object] = {
         "consumer": consumer,
-        "buckets": list(buckets),
+        "buckets": None if buckets is None else list(buckets),
         "limit": limit,
         "lease_s": lease_s,
         "dispatcher": dispatcher,
@@ -137,10 +137,14 @@ async def complete(
     completions: Sequence[Completion],
     *,
     dispatcher: str,
+    buckets: Sequence[int] | None,
 ) -> list[Recorded]:
+    """Record a batch's outcomes (complete_outbox); `buckets`: those its claim named (on a
+    Citus cluster the statement then goes to their shard only), None for any."""
     if not completions:
         return []
     params: dict[str, object] = {
+        "buckets": None if buckets is None else list(buckets),
         "ids": [c.outcome.outbox_id for c in completions],
         "attempts": [c.attempt for c in completions],
         "outcomes": [c.outcome.kind for c in completions],

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.consumers import (
     Received,
@@ -27,6 +28,7 @@ SUBJECTS = 50
 PER_SUBJECT = 20
 
 
+@pytest.mark.citus
 async def test_ordered_consumer_delivers_each_subjects_marks_in_order(
     db: Conn, db_url: str
 ) -> None:

@@ -108,7 +108,8 @@ RETURNING o.id, o.event_id::text, o.ordering_key, o.payload, o.attempts, o.creat
 -- purpose: record a delivered batch in one statement: every attempt becomes a
 --   delivery_attempts row, and each row still held by this claim becomes delivered, due
 --   again after its backoff delay, failed (the consumer refused it: outcome 'failed') or
---   dead (retries or age ran out). Input arrays are parallel, one per attempt.
+--   dead (retries or age ran out). Input arrays are parallel, one per attempt; `buckets`
+--   are those the batch's claim named (on a Citus cluster: one shard's), NULL for any.
 WITH input AS (
     -- now() once, here, and every CASE in the CTEs: Citus takes no stable function (nor
     -- timestamptz arithmetic) inside a CASE of an UPDATE.
@@ -131,7 +132,10 @@ decided AS (
                 THEN 'dead'
                 ELSE i.outcome
            END AS outcome
-    FROM input AS i JOIN outbox AS o ON o.id = i.id
+    FROM input AS i
+    JOIN outbox AS o
+      ON o.id = i.id
+     AND (%(buckets)s::smallint[] IS NULL OR o.bucket = ANY(%(buckets)s::smallint[]))
 ),
 settled AS (
     SELECT d.*,
@@ -153,7 +157,9 @@ changed AS (
         delivered_at = d.delivered_at,
         updated_at = d.stamp
     FROM settled AS d
-    WHERE o.id = d.id AND o.bucket = d.bucket AND o.status = 'pending' AND o.attempts = d.attempt
+    WHERE o.id = d.id AND o.bucket = d.bucket
+      AND (%(buckets)s::smallint[] IS NULL OR o.bucket = ANY(%(buckets)s::smallint[]))
+      AND o.status = 'pending' AND o.attempts = d.attempt
       AND o.claimed_by = %(dispatcher)s
     RETURNING o.id
 ),

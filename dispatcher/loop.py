@@ -184,9 +184,18 @@ class ConsumerLoop:
         """Claim, deliver and complete one batch; True if it found rows."""
         groups = self.buckets()
         if not groups:
-            return False  # none leased yet: the lease keeper wakes the loop when it has some
-        # One group after another from where the last batch left off, until one has rows.
+            # None leased yet: the lease keeper wakes the loop when it has some, and the
+            # sweep finds the retries whose timers fire meanwhile.
+            self._retries.drop_due(time.monotonic())
+            return False
+        # One group after another from where the last batch left off, until one has rows;
+        # first the group of a retry that just fell due, if any.
+        fired = self._retries.drop_due(time.monotonic())
         start = self._next_group % len(groups)
+        for buckets in fired:
+            if tuple(buckets) in groups:
+                start = groups.index(tuple(buckets))
+                break
         for n in range(len(groups)):
             index = (start + n) % len(groups)
             group = groups[index]
@@ -194,7 +203,6 @@ class ConsumerLoop:
             if batch:
                 self._next_group = index + 1
                 break
-        self._retries.drop_due(time.monotonic())
         if not batch:
             return False
         self._last_rows_at = time.monotonic()
@@ -317,7 +325,7 @@ class ConsumerLoop:
         # before: a timer firing while the rows were still leased would be spent on an
         # empty claim.
         delays = [c.delay_s for c in completions if c.delay_s is not None]
-        if self._retries.arm(time.monotonic(), delays):
+        if self._retries.arm(time.monotonic(), delays, buckets):
             self._event.set()
         lost = sum(1 for r in recorded if not r.applied)
         if lost:

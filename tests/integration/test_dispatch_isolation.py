@@ -142,10 +142,12 @@ async def test_rate_limit_spaces_requests(db: Conn, db_url: str) -> None:
     arrivals = sorted(r.at for r in consumer.requests)
     # A full bucket (20) goes at once, the other 30 at 20/s: about 1.5 s.
     assert arrivals[-1] - arrivals[0] >= 1.3
-    # No more than a bucket plus a second's worth in any one-second window.
+    # No more than a bucket plus a second's worth in any one-second window (41), give or take
+    # two that a busy machine delivered late into the next window (sent on time: without
+    # the limit all 50 would arrive within a tenth of a second).
     for n, start in enumerate(arrivals):
         in_window = sum(1 for a in arrivals[n:] if a - start < 1.0)
-        assert in_window <= 41
+        assert in_window <= 43
 
 
 async def test_rows_of_disabled_and_unknown_consumers_wait_and_are_reported(

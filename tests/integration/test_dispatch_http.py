@@ -211,6 +211,7 @@ async def test_retry_after_is_honoured(db: Conn, db_url: str) -> None:
     assert 1.0 <= second.at - first.at < 2.5
 
 
+@pytest.mark.citus
 async def test_400_fails_after_one_attempt_and_redeliver_brings_it_back(
     db: Conn, db_url: str
 ) -> None:

@@ -64,23 +64,27 @@ async def add_row(
             [notification_type],
         )
     payload = {"tag": tag} if tag else {}
+    # A notification's rows are its user's, in the user's bucket, as the fan-out makes them.
+    subject = "anna" if notification_type else "k"
     return int(
         await scalar(
             db,
             "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,"
             " created_at, notification_id, last_error, bucket)"
-            " VALUES (%s, %s, 'k', %s, %s, 3, now() - %s, %s,"
+            " VALUES (%s, %s, %s, %s, %s, 3, now() - %s, %s,"
             "         CASE WHEN %s IN ('failed', 'dead') THEN 'HTTP 400' END,"
-            "         subject_bucket('k'))"
+            "         subject_bucket(%s))"
             " RETURNING id",
             [
                 "notification" if notification_type else "seen",
                 consumer,
+                subject,
                 json.dumps(payload),
                 status,
                 created_ago,
                 notification_id,
                 status,
+                subject,
             ],
         )
     )
@@ -95,6 +99,7 @@ async def status_of(db: Conn, row_id: int) -> str:
     return str(await scalar(db, "SELECT status FROM outbox WHERE id = %s", [row_id]))
 
 
+@pytest.mark.citus
 async def test_status_dead_takes_what_ran_out_of_retries_and_failed_what_was_refused(
     db: Conn, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -159,6 +164,7 @@ async def test_status_dead_takes_what_ran_out_of_retries_and_failed_what_was_ref
     assert wakes == 1
 
 
+@pytest.mark.citus
 async def test_the_selection_takes_only_requeueable_rows_and_every_filter_narrows_it(
     db: Conn,
 ) -> None:
@@ -201,6 +207,7 @@ async def test_the_selection_takes_only_requeueable_rows_and_every_filter_narrow
     assert (candidate.attempts, candidate.last_error) == (3, "HTTP 400")
 
 
+@pytest.mark.citus
 async def test_requeue_is_one_transaction_with_its_audit_row_and_harmless_twice(
     db: Conn,
 ) -> None:
@@ -246,6 +253,7 @@ async def test_requeue_is_one_transaction_with_its_audit_row_and_harmless_twice(
     assert ip == "10.0.0.7"
 
 
+@pytest.mark.citus
 async def test_a_failed_requeue_leaves_neither_rows_nor_audit_behind(db: Conn) -> None:
     row = await add_row(db, "dead")
     with pytest.raises(psycopg.errors.NotNullViolation):
@@ -255,6 +263,7 @@ async def test_a_failed_requeue_leaves_neither_rows_nor_audit_behind(db: Conn) -
     assert await audit_rows(db) == []
 
 
+@pytest.mark.citus
 def test_a_filter_names_only_states_that_can_be_requeued() -> None:
     with pytest.raises(ValueError, match="'pending' cannot be requeued"):
         RedeliverFilter(statuses=("pending",))  # type: ignore[arg-type]
@@ -269,6 +278,7 @@ def test_a_filter_names_only_states_that_can_be_requeued() -> None:
     assert not RedeliverFilter().narrowed()
 
 
+@pytest.mark.citus
 def test_the_help_speaks_the_row_states_and_the_example_configs_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

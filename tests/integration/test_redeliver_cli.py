@@ -47,6 +47,7 @@ def resolve(
     return target.url, target.source, target.embedded, calls
 
 
+@pytest.mark.citus
 def test_the_config_is_the_named_one_else_a_local_one_else_the_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -58,6 +59,7 @@ def test_the_config_is_the_named_one_else_a_local_one_else_the_example(
     assert config_path({}) == tmp_path / "mark-notify.toml"
 
 
+@pytest.mark.citus
 def test_the_database_is_the_flag_then_the_environment_then_the_config_then_bin_devs(
     tmp_path: Path,
 ) -> None:
@@ -90,6 +92,7 @@ def test_the_database_is_the_flag_then_the_environment_then_the_config_then_bin_
     assert embedded or Path(ops_database.LOCAL_CONFIG).is_file()
 
 
+@pytest.mark.citus
 def test_a_broken_config_is_named_unless_the_environment_settles_it(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("[database]\nurl = 42\n")
@@ -101,6 +104,7 @@ def test_a_broken_config_is_named_unless_the_environment_settles_it(tmp_path: Pa
     assert url == "postgresql://e/e"
 
 
+@pytest.mark.citus
 def test_urls_are_shown_without_their_password() -> None:
     assert display_url("postgresql://mn:s3cret@db:5432/mn") == "postgresql://mn:***@db:5432/mn"
     assert display_url("host=db password=s3cret dbname=mn") == "host=db password=*** dbname=mn"
@@ -108,6 +112,7 @@ def test_urls_are_shown_without_their_password() -> None:
     assert display_url(embedded) == embedded
 
 
+@pytest.mark.citus
 def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it_running(
     embedded_tmp_path: Path,
 ) -> None:
@@ -149,6 +154,7 @@ def test_bin_redeliver_after_bin_dev_reaches_its_embedded_database_and_leaves_it
         pgserver.get_server(data_dir).cleanup()  # type: ignore[attr-defined]
 
 
+@pytest.mark.citus
 def test_the_help_examples_name_what_the_example_config_defines() -> None:
     """A newcomer copies an example from --help: its names must exist in bin/dev's config."""
     from service.config.load import load_config

@@ -18,7 +18,8 @@ SELECT o.id, o.kind, o.consumer, o.ordering_key AS subject, o.status, o.reason,
        o.attempts, o.last_error, o.created_at, o.updated_at, o.next_attempt_at,
        o.payload ->> 'tag' AS tag, n.type AS event_type, n.user_id
 FROM outbox AS o
-LEFT JOIN notifications AS n ON n.id = o.notification_id
+-- The bucket too: a notification's rows share its bucket (and its shard, on Citus).
+LEFT JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
 WHERE (%(before)s::bigint IS NULL OR o.id < %(before)s::bigint)
   AND (%(consumers)s::text[] IS NULL OR o.consumer = ANY(%(consumers)s::text[]))
   AND (%(statuses)s::text[] IS NULL OR o.status = ANY(%(statuses)s::text[]))
@@ -41,7 +42,8 @@ SELECT o.id, o.event_id, o.kind, o.consumer, o.ordering_key AS subject, o.payloa
        o.requeued_at, o.notification_id, o.payload ->> 'tag' AS tag, n.type AS event_type,
        n.user_id, n.category, n.event_id AS notification_event_id
 FROM outbox AS o
-LEFT JOIN notifications AS n ON n.id = o.notification_id
+-- The bucket too: a notification's rows share its bucket (and its shard, on Citus).
+LEFT JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
 WHERE o.id = %(id)s;
 
 -- name: admin_delivery_attempts

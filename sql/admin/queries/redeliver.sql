@@ -10,7 +10,8 @@
 SELECT o.id, o.consumer, o.payload ->> 'tag' AS tag, n.type AS event_type, o.status,
        o.attempts, o.last_error, o.created_at, o.updated_at
 FROM outbox AS o
-LEFT JOIN notifications AS n ON n.id = o.notification_id
+-- The bucket too: a notification's rows share its bucket (and its shard, on Citus).
+LEFT JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
 WHERE o.status = ANY(%(statuses)s::text[])
   AND o.status IN ('failed', 'dead', 'delivered')
   AND (%(consumers)s::text[] IS NULL OR o.consumer = ANY(%(consumers)s::text[]))
@@ -29,14 +30,13 @@ LIMIT %(limit)s;
 --   requeued_at), and wake one dispatcher per consumer as the write path does. Only rows
 --   still in one of `statuses` (of 'failed', 'dead', 'delivered') are taken: one that was
 --   requeued meanwhile is pending and left alone, so running it twice is harmless, and a
---   concurrent run waits for the row lock and then skips it. Locks are taken in id order,
---   so two runs cannot deadlock.
+--   concurrent run waits for the row lock and then skips it: the update checks the state
+--   again on the row as it is then. (No FOR UPDATE first: Citus locks rows only within
+--   one shard.)
 WITH picked AS (
-    SELECT o.id, o.status FROM outbox AS o
+    SELECT o.id, o.bucket, o.status FROM outbox AS o
     WHERE o.id = ANY(%(ids)s::bigint[]) AND o.status = ANY(%(statuses)s::text[])
       AND o.status IN ('failed', 'dead', 'delivered')
-    ORDER BY o.id
-    FOR UPDATE
 ),
 requeued AS (
     UPDATE outbox AS o
@@ -44,7 +44,7 @@ requeued AS (
         next_attempt_at = now(), claimed_until = NULL, last_error = NULL,
         delivered_at = NULL, updated_at = now()
     FROM picked AS p
-    WHERE o.id = p.id
+    WHERE o.id = p.id AND o.bucket = p.bucket AND o.status = p.status
     RETURNING o.consumer, p.status
 ),
 woken AS (

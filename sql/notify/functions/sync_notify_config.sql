@@ -10,6 +10,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     at timestamptz := now();
 BEGIN
+    -- One sync at a time (the API and every dispatcher sync at start): on a cluster two
+    -- concurrent writes of these reference tables can deadlock on Citus' own shard locks.
+    -- The function runs on the coordinator, so the lock is one for every caller.
+    PERFORM pg_advisory_xact_lock(hashtext('mark-notify:notify-config-sync'));
     WITH given AS MATERIALIZED (SELECT key, value, at AS stamp FROM jsonb_each(channels))
     INSERT INTO notify_channels AS c (name, kind, enabled, updated_at)
     SELECT key, value ->> 'kind', true, stamp FROM given

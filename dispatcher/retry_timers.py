@@ -29,9 +29,11 @@ class RetryTimers:
     def drop_due(self, now: float) -> list[tuple[int, ...]]:
         """Forget the timers that have fired (a claim now takes their rows); returns their
         buckets, soonest first."""
-        fired = []
+        fired: list[tuple[int, ...]] = []
         while self._due and self._due[0][0] <= now:
-            fired.append(heapq.heappop(self._due)[1])
+            buckets = heapq.heappop(self._due)[1]
+            if buckets not in fired:
+                fired.append(buckets)
         return fired
 
     def wait(self, now: float, longest: float) -> float:

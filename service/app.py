@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import metrics, openapi
 from service.admin.mount import admin_mount
 from service.config.load import Config, load_config
-from service.database import make_pool, resolve_url
+from service.database import database_unreachable, make_pool, resolve_url
 from service.errors import ApiError, api_error
 from service.http import error_response, json_response, serve_logged
 from service.http_limits import headers_too_large, refuse_headers
@@ -143,7 +143,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, PoolTimeout | psycopg.OperationalError):
+    if database_unreachable(exc):
         return error_response(state_of(request).unavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(api_error("internal_error"))

@@ -10,9 +10,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.config.base import ROOT, ConfigError
 from service.config.core import DatabaseSettings
@@ -25,6 +26,25 @@ TEST_DATA_DIR = ROOT / ".data" / "pg-test"
 CONNECTION_OPTIONS = "-c TimeZone=UTC"
 # See make_pool.
 RECONNECT_TIMEOUT_S = 1.0
+
+
+# How Citus words a worker it cannot reach; it reports it as internal_error (XX000).
+CITUS_NODE_UNREACHABLE = (
+    "failure on connection marked as essential",
+    "connection to the remote node",
+    "could not establish any connections to the node",
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether this error means the database (or, on Citus, one of its nodes) is out of
+    reach for now, so the request is answered 503 and nothing was written: the pool's
+    timeout, a lost connection, or a Citus worker that is down."""
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError):
+        return True
+    return isinstance(exc, psycopg.errors.InternalError_) and str(exc).startswith(
+        CITUS_NODE_UNREACHABLE
+    )
 
 
 def start_embedded(data_dir: Path, *, stop_at_exit: bool) -> str:

@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from service.database import database_unreachable
 from service.logs import request_context
 from service.metrics import observe_commit
 from service.sql import q
@@ -176,7 +177,9 @@ class GroupCommitter:
                 new = await record_marks(conn, rows)
             self.transactions += 1
             return new
-        except (PoolTimeout, psycopg.OperationalError) as exc:
+        except (PoolTimeout, psycopg.Error) as exc:
+            if not database_unreachable(exc):
+                raise
             raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:

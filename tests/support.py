@@ -280,3 +280,12 @@ def empty_database(url: str) -> None:
         ).fetchall()
         for (table,) in tables:
             conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(table)))
+        # The day partitions a test made go too, and the days a new database has are made.
+        days = conn.execute(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent IN ('outbox'::regclass, 'delivery_attempts'::regclass)"
+            " AND c.relname NOT LIKE '%%\\_default'"
+        ).fetchall()
+        for (day,) in days:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(day)))
+        conn.execute("SELECT maintain_partitions()")

@@ -31,10 +31,13 @@ KINDS = ("delivered", "dead", "attempts", "digest_items")
 
 
 def params(
-    settings: RetentionSettings, reached: Mapping[str, datetime | None] | None = None
+    settings: RetentionSettings,
+    reached: Mapping[str, datetime | None] | None = None,
+    buckets: list[int] | None = None,
 ) -> dict[str, Any]:
     """The parameters of the retention queries for these settings; `reached`: where each
-    kind's previous batch got to (none: start from the oldest)."""
+    kind's previous batch got to (none: start from the oldest); `buckets`: the group of
+    buckets a batch prunes (none: every bucket)."""
     return {
         "delivered": settings.delivered,
         "inbox": settings.inbox,
@@ -43,6 +46,7 @@ def params(
         "digest_items": settings.digest_items,
         "batch_size": settings.batch_size,
         "pause": settings.pause,
+        "buckets": buckets,
     } | {f"{kind}_from": (reached or {}).get(kind) for kind in KINDS}
 
 
@@ -66,19 +70,25 @@ async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings)
         if not await cur.fetchall():
             break
         totals["days"] += 1
-    # Where each kind got to: the next batch starts there rather than stepping again over
-    # the index entries of the rows pruned so far.
-    reached: dict[str, datetime | None] = dict.fromkeys(KINDS)
+    # Group by group of buckets: one on one server; on Citus one per shard, so that each
+    # batch is routed to one shard (row locks with SKIP LOCKED are refused across shards).
+    cur = await conn.execute(q("bucket_groups"))
+    groups = [list(row[0]) for row in await cur.fetchall()]
     pause = settings.pause.total_seconds()
-    while True:
-        cur = await conn.execute(q("prune_retention_batch"), params(settings, reached))
-        more = False
-        for kind, pruned, full_batch, at in await cur.fetchall():
-            totals[kind] += int(pruned)
-            reached[kind] = at
-            more = more or bool(full_batch)
-        totals["batches"] += 1
-        if not more:
-            return totals
-        if pause > 0:
-            await asyncio.sleep(pause)
+    for buckets in groups:
+        # Where each kind got to: the next batch starts there rather than stepping again
+        # over the index entries of the rows pruned so far.
+        reached: dict[str, datetime | None] = dict.fromkeys(KINDS)
+        while True:
+            cur = await conn.execute(q("prune_retention_batch"), params(settings, reached, buckets))
+            more = False
+            for kind, pruned, full_batch, at in await cur.fetchall():
+                totals[kind] += int(pruned)
+                reached[kind] = at
+                more = more or bool(full_batch)
+            totals["batches"] += 1
+            if not more:
+                break
+            if pause > 0:
+                await asyncio.sleep(pause)
+    return totals

@@ -75,9 +75,10 @@ SELECT n.id AS notification_id, n.type AS event_type, n.created_at, o.consumer A
            WHERE m.tag = coalesce(nullif(current_setting('mark_notify.seen_tag', true), ''),
                                   'notifications')
              AND m.item_id = n.id::text AND m.subject_key = 'client:' || n.user_id
+             AND m.bucket = n.bucket
        ) AS seen
 FROM notifications AS n
-JOIN outbox AS o ON o.notification_id = n.id
+JOIN outbox AS o ON o.notification_id = n.id AND o.bucket = n.bucket
 UNION ALL
 SELECT n.id, n.type, n.created_at, s.key, 'suppressed', s.value, false, false
 FROM notifications AS n

@@ -18,7 +18,7 @@ CREATE TABLE digest_items (
     notification_id bigint,
     flushed_at      timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    -- subject_bucket(user_id)
+    -- user_bucket(user_id)
     bucket          smallint    NOT NULL,
     PRIMARY KEY (id, bucket)
 );

@@ -124,7 +124,7 @@ CREATE INDEX events_type_created_idx ON events (type, created_at);
 -- 'notification', consumer = channel); a channel not sent at all is in `suppressed`
 -- (channel -> 'muted' | 'preference' | 'no_contact'). The user id is cleared when the
 -- user is erased, leaving anonymous history. Seen = a seen mark of [notify].seen_tag with
--- the notification id, by this user. bucket: subject_bucket(user_id) as written (erasure
+-- the notification id, by this user. bucket: user_bucket(user_id) as written (erasure
 -- clears the user, not the bucket).
 CREATE TABLE notifications (
     id         bigint      GENERATED ALWAYS AS IDENTITY,

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+import pytest
 from playwright.async_api import Dialog, Page, expect
 
 from tests.admin_browser import admin_site
@@ -26,6 +27,9 @@ from tests.consumers import (
 from tests.support import make_config, serve
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+# On the Citus cluster too (`pytest --citus`): the deliveries page and its redelivery.
+pytestmark = pytest.mark.citus
 
 
 @asynccontextmanager
@@ -78,7 +82,7 @@ async def dead_notification(db: Conn, user_id: str, event_type: str, channel: st
     notification = await scalar(
         db,
         "INSERT INTO notifications (event_id, user_id, type, category, bucket)"
-        " VALUES (gen_random_uuid(), %s, %s, 'billing', subject_bucket(%s)) RETURNING id",
+        " VALUES (gen_random_uuid(), %s, %s, 'billing', user_bucket(%s)) RETURNING id",
         [user_id, event_type, user_id],
     )
     outbox_id: int = await scalar(
@@ -86,7 +90,7 @@ async def dead_notification(db: Conn, user_id: str, event_type: str, channel: st
         "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, attempts,"
         " last_error, notification_id, created_at, updated_at, bucket)"
         " VALUES ('notification', %s, %s, '{}', 'dead', 2, 'HTTP 503 from sms-fallback', %s,"
-        " now() - interval '1 hour', now() - interval '50 minutes', subject_bucket(%s))"
+        " now() - interval '1 hour', now() - interval '50 minutes', user_bucket(%s))"
         " RETURNING id",
         [channel, user_id, notification, user_id],
     )
@@ -94,12 +98,10 @@ async def dead_notification(db: Conn, user_id: str, event_type: str, channel: st
         "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms,"
         " outcome, status_code, error, provider, bucket) VALUES"
         " (%(id)s, 1, %(c)s, now() - interval '55 minutes', 120, 'retry', 503,"
-        "  'HTTP 503 from sms-primary', 'sms-primary',"
-        "  (SELECT bucket FROM outbox WHERE id = %(id)s)),"
+        "  'HTTP 503 from sms-primary', 'sms-primary', user_bucket(%(user)s)),"
         " (%(id)s, 2, %(c)s, now() - interval '50 minutes', 80, 'dead', 503,"
-        "  'HTTP 503 from sms-fallback', 'sms-fallback',"
-        "  (SELECT bucket FROM outbox WHERE id = %(id)s))",
-        {"id": outbox_id, "c": channel},
+        "  'HTTP 503 from sms-fallback', 'sms-fallback', user_bucket(%(user)s))",
+        {"id": outbox_id, "c": channel, "user": user_id},
     )
     return outbox_id
 

@@ -71,7 +71,7 @@ INSERT INTO notifications (id, event_id, user_id, type, category, suppressed, cr
                            bucket)
 OVERRIDING SYSTEM VALUE
 SELECT id, gen_random_uuid(), user_id, type, category, suppressed::jsonb,
-       created_at::timestamptz, subject_bucket(coalesce(user_id, 'erased'))
+       created_at::timestamptz, user_bucket(coalesce(user_id, 'erased'))
 FROM (VALUES (1, 'u1', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
              (2, 'u2', 'new_episode', 'marketing', NULL, '2024-03-04 08:00+00'),
              (3, 'u3', 'new_episode', 'marketing', '{"push": "no_contact"}',
@@ -87,7 +87,7 @@ INSERT INTO outbox (kind, consumer, ordering_key, payload, status, reason, notif
                     created_at, delivered_at, bucket)
 SELECT 'notification', channel, 'u', payload::jsonb, status, reason, n, '2024-03-04 08:00+00',
        CASE WHEN status = 'delivered' THEN timestamptz '2024-03-06 09:00+00' END,
-       subject_bucket('u')
+       (SELECT nn.bucket FROM notifications AS nn WHERE nn.id = v.n)
 FROM (VALUES (1, 'email', 'delivered', NULL, '{}'), (1, 'push', 'delivered', NULL, '{}'),
              (2, 'email', 'failed', NULL, '{}'), (2, 'push', 'delivered', NULL, '{}'),
              (3, 'email', 'dead', NULL, '{}'),

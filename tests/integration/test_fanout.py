@@ -19,6 +19,9 @@ from tests.support import make_config
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
+# On the Citus cluster too (`pytest --citus`): the fan-out runs there unchanged.
+pytestmark = pytest.mark.citus
+
 EPISODE = {"series": "Dark", "episode": 3, "title": "Past and Present", "url": "https://x/e3"}
 
 

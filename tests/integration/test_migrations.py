@@ -160,6 +160,7 @@ REVISIONS = [
     "0008_preference_rule",
     "0009_shard_key",
     "0010_citus",
+    "0011_user_bucket",
 ]
 
 
@@ -264,3 +265,51 @@ def test_alembic_version_is_not_part_of_the_snapshot(db_url: str) -> None:
         conn.execute("DROP TABLE alembic_version")
         assert differences(with_version, snapshot(conn)) == {}
         conn.rollback()
+
+
+def buckets_of(url: str) -> list[tuple[str, bool]]:
+    """Per table, whether the rows of user 'anna' sit in user_bucket('anna')."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT 'notifications', bucket = subject_bucket('client:anna') FROM notifications"
+            " UNION ALL SELECT 'outbox', bucket = subject_bucket('client:anna') FROM outbox"
+            " UNION ALL SELECT 'delivery_attempts', bucket = subject_bucket('client:anna')"
+            "   FROM delivery_attempts"
+            " UNION ALL SELECT 'digest_items', bucket = subject_bucket('client:anna')"
+            "   FROM digest_items"
+            " ORDER BY 1"
+        ).fetchall()
+    return [(str(table), bool(moved)) for table, moved in rows]
+
+
+def test_user_bucket_moves_a_users_rows_and_back(pg_server_url: str) -> None:
+    """0011 moves a user's rows written under 0010 (bucket of the user id) into the bucket
+    of the user's seen marks, and its downgrade moves them back."""
+    with scratch_database(pg_server_url) as url:
+        migrate.upgrade(url, "0010_citus")
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "WITH n AS ("
+                "  INSERT INTO notifications (event_id, user_id, type, category, bucket)"
+                "  VALUES (gen_random_uuid(), 'anna', 'new_episode', 'content',"
+                "          subject_bucket('anna')) RETURNING id, bucket),"
+                " o AS ("
+                "  INSERT INTO outbox (kind, consumer, ordering_key, payload, notification_id,"
+                "                      bucket)"
+                "  SELECT 'notification', 'email', 'anna', '{}', n.id, n.bucket FROM n"
+                "  RETURNING id, bucket)"
+                " INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at,"
+                "                                duration_ms, outcome, bucket)"
+                " SELECT o.id, 1, 'email', now(), 5, 'retry', o.bucket FROM o"
+            )
+            conn.execute(
+                "INSERT INTO digest_items (event_id, user_id, type, digest_key, bucket)"
+                " VALUES (gen_random_uuid(), 'anna', 'comment_likes', 'c1',"
+                "         subject_bucket('anna'))"
+            )
+        tables = ["delivery_attempts", "digest_items", "notifications", "outbox"]
+        assert buckets_of(url) == [(t, False) for t in tables]
+        migrate.upgrade(url, "0011_user_bucket")
+        assert buckets_of(url) == [(t, True) for t in tables]
+        migrate.downgrade(url, "0010_citus")
+        assert buckets_of(url) == [(t, False) for t in tables]

@@ -21,6 +21,9 @@ from tests.plain_role import plain_role
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
+# On the Citus cluster too (`pytest --citus`): retention by day and by row, group by group.
+pytestmark = pytest.mark.citus
+
 
 def of(query: LiteralString, table: str) -> sql.Composed:
     return sql.SQL(query).format(sql.Identifier(table))

@@ -59,7 +59,7 @@ async def add_row(
         notification_id = await scalar(
             db,
             "INSERT INTO notifications (event_id, user_id, type, category, bucket)"
-            " VALUES (gen_random_uuid(), 'anna', %s, 'content', subject_bucket('anna'))"
+            " VALUES (gen_random_uuid(), 'anna', %s, 'content', user_bucket('anna'))"
             " RETURNING id",
             [notification_type],
         )
@@ -73,7 +73,8 @@ async def add_row(
             " created_at, notification_id, last_error, bucket)"
             " VALUES (%s, %s, %s, %s, %s, 3, now() - %s, %s,"
             "         CASE WHEN %s IN ('failed', 'dead') THEN 'HTTP 400' END,"
-            "         subject_bucket(%s))"
+            "         CASE WHEN %s = 'notification' THEN user_bucket(%s)"
+            "              ELSE subject_bucket(%s) END)"
             " RETURNING id",
             [
                 "notification" if notification_type else "seen",
@@ -84,6 +85,8 @@ async def add_row(
                 created_ago,
                 notification_id,
                 status,
+                "notification" if notification_type else "seen",
+                subject,
                 subject,
             ],
         )

@@ -17,6 +17,9 @@ from tests.consumers import scalar
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
+# On the Citus cluster too (`pytest --citus`): retention by day and by row, group by group.
+pytestmark = pytest.mark.citus
+
 DEFAULTS = RetentionSettings()  # delivered 7 d, inbox 90 d, dead 30 d, attempts 30 d
 
 
@@ -28,15 +31,16 @@ async def add_row(
     consumer: str = "promotions",
     attempts_age: tuple[timedelta, ...] = (),
 ) -> int:
-    """An outbox row last changed `age` ago, with one attempt per entry of attempts_age."""
+    """An outbox row last changed `age` ago, with one attempt per entry of attempts_age;
+    in u1's bucket, as are the digest items (one group of buckets, one shard on Citus)."""
     kind = "seen" if consumer == "promotions" else "notification"
     row_id = int(
         await scalar(
             db,
             "INSERT INTO outbox (kind, consumer, ordering_key, payload, status, created_at,"
             " updated_at, delivered_at, bucket)"
-            " VALUES (%s, %s, 'k', '{}', %s, now() - %s - interval '1 hour', now() - %s,"
-            "         CASE WHEN %s = 'delivered' THEN now() - %s END, subject_bucket('k'))"
+            " VALUES (%s, %s, 'client:u1', '{}', %s, now() - %s - interval '1 hour', now() - %s,"
+            "         CASE WHEN %s = 'delivered' THEN now() - %s END, user_bucket('u1'))"
             " RETURNING id",
             [kind, consumer, status, age, age, status, age],
         )
@@ -46,10 +50,16 @@ async def add_row(
             "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at,"
             " duration_ms, outcome, updated_at, bucket)"
             " VALUES (%s, %s, %s, now() - %s, 5, 'retry', now() - %s,"
-            "         (SELECT bucket FROM outbox WHERE id = %s))",
-            [row_id, n, consumer, attempt_age, attempt_age, row_id],
+            "         user_bucket('u1'))",  # the row's bucket
+            [row_id, n, consumer, attempt_age, attempt_age],
         )
     return row_id
+
+
+async def group_count(db: Conn) -> int:
+    """The groups of buckets the prune goes through, a batch at least for each: one on one
+    server, one per shard on Citus."""
+    return int(await scalar(db, "SELECT count(*) FROM bucket_groups()"))
 
 
 async def add_digest_item(db: Conn, age: timedelta, *, flushed: bool) -> int:
@@ -61,7 +71,7 @@ async def add_digest_item(db: Conn, age: timedelta, *, flushed: bool) -> int:
             " notification_id, flushed_at, bucket)"
             " VALUES (gen_random_uuid(), 'u1', 'comment_likes', 'c1', now() - %s,"
             "         CASE WHEN %s THEN 1 END, CASE WHEN %s THEN now() - %s END,"
-            "         subject_bucket('u1'))"
+            "         user_bucket('u1'))"
             " RETURNING id",
             [age, flushed, flushed, age],
         )
@@ -118,6 +128,7 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
     young_item = await add_digest_item(db, days(6), flushed=True)
     open_item = await add_digest_item(db, days(100), flushed=False)
 
+    groups = await group_count(db)
     if driver == "python":
         pruned = await prune(db, DEFAULTS)
         assert pruned == {
@@ -125,7 +136,7 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
             "dead": 1,
             "attempts": 2 + 1 + 2 + 1 + 1,  # with their rows, and inbox_aged's
             "digest_items": 1,
-            "batches": 1,
+            "batches": groups,
             "days": 0,  # these rows are in no day partition (test_partitions.py has those)
         }
     else:
@@ -152,7 +163,7 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
     if driver == "python":
         assert await prune(db, DEFAULTS) == dict.fromkeys(
             ["delivered", "dead", "attempts", "digest_items"], 0
-        ) | {"batches": 1, "days": 0}
+        ) | {"batches": groups, "days": 0}
 
 
 async def test_a_batch_is_bounded_and_takes_the_oldest_first(db: Conn) -> None:
@@ -172,7 +183,9 @@ async def test_a_batch_is_bounded_and_takes_the_oldest_first(db: Conn) -> None:
     ]
     small = RetentionSettings(batch_size=10)
 
-    cur = await db.execute(q("prune_retention_batch"), params(small))
+    # The group of the rows' bucket: on Citus a batch is routed to one shard.
+    group = await scalar(db, "SELECT g FROM bucket_groups() AS g WHERE user_bucket('u1') = ANY(g)")
+    cur = await db.execute(q("prune_retention_batch"), params(small, buckets=list(group)))
     batch = {kind: (pruned, full) for kind, pruned, full, _ in await cur.fetchall()}
     assert batch["delivered"] == (10, True)
     assert batch["digest_items"] == (10, True)
@@ -184,8 +197,8 @@ async def test_a_batch_is_bounded_and_takes_the_oldest_first(db: Conn) -> None:
     assert pruned["delivered"] == 15
     assert pruned["attempts"] == 15
     assert pruned["digest_items"] == 2
-    # 10 and then 5: a short batch ends the prune.
-    assert pruned["batches"] == 2
+    # 10 and then 5: a short batch ends the prune (and one batch in every other group).
+    assert pruned["batches"] == 2 + await group_count(db) - 1
     assert await ids(db, "outbox") == set()
     assert await ids(db, "attempts") == set()
 
@@ -207,7 +220,7 @@ async def test_rows_of_one_instant_are_all_pruned_across_batches(db: Conn, drive
     small = RetentionSettings(batch_size=10)
     if driver == "python":
         pruned = await prune(db, small)
-        assert (pruned["delivered"], pruned["batches"]) == (28, 3)
+        assert (pruned["delivered"], pruned["batches"]) == (28, 3 + await group_count(db) - 1)
     else:
         await call_procedure(db, small)
     assert await ids(db, "outbox") == set()
@@ -222,9 +235,13 @@ async def test_a_row_another_transaction_holds_is_skipped_not_waited_for(
     async with await psycopg.AsyncConnection.connect(db_url) as holder:
         # As bin/redeliver holds the rows it is about to requeue, until it commits.
         await holder.execute(
-            "SELECT id FROM outbox WHERE id = ANY(%s) FOR UPDATE", [[rows[1], dead]]
+            "SELECT id FROM outbox WHERE id = ANY(%s) AND bucket = user_bucket('u1') FOR UPDATE",
+            [[rows[1], dead]],
         )
-        await holder.execute("SELECT id FROM digest_items WHERE id = %s FOR UPDATE", [item])
+        await holder.execute(
+            "SELECT id FROM digest_items WHERE id = %s AND bucket = user_bucket('u1') FOR UPDATE",
+            [item],
+        )
 
         pruned = await asyncio.wait_for(prune(db, DEFAULTS), timeout=5)
         assert (pruned["delivered"], pruned["dead"], pruned["digest_items"]) == (2, 0, 0)

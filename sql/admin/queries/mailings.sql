@@ -13,7 +13,7 @@ LEFT JOIN events AS e ON e.id = m.event_id
 LEFT JOIN LATERAL (
     SELECT count(*) AS deliveries, count(*) FILTER (WHERE o.status <> 'pending') AS finished
     FROM notifications AS n
-    JOIN outbox AS o ON o.notification_id = n.id
+    JOIN outbox AS o ON o.notification_id = n.id AND o.bucket = n.bucket
     WHERE n.event_id = m.event_id
 ) AS p ON m.event_id IS NOT NULL
 ORDER BY m.id DESC

@@ -7,16 +7,18 @@
 --   from the user's seen mark of the notification, as the inbox and the status endpoints
 --   read it.
 WITH recent AS (
-    SELECT n.id, n.event_id, n.type, n.category, n.created_at, n.suppressed
+    SELECT n.id, n.bucket, n.event_id, n.type, n.category, n.created_at, n.suppressed
     FROM notifications AS n
-    WHERE n.user_id = %(user_id)s
+    -- One shard on Citus: a user's rows share user_bucket().
+    WHERE n.user_id = %(user_id)s AND n.bucket = user_bucket(%(user_id)s)
     ORDER BY n.id DESC
     LIMIT %(limit)s
 )
 SELECT r.id, r.event_id, r.type, r.category, r.created_at,
        (SELECT m.seen_at FROM seen_marks AS m
         WHERE m.tag = %(seen_tag)s AND m.item_id = r.id::text
-          AND m.subject_key = %(subject_key)s AND m.expires_at > now()) AS seen_at,
+          AND m.subject_key = %(subject_key)s AND m.expires_at > now()
+          AND m.bucket = r.bucket) AS seen_at,
        r.suppressed,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'channel', o.consumer, 'status', o.status, 'reason', o.reason,
@@ -24,7 +26,8 @@ SELECT r.id, r.event_id, r.type, r.category, r.created_at,
                             'next_attempt_at', o.next_attempt_at,
                             'delivered_at', o.delivered_at)
                         ORDER BY o.consumer, o.id)
-                 FROM outbox AS o WHERE o.notification_id = r.id), '[]') AS deliveries
+                 FROM outbox AS o
+                 WHERE o.notification_id = r.id AND o.bucket = r.bucket), '[]') AS deliveries
 FROM recent AS r
 ORDER BY r.id DESC;
 
@@ -36,8 +39,8 @@ ORDER BY r.id DESC;
 --   by time through seen_marks_updated_at_idx (`since`, an interval) and by `limit`.
 SELECT m.tag, m.item_id, m.seen_at, m.expires_at, o.status AS outbox_status
 FROM seen_marks AS m
-LEFT JOIN outbox AS o ON o.id = m.outbox_id
-WHERE m.subject_key = %(subject_key)s
+LEFT JOIN outbox AS o ON o.id = m.outbox_id AND o.bucket = m.bucket
+WHERE m.subject_key = %(subject_key)s AND m.bucket = subject_bucket(%(subject_key)s)
   AND m.updated_at >= now() - %(since)s::interval
 ORDER BY m.seen_at DESC
 LIMIT %(limit)s;

@@ -7,8 +7,9 @@ SELECT extversion AS version FROM pg_extension WHERE extname = 'citus';
 -- returns: rows (table_name text, placement text), in the order they must be placed
 -- purpose: where each table goes on a Citus cluster, the one list of it (docs/scaling.md),
 --   less the tables already placed. "reference": a copy on every node, read by the claims
---   and the fan-out on the workers (the catalog, the controls, and the users with their
---   preferences, devices and topics: docs/scaling.md says what that costs); "distributed": hash-distributed on `bucket`,
+--   and the fan-out on the workers (the catalog, the controls, the events, and the users
+--   with their preferences, devices and topics: docs/scaling.md says what that costs);
+--   "distributed": hash-distributed on `bucket`,
 --   every one co-located with outbox, so that a subject's rows share a shard. Every other
 --   table stays on the coordinator as a plain table.
 SELECT p.table_name, p.placement
@@ -22,11 +23,11 @@ FROM (VALUES
         (7, 'preferences', 'reference'),
         (8, 'push_devices', 'reference'),
         (9, 'user_topics', 'reference'),
-        (10, 'outbox', 'distributed'),
-        (11, 'delivery_attempts', 'distributed'),
-        (12, 'seen_marks', 'distributed'),
-        (13, 'notifications', 'distributed'),
-        (14, 'digest_items', 'distributed')
+        (11, 'outbox', 'distributed'),
+        (12, 'delivery_attempts', 'distributed'),
+        (13, 'seen_marks', 'distributed'),
+        (14, 'notifications', 'distributed'),
+        (15, 'digest_items', 'distributed')
      ) AS p (position, table_name, placement)
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition AS d
                   WHERE d.logicalrelid = p.table_name::regclass)

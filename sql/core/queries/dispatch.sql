@@ -260,7 +260,9 @@ WITH due AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
-facts AS (
+-- MATERIALIZED (as PostgreSQL does anyway for a CTE read three times): Citus works it
+-- out apart, and refuses a STABLE function of a column inside an UPDATE.
+facts AS MATERIALIZED (
     SELECT o.id, o.bucket, o.created_at, n.id AS notification_id, n.event_id, n.type,
            n.category, n.user_id,
            coalesce(c.transactional, false) AS transactional,
@@ -272,7 +274,9 @@ facts AS (
                WHEN coalesce((o.payload ->> 'escalation')::boolean, false) AND EXISTS (
                         SELECT 1 FROM seen_marks AS m
                         WHERE m.tag = %(seen_tag)s AND m.item_id = n.id::text
-                          AND m.subject_key = 'client:' || n.user_id)
+                          AND m.subject_key = 'client:' || n.user_id
+                          -- user_bucket(): the user's marks share the notification's shard.
+                          AND m.bucket = n.bucket)
                    THEN 'seen'
                WHEN e.send_at + make_interval(secs => t.ttl_s) < now() THEN 'expired'
                WHEN u.id IS NULL

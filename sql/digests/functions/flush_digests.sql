@@ -50,22 +50,29 @@ BEGIN
     -- joined to each other, only to tables through their indexes or to the few routes:
     -- the planner expects a handful of due digests (it cannot know how many are due), and
     -- a nested loop between two such sets would take minutes for 100,000 digests.
+    --
+    -- Grouped by the bucket too (a function of the user, so the same groups): on Citus
+    -- each shard aggregates its own items, and `open` reaches the coordinator as a
+    -- result, which the rest joins with events and the catalog there.
     WITH per_actor AS (
-        SELECT i.user_id, i.type, i.digest_key, i.actor, count(*) AS items,
+        SELECT i.bucket, i.user_id, i.type, i.digest_key, i.actor, count(*) AS items,
                min(i.created_at) AS first_at, max(i.created_at) AS last_at,
-               min(i.id) AS first_id, max(i.id) AS last_id
+               min(i.id) AS first_id, max(i.id) AS last_id,
+               (array_agg(i.event_id ORDER BY i.id DESC))[1] AS last_event
         FROM digest_items AS i
         WHERE i.notification_id IS NULL
-        GROUP BY i.user_id, i.type, i.digest_key, i.actor
+        GROUP BY i.bucket, i.user_id, i.type, i.digest_key, i.actor
     ),
-    open AS (
-        SELECT user_id, type, digest_key, sum(items)::bigint AS items, min(first_at) AS first_at,
-               max(last_at) AS last_at, max(last_id) AS last_id, count(actor) AS actor_count,
+    open AS MATERIALIZED (
+        SELECT bucket, user_id, type, digest_key, sum(items)::bigint AS items,
+               min(first_at) AS first_at, max(last_at) AS last_at,
+               (array_agg(last_event ORDER BY last_id DESC))[1] AS last_event,
+               count(actor) AS actor_count,
                array_agg(actor ORDER BY first_id) FILTER (WHERE actor IS NOT NULL) AS by_first,
                array_agg(actor ORDER BY last_id DESC) FILTER (WHERE actor IS NOT NULL)
                    AS by_last
         FROM per_actor
-        GROUP BY user_id, type, digest_key
+        GROUP BY bucket, user_id, type, digest_key
     ),
     due AS MATERIALIZED (
         SELECT o.user_id, o.type, o.digest_key, o.items, u.id IS NOT NULL AS known,
@@ -85,10 +92,9 @@ BEGIN
                    'others', o.actor_count
                              - coalesce(cardinality(o.by_first[1:t.digest_show_actors]), 0),
                    'digest_key', o.digest_key,
-                   'last', (SELECT e.data FROM digest_items AS newest
-                            JOIN events AS e ON e.id = newest.event_id
-                            WHERE newest.id = o.last_id)) AS data
+                   'last', e.data) AS data
         FROM open AS o
+        LEFT JOIN events AS e ON e.id = o.last_event
         JOIN notify_event_types AS t ON t.name = o.type AND t.enabled AND t.mode = 'digest'
         JOIN notify_categories AS c ON c.name = t.category
         LEFT JOIN users AS u ON u.id = o.user_id
@@ -150,7 +156,7 @@ BEGIN
         INSERT INTO notifications (id, bucket, event_id, user_id, type, category, suppressed,
                                    data)
         OVERRIDING SYSTEM VALUE
-        SELECT j.notification_id, subject_bucket(j.user_id), j.event_id, j.user_id, j.type,
+        SELECT j.notification_id, user_bucket(j.user_id), j.event_id, j.user_id, j.type,
                j.category, j.suppressed, j.data
         FROM judged AS j
         ORDER BY j.notification_id
@@ -158,7 +164,7 @@ BEGIN
     queued AS (
         INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload, next_attempt_at,
                             notification_id, reason)
-        SELECT subject_bucket(j.user_id), 'notification', x.channel, j.user_id,
+        SELECT user_bucket(j.user_id), 'notification', x.channel, j.user_id,
                CASE WHEN x.escalation THEN '{"escalation": true}'::jsonb ELSE '{}'::jsonb END,
                w.until, j.notification_id, CASE WHEN w.until > o.owed_at THEN 'quiet_hours' END
         FROM judged AS j

@@ -26,7 +26,8 @@ BEGIN
     UPDATE outbox AS o SET status = 'suppressed', reason = 'cancelled', claimed_until = NULL,
                            updated_at = now()
     FROM notifications AS n
-    WHERE n.event_id = p_event AND o.notification_id = n.id AND o.status = 'pending';
+    WHERE n.event_id = p_event AND o.notification_id = n.id AND o.bucket = n.bucket
+      AND o.status = 'pending';
     GET DIAGNOSTICS stopped = ROW_COUNT;
     IF ev.status <> 'done' OR stopped > 0 THEN
         UPDATE events AS e SET status = 'cancelled', updated_at = now() WHERE e.id = p_event;

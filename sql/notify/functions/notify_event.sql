@@ -64,7 +64,8 @@ BEGIN
                 phone = coalesce(excluded.phone, u.phone),
                 locale = coalesce(excluded.locale, u.locale),
                 timezone = coalesce(excluded.timezone, u.timezone),
-                updated_at = now();
+                -- now(), as a default: Citus takes no function but an immutable one here.
+                updated_at = excluded.updated_at;
     END IF;
 
     IF at > now() OR NOT stored ? 'user_ids' THEN

@@ -6,6 +6,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     ev events%ROWTYPE;
     ids text[];
+    missing bigint;
 BEGIN
     SELECT * INTO ev FROM events AS e WHERE e.id = p_event FOR UPDATE;
     IF NOT FOUND THEN
@@ -20,10 +21,11 @@ BEGIN
         RETURN false;
     END IF;
     ids := ARRAY(SELECT DISTINCT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
+    -- Counted apart from the UPDATE: on Citus a statement that writes and reads a
+    -- reference table after the fan-out's parallel writes is refused.
+    missing := cardinality(ids) - (SELECT count(*) FROM users AS u WHERE u.id = ANY(ids));
     UPDATE events AS e
-    SET status = 'done', materialized_at = now(), updated_at = now(),
-        no_recipient = cardinality(ids)
-                       - (SELECT count(*) FROM users AS u WHERE u.id = ANY(ids))
+    SET status = 'done', materialized_at = now(), updated_at = now(), no_recipient = missing
     WHERE e.id = p_event;
     RETURN true;
 END

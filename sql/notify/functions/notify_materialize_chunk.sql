@@ -50,7 +50,7 @@ BEGIN
         ),
         gathered AS (
             INSERT INTO digest_items (bucket, event_id, user_id, type, digest_key, actor)
-            SELECT subject_bucket(a.id), ev.id, a.id, ev.type, ev.data ->> et.digest_key,
+            SELECT user_bucket(a.id), ev.id, a.id, ev.type, ev.data ->> et.digest_key,
                    ev.data ->> et.digest_actor
             FROM audience AS a
             ORDER BY a.id
@@ -77,7 +77,7 @@ BEGIN
         ),
         notified AS (
             INSERT INTO notifications (bucket, event_id, user_id, type, category, suppressed)
-            SELECT subject_bucket(user_id), ev.id, user_id, ev.type, et.category,
+            SELECT user_bucket(user_id), ev.id, user_id, ev.type, et.category,
                    jsonb_object_agg(channel, suppressed) FILTER (WHERE suppressed IS NOT NULL)
             FROM decided
             GROUP BY user_id

@@ -19,19 +19,25 @@ WITH ev AS (
     WHERE e.id = %(event_id)s::uuid
       AND (%(producer)s::text IS NULL OR e.producer = %(producer)s::text)
 ),
+-- The event's rows are read by its id and joined on the bucket, not joined to `ev`: on
+-- Citus, events stay on the coordinator and the rest is one co-located join per shard.
 notified AS (
-    SELECT n.id, n.user_id, n.suppressed
-    FROM ev JOIN notifications AS n ON n.event_id = ev.id
+    SELECT n.id, n.bucket, n.user_id, n.suppressed
+    FROM notifications AS n
+    WHERE n.event_id = %(event_id)s::uuid AND EXISTS (SELECT 1 FROM ev)
 ),
 deliveries AS (
     SELECT o.consumer AS channel, o.status, o.reason,
-           o.status = 'delivered' AND EXISTS (
-               SELECT 1 FROM seen_marks AS m
-               WHERE m.tag = %(seen_tag)s AND m.item_id = s.id::text
-                 AND m.subject_key = 'client:' || s.user_id AND m.expires_at > now()
-           ) AS seen
-    FROM notified AS s
-    JOIN outbox AS o ON o.notification_id = s.id
+           o.status = 'delivered' AND m.bucket IS NOT NULL AS seen
+    FROM notifications AS n
+    -- On the bucket too: a user's rows share a shard (user_bucket()).
+    JOIN outbox AS o ON o.notification_id = n.id AND o.bucket = n.bucket
+    -- One mark at most: (tag, item_id, subject_key, bucket) is unique.
+    LEFT JOIN seen_marks AS m
+      ON m.tag = %(seen_tag)s AND m.item_id = n.id::text
+     AND m.subject_key = 'client:' || n.user_id AND m.expires_at > now()
+     AND m.bucket = n.bucket
+    WHERE n.event_id = %(event_id)s::uuid AND EXISTS (SELECT 1 FROM ev)
 ),
 by_state AS (
     SELECT channel, jsonb_build_object(
@@ -90,7 +96,8 @@ FROM ev;
 -- purpose: GET /v1/notifications/{id}: one notification's delivery on every channel, with
 --   its latest attempt, and whether (and when) its user saw it.
 WITH nt AS (
-    SELECT n.id, n.event_id, n.type, n.category, n.user_id, n.created_at, n.suppressed
+    SELECT n.id, n.bucket, n.event_id, n.type, n.category, n.user_id, n.created_at,
+           n.suppressed
     FROM notifications AS n
     JOIN events AS e ON e.id = n.event_id
     WHERE n.id = %(notification_id)s
@@ -113,10 +120,10 @@ per_channel AS (
         'delivered_at', o.delivered_at
     ) AS delivery
     FROM nt
-    JOIN outbox AS o ON o.notification_id = nt.id
+    JOIN outbox AS o ON o.notification_id = nt.id AND o.bucket = nt.bucket
     LEFT JOIN LATERAL (
         SELECT a.provider, a.error FROM delivery_attempts AS a
-        WHERE a.outbox_id = o.id
+        WHERE a.outbox_id = o.id AND a.bucket = o.bucket
         ORDER BY a.attempt DESC
         LIMIT 1
     ) AS last ON true
@@ -127,7 +134,8 @@ per_channel AS (
 SELECT nt.id, nt.event_id, nt.type, nt.category, nt.user_id, nt.created_at,
        (SELECT m.seen_at FROM seen_marks AS m
         WHERE m.tag = %(seen_tag)s AND m.item_id = nt.id::text
-          AND m.subject_key = 'client:' || nt.user_id AND m.expires_at > now()) AS seen_at,
+          AND m.subject_key = 'client:' || nt.user_id AND m.expires_at > now()
+          AND m.bucket = nt.bucket) AS seen_at,
        (SELECT coalesce(jsonb_object_agg(channel, delivery), '{}') FROM per_channel)
            AS channels
 FROM nt;

@@ -12,12 +12,15 @@ WITH mine AS NOT MATERIALIZED (
                SELECT 1 FROM seen_marks AS m
                WHERE m.tag = %(seen_tag)s AND m.item_id = n.id::text
                  AND m.subject_key = %(subject_key)s AND m.expires_at > now()
+                 AND m.bucket = n.bucket
            ) AS seen
     FROM notifications AS n
-    WHERE n.user_id = %(user_id)s
+    -- user_bucket(): one user's notifications, deliveries and marks are on one shard.
+    WHERE n.user_id = %(user_id)s AND n.bucket = user_bucket(%(user_id)s)
       AND EXISTS (
           SELECT 1 FROM outbox AS o
-          WHERE o.notification_id = n.id AND o.consumer = ANY (%(channels)s::text[])
+          WHERE o.notification_id = n.id AND o.bucket = n.bucket
+            AND o.consumer = ANY (%(channels)s::text[])
             AND o.status = 'delivered'
       )
 ),

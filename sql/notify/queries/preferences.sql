@@ -22,6 +22,7 @@ FROM users AS u
 WHERE u.id = %(user_id)s
 ON CONFLICT (user_id) DO UPDATE
     SET muted = excluded.muted, channels = excluded.channels,
-        quiet_hours = excluded.quiet_hours, updated_at = now()
+        -- excluded.updated_at is now(): Citus takes no function but an immutable one here.
+        quiet_hours = excluded.quiet_hours, updated_at = excluded.updated_at
 RETURNING notify_effective_preferences(p.muted, p.channels, p.quiet_hours,
                                        %(categories)s::json, %(channels)s::text[]) AS preferences;

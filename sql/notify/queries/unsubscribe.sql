@@ -21,7 +21,8 @@ upserted AS (
             CASE WHEN jsonb_typeof(p.channels -> %(category)s::text) = 'object'
                  THEN p.channels -> %(category)s::text ELSE '{}'::jsonb END
                 || jsonb_build_object(%(channel)s::text, false)),
-        updated_at = now()
+        -- excluded.updated_at is now(): Citus takes no function but an immutable one here.
+        updated_at = excluded.updated_at
     WHERE (p.channels -> %(category)s::text ->> %(channel)s::text) IS DISTINCT FROM 'false'
     RETURNING 1
 )

@@ -15,7 +15,8 @@ upserted AS (
     ORDER BY id
     ON CONFLICT (id) DO UPDATE
         SET email = excluded.email, phone = excluded.phone, locale = excluded.locale,
-            timezone = excluded.timezone, updated_at = now()
+            -- excluded.updated_at is now(): Citus takes no function but an immutable one here.
+            timezone = excluded.timezone, updated_at = excluded.updated_at
     RETURNING u.id, (xmax = 0) AS created
 ),
 wanted AS (
@@ -36,7 +37,7 @@ added AS (
     SELECT user_id, token, platform FROM wanted
     ORDER BY user_id, token
     ON CONFLICT (user_id, token) DO UPDATE
-        SET platform = excluded.platform, updated_at = now()
+        SET platform = excluded.platform, updated_at = excluded.updated_at
         WHERE p.platform <> excluded.platform
 )
 SELECT count(*) AS users, count(*) FILTER (WHERE created) AS created FROM upserted;

@@ -1,7 +1,8 @@
 -- Everything past its age: first whole days (drop_retained_partitions() detaches a day
 -- per transaction, drop_detached_partitions() drops it in the next; after making the days
 -- ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
--- after each, so no lock or snapshot is held for long however large the backlog; `pause`
+-- after each, group of buckets by group (bucket_groups(): one on one server, one per shard
+-- on Citus), so no lock or snapshot is held for long however large the backlog; `pause`
 -- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
 -- CALLed on its own, outside a transaction block; pg_cron does that:
 --   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
@@ -24,6 +25,9 @@ DECLARE
     progress jsonb := '{}';
     b record;
     days integer;
+    -- The groups as JSON arrays, read before the loop commits.
+    groups jsonb := (SELECT jsonb_agg(to_jsonb(g)) FROM bucket_groups() AS g);
+    scope smallint[];
 BEGIN
     PERFORM maintain_partitions();
     COMMIT;
@@ -37,26 +41,32 @@ BEGIN
         days := days + 1;
         COMMIT;
     END LOOP;
-    WHILE more LOOP
-        more := false;
-        FOR b IN
-            SELECT * FROM prune_retention_batch(
-                delivered, inbox, dead, attempts, digest_items, batch_size,
-                coalesce((progress ->> 'delivered')::timestamptz, '-infinity'),
-                coalesce((progress ->> 'dead')::timestamptz, '-infinity'),
-                coalesce((progress ->> 'attempts')::timestamptz, '-infinity'),
-                coalesce((progress ->> 'digest_items')::timestamptz, '-infinity'))
-        LOOP
-            more := more OR b.full_batch;
-            totals := totals || jsonb_build_object(
-                b.kind, coalesce((totals ->> b.kind)::bigint, 0) + b.pruned);
-            progress := progress || jsonb_build_object(b.kind, b.reached);
+    FOR g IN 0 .. jsonb_array_length(groups) - 1 LOOP
+        scope := ARRAY(SELECT jsonb_array_elements_text(groups -> g)::smallint);
+        more := true;
+        progress := '{}';
+        WHILE more LOOP
+            more := false;
+            FOR b IN
+                SELECT * FROM prune_retention_batch(
+                    delivered, inbox, dead, attempts, digest_items, batch_size,
+                    coalesce((progress ->> 'delivered')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'dead')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'attempts')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'digest_items')::timestamptz, '-infinity'),
+                    scope)
+            LOOP
+                more := more OR b.full_batch;
+                totals := totals || jsonb_build_object(
+                    b.kind, coalesce((totals ->> b.kind)::bigint, 0) + b.pruned);
+                progress := progress || jsonb_build_object(b.kind, b.reached);
+            END LOOP;
+            batches := batches + 1;
+            COMMIT;
+            IF more AND pause > interval '0' THEN
+                PERFORM pg_sleep_for(pause);
+            END IF;
         END LOOP;
-        batches := batches + 1;
-        COMMIT;
-        IF more AND pause > interval '0' THEN
-            PERFORM pg_sleep_for(pause);
-        END IF;
     END LOOP;
     RAISE LOG 'prune_retention: dropped % days, pruned % in % batches', days, totals, batches;
 END

@@ -14,13 +14,20 @@
 -- asynchronously (synchronous_commit off): a batch lost in a crash is pruned again by the
 -- next run, and the intake's commits do not wait behind a flush of the prune's WAL
 -- (docs/performance.md: it is most of what a prune adds to the intake's p99).
+-- buckets: the rows of these buckets only (NULL: every bucket). On Citus the callers go
+-- group by group (bucket_groups()), so that every statement here, the row locks with SKIP
+-- LOCKED and the loose scan included, is routed to one shard.
 CREATE FUNCTION prune_retention_batch(
     delivered interval, inbox interval, dead interval, attempts interval,
     digest_items interval, batch_size integer,
     delivered_from timestamptz DEFAULT '-infinity', dead_from timestamptz DEFAULT '-infinity',
     attempts_from timestamptz DEFAULT '-infinity',
-    digest_items_from timestamptz DEFAULT '-infinity'
+    digest_items_from timestamptz DEFAULT '-infinity',
+    buckets smallint[] DEFAULT NULL
 ) RETURNS TABLE (kind text, pruned bigint, full_batch boolean, reached timestamptz)
+-- Plans made for the values at hand: Citus routes a statement by the buckets it names, and
+-- a generic plan (PL/pgSQL's after five calls) hides them.
+SET plan_cache_mode = force_custom_plan
 LANGUAGE plpgsql AS $$
 DECLARE
     -- Cutoffs rather than ages in the queries: `attempts` is also an outbox column.
@@ -29,6 +36,8 @@ DECLARE
     dead_before timestamptz := now() - dead;
     attempts_before timestamptz := now() - attempts;
     digest_before timestamptz := now() - digest_items;
+    scope smallint[] := coalesce(
+        buckets, ARRAY(SELECT b::smallint FROM generate_series(0, bucket_count() - 1) AS b));
     finished bigint;
     finished_attempts bigint;
     finished_reached timestamptz;
@@ -48,10 +57,11 @@ BEGIN
     -- re-checks them.
     WITH RECURSIVE consumers AS (
         SELECT max(o.consumer) AS consumer FROM outbox AS o
-        WHERE o.status IN ('delivered', 'suppressed')
+        WHERE o.status IN ('delivered', 'suppressed') AND o.bucket = ANY(scope)
         UNION ALL
         SELECT (SELECT max(o.consumer) FROM outbox AS o
-                WHERE o.status IN ('delivered', 'suppressed') AND o.consumer < c.consumer)
+                WHERE o.status IN ('delivered', 'suppressed') AND o.consumer < c.consumer
+                  AND o.bucket = ANY(scope))
         FROM consumers AS c
         WHERE c.consumer IS NOT NULL
     ),
@@ -63,12 +73,13 @@ BEGIN
         WHERE c.consumer IS NOT NULL
     ),
     candidates AS MATERIALIZED (
-        SELECT old.id, old.updated_at, cu.before
+        SELECT old.id, old.bucket, old.updated_at, cu.before
         FROM cutoffs AS cu
         CROSS JOIN LATERAL (
-            SELECT o.id, o.updated_at FROM outbox AS o
+            SELECT o.id, o.bucket, o.updated_at FROM outbox AS o
             WHERE o.consumer = cu.consumer AND o.status IN ('delivered', 'suppressed')
               AND o.updated_at >= delivered_from AND o.updated_at < cu.before
+              AND o.bucket = ANY(scope)
             ORDER BY o.updated_at
             LIMIT batch_size
         ) AS old
@@ -76,16 +87,20 @@ BEGIN
         LIMIT batch_size
     ),
     doomed AS (
-        SELECT o.id FROM outbox AS o
-        JOIN candidates AS c ON c.id = o.id
+        SELECT o.id, o.bucket FROM outbox AS o
+        JOIN candidates AS c ON c.id = o.id AND c.bucket = o.bucket
         WHERE o.status IN ('delivered', 'suppressed') AND o.updated_at < c.before
+          AND o.bucket = ANY(scope)
         FOR UPDATE OF o SKIP LOCKED
     ),
     gone AS (
-        DELETE FROM outbox AS o USING doomed AS d WHERE o.id = d.id RETURNING o.id
+        DELETE FROM outbox AS o USING doomed AS d
+        WHERE o.id = d.id AND o.bucket = d.bucket AND o.bucket = ANY(scope)
+        RETURNING o.id, o.bucket
     ),
     gone_attempts AS (
-        DELETE FROM delivery_attempts AS a USING gone AS g WHERE a.outbox_id = g.id
+        DELETE FROM delivery_attempts AS a USING gone AS g
+        WHERE a.outbox_id = g.id AND a.bucket = g.bucket AND a.bucket = ANY(scope)
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
@@ -95,20 +110,22 @@ BEGIN
     -- Dead letters (failed and dead rows) the same way, through outbox_dead_idx.
     WITH RECURSIVE consumers AS (
         SELECT max(o.consumer) AS consumer FROM outbox AS o
-        WHERE o.status IN ('failed', 'dead')
+        WHERE o.status IN ('failed', 'dead') AND o.bucket = ANY(scope)
         UNION ALL
         SELECT (SELECT max(o.consumer) FROM outbox AS o
-                WHERE o.status IN ('failed', 'dead') AND o.consumer < c.consumer)
+                WHERE o.status IN ('failed', 'dead') AND o.consumer < c.consumer
+                  AND o.bucket = ANY(scope))
         FROM consumers AS c
         WHERE c.consumer IS NOT NULL
     ),
     candidates AS MATERIALIZED (
-        SELECT old.id, old.updated_at
+        SELECT old.id, old.bucket, old.updated_at
         FROM consumers AS c
         CROSS JOIN LATERAL (
-            SELECT o.id, o.updated_at FROM outbox AS o
+            SELECT o.id, o.bucket, o.updated_at FROM outbox AS o
             WHERE o.consumer = c.consumer AND o.status IN ('failed', 'dead')
               AND o.updated_at >= dead_from AND o.updated_at < dead_before
+              AND o.bucket = ANY(scope)
             ORDER BY o.updated_at
             LIMIT batch_size
         ) AS old
@@ -116,16 +133,20 @@ BEGIN
         LIMIT batch_size
     ),
     doomed AS (
-        SELECT o.id FROM outbox AS o
-        WHERE o.id IN (SELECT c.id FROM candidates AS c)
+        SELECT o.id, o.bucket FROM outbox AS o
+        WHERE (o.id, o.bucket) IN (SELECT c.id, c.bucket FROM candidates AS c)
           AND o.status IN ('failed', 'dead') AND o.updated_at < dead_before
+          AND o.bucket = ANY(scope)
         FOR UPDATE SKIP LOCKED
     ),
     gone AS (
-        DELETE FROM outbox AS o USING doomed AS d WHERE o.id = d.id RETURNING o.id
+        DELETE FROM outbox AS o USING doomed AS d
+        WHERE o.id = d.id AND o.bucket = d.bucket AND o.bucket = ANY(scope)
+        RETURNING o.id, o.bucket
     ),
     gone_attempts AS (
-        DELETE FROM delivery_attempts AS a USING gone AS g WHERE a.outbox_id = g.id
+        DELETE FROM delivery_attempts AS a USING gone AS g
+        WHERE a.outbox_id = g.id AND a.bucket = g.bucket AND a.bucket = ANY(scope)
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_attempts),
@@ -138,10 +159,11 @@ BEGIN
     -- over.
     IF finished < batch_size AND buried < batch_size THEN
         WITH candidates AS MATERIALIZED (
-            SELECT a.outbox_id, a.attempt, a.updated_at FROM delivery_attempts AS a
-            JOIN outbox AS o ON o.id = a.outbox_id
+            SELECT a.outbox_id, a.bucket, a.attempt, a.updated_at FROM delivery_attempts AS a
+            JOIN outbox AS o ON o.id = a.outbox_id AND o.bucket = a.bucket
             WHERE a.updated_at >= attempts_from AND a.updated_at < attempts_before
-              AND o.status IN ('delivered', 'suppressed')
+              AND o.status IN ('delivered', 'suppressed') AND a.bucket = ANY(scope)
+              AND o.bucket = ANY(scope)
             ORDER BY a.updated_at
             LIMIT batch_size
             FOR UPDATE OF a SKIP LOCKED
@@ -149,7 +171,8 @@ BEGIN
         ),
         gone AS (
             DELETE FROM delivery_attempts AS a USING candidates AS c
-            WHERE a.outbox_id = c.outbox_id AND a.attempt = c.attempt
+            WHERE a.outbox_id = c.outbox_id AND a.attempt = c.attempt AND a.bucket = c.bucket
+              AND a.bucket = ANY(scope)
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM gone),
@@ -158,15 +181,18 @@ BEGIN
     END IF;
 
     WITH candidates AS MATERIALIZED (
-        SELECT d.id, d.flushed_at FROM digest_items AS d
+        SELECT d.id, d.bucket, d.flushed_at FROM digest_items AS d
         WHERE d.notification_id IS NOT NULL
           AND d.flushed_at >= digest_items_from AND d.flushed_at < digest_before
+          AND d.bucket = ANY(scope)
         ORDER BY d.flushed_at
         LIMIT batch_size
         FOR UPDATE SKIP LOCKED
     ),
     gone AS (
-        DELETE FROM digest_items AS d USING candidates AS c WHERE d.id = c.id RETURNING 1
+        DELETE FROM digest_items AS d USING candidates AS c
+        WHERE d.id = c.id AND d.bucket = c.bucket AND d.bucket = ANY(scope)
+        RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone),
            (SELECT coalesce(max(c.flushed_at), digest_items_from) FROM candidates AS c)

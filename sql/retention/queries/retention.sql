@@ -3,9 +3,10 @@
 --   kind: 'delivered', 'dead' (dead letters: rows failed or dead), 'attempts',
 --   'digest_items'; full_batch: the kind filled its batch; reached: how far it got, the
 --   kind's `*_from` for the next batch (NULL: from the oldest).
--- purpose: one bounded batch of retention (the prune_retention_batch() function); run on
---   an autocommit connection so that each batch commits on its own, and again while any
---   kind comes back full (service/schedule/retention.py).
+-- purpose: one bounded batch of retention (the prune_retention_batch() function) in one
+--   group of buckets (bucket_groups); run on an autocommit connection so that each batch
+--   commits on its own, and again while any kind comes back full, group by group
+--   (service/schedule/retention.py).
 -- (NULL, not -infinity, which Python's datetime cannot hold.)
 SELECT b.kind, b.pruned, b.full_batch, nullif(b.reached, '-infinity') AS reached
 FROM prune_retention_batch(%(delivered)s::interval, %(inbox)s::interval, %(dead)s::interval,
@@ -18,7 +19,8 @@ FROM prune_retention_batch(%(delivered)s::interval, %(inbox)s::interval, %(dead)
                            attempts_from =>
                                coalesce(%(attempts_from)s::timestamptz, '-infinity'),
                            digest_items_from =>
-                               coalesce(%(digest_items_from)s::timestamptz, '-infinity')) AS b;
+                               coalesce(%(digest_items_from)s::timestamptz, '-infinity'),
+                           buckets => %(buckets)s::smallint[]) AS b;
 
 -- name: call_prune_retention
 -- returns: nothing (totals go to the server log)

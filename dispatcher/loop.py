@@ -188,23 +188,30 @@ class ConsumerLoop:
             # sweep finds the retries whose timers fire meanwhile.
             self._retries.drop_due(time.monotonic())
             return False
-        # One group after another from where the last batch left off, until one has rows;
-        # first the group of a retry that just fell due, if any.
+        # First the group of a retry that just fell due, else the one after the group of the
+        # last batch; if that claim comes back empty, the groups that hold due rows, found
+        # by one read (on Citus one group per shard: an idle consumer would otherwise send a
+        # claim to every shard in turn).
         fired = self._retries.drop_due(time.monotonic())
         start = self._next_group % len(groups)
         for buckets in fired:
             if tuple(buckets) in groups:
                 start = groups.index(tuple(buckets))
                 break
-        for n in range(len(groups)):
-            index = (start + n) % len(groups)
-            group = groups[index]
-            batch = await self._claim(group)
-            if batch:
-                self._next_group = index + 1
-                break
+        order = [(start + n) % len(groups) for n in range(len(groups))]
+        batch = await self._claim(groups[start])
+        index = start
+        if not batch and len(groups) > 1:
+            due = await outbox.due_buckets(self.pool, self.name, [b for g in groups for b in g])
+            for index in order[1:]:
+                if due.intersection(groups[index]):
+                    batch = await self._claim(groups[index])
+                    if batch:
+                        break
         if not batch:
             return False
+        group = groups[index]
+        self._next_group = index + 1
         self._last_rows_at = time.monotonic()
         outcomes = await self._deliver(batch)
         log_attempts(self.name, batch, outcomes)

@@ -104,6 +104,15 @@ async def claim(
     return await _claim(pool, query, consumer, params, acquire_s)
 
 
+async def due_buckets(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], consumer: str, buckets: Sequence[int]
+) -> set[int]:
+    """The buckets of `buckets` that hold rows of `consumer` due now (due_buckets)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(q("due_buckets"), {"consumer": consumer, "buckets": list(buckets)})
+        return {int(row[0]) for row in await cur.fetchall()}
+
+
 async def remove_push_devices(
     pool: AsyncConnectionPool[AsyncConnection[Any]], devices: Sequence[tuple[str, str]]
 ) -> int:

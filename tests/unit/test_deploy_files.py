@@ -379,3 +379,96 @@ def test_every_api_server_bounds_request_heads() -> None:
     assert protocol in (ROOT / "Dockerfile").read_text()
     assert protocol in services()["api"]["command"]
     assert protocol in (ROOT / "service" / "dev" / "server.py").read_text()
+
+
+CITUS_COMPOSE = ROOT / "docker-compose.citus.yml"
+RESET = object()
+
+
+class ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints
+    """YAML as Compose reads it: `!reset` drops what the base file set."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
+
+
+def with_override(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file: mappings key by key, a `!reset` removes, volume
+    lists by their target path, anything else replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            if value is RESET:
+                merged.pop(key, None)
+            else:
+                merged[key] = with_override(base.get(key), value) if key in base else value
+        return merged
+    if (
+        isinstance(base, list)
+        and isinstance(override, list)
+        and all(isinstance(v, str) and ":" in v for v in base + override)
+    ):
+        by_target = {v.split(":")[1]: v for v in base} | {v.split(":")[1]: v for v in override}
+        return list(by_target.values())
+    return override
+
+
+def citus_stack() -> dict[str, Any]:
+    override = yaml.load(CITUS_COMPOSE.read_text(), Loader=ComposeLoader)  # noqa: S506
+    merged: dict[str, Any] = with_override(compose(), override)
+    return merged
+
+
+def test_the_citus_variant_puts_a_coordinator_and_two_workers_in_place_of_postgres() -> None:
+    s = citus_stack()["services"]
+    assert set(s) == SERVICES | {"worker1", "worker2", "citus-nodes"}
+    for name in ("postgres", "worker1", "worker2", "citus-nodes"):
+        image = s[name]["image"]
+        assert image.startswith("citusdata/citus:") and image.split(":")[1] != "latest", name
+    assert "build" not in s["postgres"]  # Citus' image, not ours with pg_cron
+    assert "citus.shard_count=16" in s["postgres"]["command"]
+    assert s["postgres"]["volumes"][0].startswith("citus-coordinator:")
+    for worker in ("worker1", "worker2"):
+        assert "ports" not in s[worker], worker  # reached by the coordinator only
+        assert "pg_isready" in " ".join(s[worker]["healthcheck"]["test"]), worker
+        assert environment(s[worker])["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    # Clients reach the coordinator with passwords, as in docker-compose.yml.
+    assert "POSTGRES_HOST_AUTH_METHOD" not in environment(s["postgres"])
+    assert s["citus-nodes"]["restart"] == "no"
+    for node in ("postgres", "worker1", "worker2"):
+        assert s["citus-nodes"]["depends_on"][node]["condition"] == "service_healthy"
+
+
+def test_the_citus_variant_migrates_after_the_workers_join_and_runs_in_cluster_mode() -> None:
+    s = citus_stack()["services"]
+    depends = s["migrate"]["depends_on"]
+    assert depends["citus-nodes"]["condition"] == "service_completed_successfully"
+    assert depends["postgres"]["condition"] == "service_healthy"
+    for name in ("migrate", "api", "dispatcher"):
+        env = environment(s[name])
+        assert env["MARK_NOTIFY__database__mode"] == "citus", name
+        # The base file's environment stays: the database URL and the secrets.
+        assert env["DATABASE_URL"].startswith("postgresql://mark_notify:"), name
+    path = ROOT / "config" / "compose.toml"
+    env = {k: interpolate(v, real_secrets()) for k, v in environment(s["api"]).items()}
+    assert load_config(path, env).database.mode == "citus"
+
+
+def test_the_citus_variant_mounts_scripts_that_exist_and_its_secrets_are_in_the_example() -> None:
+    s = citus_stack()["services"]
+    mounted = [
+        v.split(":")[0]
+        for name in ("postgres", "worker1", "worker2", "citus-nodes")
+        for v in s[name]["volumes"]
+        if v.startswith("./")
+    ]
+    assert len(mounted) == 4
+    for source in mounted:
+        script = ROOT / source
+        assert script.is_file() and script.stat().st_mode & stat.S_IXUSR, source
+    role = (ROOT / "config" / "citus" / "10-app-role.sh").read_text()
+    assert "CREATE ROLE mark_notify LOGIN" in role and "SUPERUSER" not in role
+    nodes = (ROOT / "config" / "citus" / "add-nodes.sh").read_text()
+    assert all(f"'{w}'" in nodes for w in ("worker1", "worker2"))
+    wanted = set(re.findall(r"\$\{(\w+)", CITUS_COMPOSE.read_text()))
+    assert wanted and wanted <= set(env_example())

@@ -365,3 +365,14 @@ SELECT release_buckets(%(dispatcher)s);
 -- returns: rows (buckets smallint[]): the buckets grouped by shard, one group on one server
 -- purpose: which buckets one claim may name together (the bucket_groups() function).
 SELECT g AS buckets FROM bucket_groups() AS g;
+
+-- name: due_buckets
+-- returns: rows (bucket smallint): those of `buckets` that hold rows of `consumer` due now
+-- purpose: on a Citus cluster, which groups of buckets a consumer's claims should visit
+--   once a claim came back empty: one read across the shards, grouped on each shard (no
+--   row locks), instead of a claim sent to every shard in turn. Not needed on one server
+--   (one group).
+SELECT bucket FROM outbox
+WHERE consumer = %(consumer)s AND status = 'pending' AND next_attempt_at <= now()
+  AND bucket = ANY(%(buckets)s::smallint[])
+GROUP BY bucket;

@@ -33,6 +33,8 @@ CITUS_NODE_UNREACHABLE = (
     "failure on connection marked as essential",
     "connection to the remote node",
     "could not establish any connections to the node",
+    # A worker shutting down, relayed (on its own node it is 57P01, admin_shutdown).
+    "terminating connection due to administrator command",
 )
 
 

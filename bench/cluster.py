@@ -2,6 +2,7 @@
 
     python -m bench.cluster --citus URL [--single URL] [--runs R] [--quick]
                             [--marks N] [--rows N] [--users N] [--items N]
+                            [--only WORKLOAD ...] [--cached-conns N]
 
 --citus is the coordinator's database of a cluster with the citus extension and its
 workers added (CI's loopback cluster: a coordinator and two workers); it is migrated in
@@ -10,7 +11,9 @@ the cluster mode once and emptied before each run. --single is a PostgreSQL serv
 database there. Each workload runs on both, R times, alternating:
 
   1. intake: the seen intake's group-commit statement (record_seen_marks), batches of 100
-     marks from 8 connections, N marks (default 50,000) of new subjects;
+     marks from 8 connections, N marks (default 50,000) of new subjects; and again with
+     Citus keeping --cached-conns connections to each worker between statements
+     (citus.max_cached_conns_per_worker, default 1: docs/scaling.md);
   2. dispatch: N pending seen rows (default 20,000) claimed and completed delivered in
      batches of 500 by 2 workers, group by group of buckets, as dispatchers do
      (claim_outbox, complete_outbox: one shard per statement on the cluster);
@@ -38,6 +41,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from bench.harness import Figure, drop_database, fresh_database, print_table, server_url
 from bench.sql import bq
@@ -68,6 +72,11 @@ def single_database(server: str) -> Iterator[str]:
 def cluster_database(url: str) -> Iterator[str]:
     empty_database(url)
     yield url
+
+
+def with_options(url: str, setting: str) -> str:
+    """The URL with a server setting for its sessions (libpq's `options`)."""
+    return make_conninfo(url, options=f"-c {setting}")
 
 
 def sync_catalog(url: str) -> None:
@@ -228,7 +237,7 @@ def measure(
     return label, [
         Figure("one PostgreSQL", "per s", rates["single"]),
         Figure("Citus", "per s", rates["cluster"]),
-        Figure("Citus / one", "ratio", ratios),
+        Figure("Citus / one", "%", [100 * r for r in ratios]),
     ]
 
 
@@ -242,6 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--quick", action="store_true", help="a tenth of each, 1 run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["intake", "intake-cached", "dispatch", "fanout", "digest"],
+        help="a workload (default: all)",
+    )
+    parser.add_argument("--cached-conns", type=int, default=16, help="for intake-cached")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 1
@@ -250,40 +266,37 @@ def main(argv: list[str] | None = None) -> None:
         )
     single = args.single or server_url()
     migrate.upgrade(args.citus, mode="citus")
-    results: list[tuple[str, list[Figure]]] = []
-
-    def intake_run(url: str) -> float:
-        return asyncio.run(intake(url, args.marks))
-
-    def dispatch_run(url: str) -> float:
-        return asyncio.run(dispatch(url, args.rows))
-
-    results.append(
-        measure("intake (marks/s)", args.runs, single, args.citus, intake_run, args.marks)
-    )
-    results.append(
-        measure("dispatch (rows/s)", args.runs, single, args.citus, dispatch_run, args.rows)
-    )
-    results.append(
-        measure(
-            "fan-out (notifications/s)",
-            args.runs,
-            single,
-            args.citus,
-            lambda url: fanout(url, args.users),
-            args.users,
-        )
-    )
-    results.append(
-        measure(
+    # The same connections with Citus keeping N connections to each worker open between
+    # statements (default 1): a statement that touches many shards opens one per shard.
+    cached = f"citus.max_cached_conns_per_worker={args.cached_conns}"
+    workloads: dict[str, tuple[str, Callable[[str], float], int]] = {
+        "intake": (
+            "intake (marks/s)",
+            lambda url: asyncio.run(intake(url, args.marks)),
+            args.marks,
+        ),
+        "intake-cached": (
+            f"intake, {cached} (marks/s)",
+            lambda url: asyncio.run(intake(with_options(url, cached), args.marks)),
+            args.marks,
+        ),
+        "dispatch": (
+            "dispatch (rows/s)",
+            lambda url: asyncio.run(dispatch(url, args.rows)),
+            args.rows,
+        ),
+        "fanout": ("fan-out (notifications/s)", lambda url: fanout(url, args.users), args.users),
+        "digest": (
             "digest (items/s)",
-            args.runs,
-            single,
-            args.citus,
             lambda url: digest(url, args.items, args.users // 2),
             args.items,
-        )
-    )
+        ),
+    }
+    results = [
+        measure(label, args.runs, single, args.citus, work, units)
+        for name, (label, work, units) in workloads.items()
+        if not args.only or name in args.only
+    ]
     print_table(
         f"Citus (coordinator + 2 workers) against one PostgreSQL, median of {args.runs}",
         results,

@@ -55,6 +55,9 @@ BUILTINS = set(dir(builtins)) | {
     "array_agg",
     "jsonb_to_recordset",
     "unnest",
+    # Citus' own, for adding a worker (docs/scaling.md).
+    "citus_rebalance_start",
+    "citus_rebalance_status",
 }
 CODE_DIRS = ("service", "dispatcher", "tests", "bench", "alembic")
 

@@ -1,6 +1,6 @@
 """The cluster mode (`[database] mode = "citus"`): the tables placed on a Citus cluster.
 
-Where each table goes is one query, `citus_placements` (sql/core/queries/citus.sql):
+Where each table goes is one query, `citus_unplaced` (sql/core/queries/citus.sql):
 distributed on `bucket` and co-located, reference tables, or left on the coordinator.
 `distribute` places what is not placed yet, so it runs after every upgrade; the service
 itself runs the same SQL in both modes (docs/scaling.md).
@@ -33,4 +33,5 @@ def distribute(url: str) -> list[tuple[str, str]]:
             query = "citus_reference" if placement == "reference" else "citus_distribute"
             conn.execute(q(query), {"table": table})
             placed.append((str(table), str(placement)))
+        conn.execute(q("citus_analyze"))
         return placed

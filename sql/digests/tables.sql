@@ -8,7 +8,8 @@
 -- unique index over all items would take a new entry at a random place (event ids are
 -- random) for every item a flush stamps, twice the cost of the stamping without it.
 CREATE TABLE digest_items (
-    id              bigint      GENERATED ALWAYS AS IDENTITY,
+    -- Blocks of ids, as outbox's (block_id()).
+    id              bigint      GENERATED ALWAYS AS IDENTITY (INCREMENT BY 65536),
     event_id        uuid        NOT NULL,
     user_id         text        NOT NULL,
     type            text        NOT NULL,

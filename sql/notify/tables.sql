@@ -60,6 +60,9 @@ CREATE TABLE users (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX users_updated_at_idx ON users (updated_at);
+-- A bucket's users in id order: the fan-out reads them bucket by bucket (on Citus, each
+-- shard its own buckets' from its copy of users: notify_audience_sql()).
+CREATE INDEX users_bucket_idx ON users (user_bucket(id), id);
 
 CREATE TABLE push_devices (
     user_id    text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -81,6 +84,7 @@ CREATE TABLE user_topics (
     PRIMARY KEY (topic, user_id)
 );
 CREATE INDEX user_topics_user_idx ON user_topics (user_id);
+CREATE INDEX user_topics_bucket_idx ON user_topics (topic, user_bucket(user_id), user_id);
 CREATE INDEX user_topics_updated_at_idx ON user_topics (updated_at);
 
 -- A user's switches over the configured defaults: channels = {category: {channel: bool}},
@@ -127,7 +131,8 @@ CREATE INDEX events_type_created_idx ON events (type, created_at);
 -- the notification id, by this user. bucket: user_bucket(user_id) as written (erasure
 -- clears the user, not the bucket).
 CREATE TABLE notifications (
-    id         bigint      GENERATED ALWAYS AS IDENTITY,
+    -- Blocks of ids, as outbox's (block_id()).
+    id         bigint      GENERATED ALWAYS AS IDENTITY (INCREMENT BY 65536),
     event_id   uuid        NOT NULL,
     user_id    text,
     type       text        NOT NULL,

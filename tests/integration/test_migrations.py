@@ -161,6 +161,7 @@ REVISIONS = [
     "0009_shard_key",
     "0010_citus",
     "0011_user_bucket",
+    "0012_fanout_pushdown",
 ]
 
 

@@ -7,11 +7,11 @@ SELECT extversion AS version FROM pg_extension WHERE extname = 'citus';
 -- returns: rows (table_name text, placement text), in the order they must be placed
 -- purpose: where each table goes on a Citus cluster, the one list of it (docs/scaling.md),
 --   less the tables already placed. "reference": a copy on every node, read by the claims
---   and the fan-out on the workers (the catalog, the controls, the events, and the users
---   with their preferences, devices and topics: docs/scaling.md says what that costs);
---   "distributed": hash-distributed on `bucket`,
---   every one co-located with outbox, so that a subject's rows share a shard. Every other
---   table stays on the coordinator as a plain table.
+--   and the fan-out on the workers (the catalog, the controls, and the users with their
+--   preferences, devices and topics: docs/scaling.md says what that costs);
+--   "distributed": hash-distributed on `bucket`, every one co-located with outbox, so
+--   that a subject's rows share a shard (`buckets`, a row per bucket, takes a statement
+--   over the users to every shard). Every other table stays on the coordinator.
 SELECT p.table_name, p.placement
 FROM (VALUES
         (1, 'notify_channels', 'reference'),
@@ -27,7 +27,8 @@ FROM (VALUES
         (12, 'delivery_attempts', 'distributed'),
         (13, 'seen_marks', 'distributed'),
         (14, 'notifications', 'distributed'),
-        (15, 'digest_items', 'distributed')
+        (15, 'digest_items', 'distributed'),
+        (16, 'buckets', 'distributed')
      ) AS p (position, table_name, placement)
 WHERE NOT EXISTS (SELECT 1 FROM pg_dist_partition AS d
                   WHERE d.logicalrelid = p.table_name::regclass)
@@ -57,3 +58,10 @@ BEGIN
                    current_database());
 END
 $$;
+
+-- name: citus_analyze
+-- returns: nothing
+-- purpose: statistics of `buckets` on its shards, taken after placing: with them a
+--   shard's plan of the fan-out starts from its own few buckets and reads just their
+--   users through users_bucket_idx, instead of every user of the chunk.
+ANALYZE buckets;

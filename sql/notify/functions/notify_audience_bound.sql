@@ -1,23 +1,19 @@
 -- The id of the n-th recipient after `after` (or of the last one, if fewer remain); NULL
--- when none remains. A chunk of the fan-out ends there. PL/pgSQL, as notify_audience().
+-- when none remains. A chunk of the fan-out ends there. Read in id order through the
+-- audience's index (notify_audience_sql() without buckets: on Citus a read of the
+-- coordinator's copy of users, where a per-shard read would walk every user).
 CREATE FUNCTION notify_audience_bound(recipients jsonb, after text, n integer) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    bound text;
 BEGIN
-    RETURN (
-        SELECT max(chunk.id) FROM (
-            SELECT audience.id FROM (
-                SELECT u.id FROM users AS u WHERE recipients ? 'all' AND u.id > after
-                UNION ALL
-                SELECT ut.user_id FROM user_topics AS ut
-                WHERE ut.topic = recipients ->> 'topic' AND ut.user_id > after
-                UNION ALL
-                SELECT u.id FROM users AS u
-                WHERE u.id = ANY(ARRAY(SELECT jsonb_array_elements_text(recipients -> 'user_ids')))
-                  AND u.id > after
-            ) AS audience
-            ORDER BY audience.id
-            LIMIT n
-        ) AS chunk
-    );
+    EXECUTE 'SELECT max(chunk.id) FROM (SELECT u.id FROM '
+            || notify_audience_sql(recipients, false)
+            || ' ORDER BY u.id LIMIT $5) AS chunk'
+    INTO bound
+    USING recipients ->> 'topic',
+          ARRAY(SELECT jsonb_array_elements_text(recipients -> 'user_ids')), after,
+          NULL::text, n;
+    RETURN bound;
 END
 $$;

@@ -1,6 +1,9 @@
--- The fan-out of one claimed chunk: its recipients as notifications and outbox rows, in one
--- set-based statement. Per recipient and channel it applies, in this order: the global
--- mute and the category switches (not for transactional categories), a missing contact
+-- The fan-out of one claimed chunk: its recipients as notifications and outbox rows, in
+-- set-based statements that on Citus run on every shard at once (each over its own
+-- buckets, joined to its copy of the users: notify_audience_sql()), with ids from blocks
+-- taken up front (block_id()): a sequence called per row would pull every row through
+-- the coordinator. Per recipient and channel it applies, in this order: the global mute
+-- and the category switches (not for transactional categories), a missing contact
 -- (suppressed, kept on the notification), quiet hours (the row is due when they end; not
 -- for transactional categories or high priority), and the escalation delay: the routes
 -- and rules flush_digests() applies too (notify_type_routes(), notify_suppression(),
@@ -10,14 +13,25 @@
 -- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by
 -- another worker, or the event was cancelled: the chunk is closed with nobody covered).
 CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
--- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
-LANGUAGE plpgsql SET work_mem = '64MB' AS $$
+-- The chunk's sorts and aggregates fit in memory instead of spilling to disk. On Citus an
+-- upsert on many shards otherwise locks each shard against every other such statement
+-- (a flush, the next chunk) until commit; these rows are new, and PostgreSQL still locks
+-- each row, so the chunks and flushes run side by side. Elsewhere the setting is inert.
+LANGUAGE plpgsql SET work_mem = '64MB' SET citus.all_modifications_commutative = on AS $$
 DECLARE
     ev events%ROWTYPE;
     et notify_event_types%ROWTYPE;
     cat notify_categories%ROWTYPE;
     chunk_covered integer;
-    woken text[];
+    audience text;
+    topic text;
+    ids text[];
+    channels text[];
+    kinds text[];
+    escalations boolean[];
+    delays float8[];
+    notified bigint;
+    queued bigint;
     due timestamptz;
 BEGIN
     PERFORM 1 FROM event_chunks AS c
@@ -39,75 +53,111 @@ BEGIN
     SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
     due := greatest(ev.send_at, now());
 
+    topic := ev.recipients ->> 'topic';
+    ids := ARRAY(SELECT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
+    audience := notify_audience_sql(ev.recipients, true);
+    -- Sizes the blocks of ids. $1-$4 are notify_audience_sql()'s parameters throughout.
+    EXECUTE 'SELECT count(*) FROM ' || audience INTO chunk_covered
+    USING topic, ids, p_lo, p_hi;
+
     IF et.mode = 'digest' THEN
         -- notify_event() checked that the key is there; a JSON null cannot group.
         IF ev.data ->> et.digest_key IS NULL THEN
             RAISE EXCEPTION 'event data lacks %', et.digest_key
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        WITH audience AS MATERIALIZED (
-            SELECT a.id FROM notify_audience(ev.recipients, p_lo, p_hi) AS a
-        ),
-        gathered AS (
-            INSERT INTO digest_items (bucket, event_id, user_id, type, digest_key, actor)
-            SELECT user_bucket(a.id), ev.id, a.id, ev.type, ev.data ->> et.digest_key,
-                   ev.data ->> et.digest_actor
-            FROM audience AS a
-            ORDER BY a.id
+        EXECUTE format($q$
+            INSERT INTO digest_items (id, bucket, event_id, user_id, type, digest_key, actor)
+            OVERRIDING SYSTEM VALUE
+            SELECT block_id($5, row_number() OVER (PARTITION BY b.bucket ORDER BY u.id) - 1,
+                            b.bucket),
+                   b.bucket, $6, u.id, $7, $8, $9
+            FROM %s
             ON CONFLICT (event_id, user_id, bucket) WHERE notification_id IS NULL DO NOTHING
-        )
-        SELECT count(*) INTO chunk_covered FROM audience;
+            $q$, audience)
+        USING topic, ids, p_lo, p_hi,
+              take_blocks(pg_get_serial_sequence('digest_items', 'id')::regclass, chunk_covered),
+              ev.id, ev.type, ev.data ->> et.digest_key, ev.data ->> et.digest_actor;
     ELSE
-        WITH audience AS MATERIALIZED (
-            SELECT * FROM notify_audience(ev.recipients, p_lo, p_hi)
-        ),
-        decided AS MATERIALIZED (
-            SELECT a.id AS user_id, r.channel, r.escalation,
-                   notify_suppression(cat.transactional, p.muted, p.channels, cat.defaults,
-                                      et.category, r.channel, r.kind, a.email, a.phone,
-                                      EXISTS (SELECT 1 FROM push_devices AS d
-                                              WHERE d.user_id = a.id)) AS suppressed,
-                   due + make_interval(secs => r.delay_s) AS owed_at,
-                   notify_quiet_hours(cat.transactional, et.priority, p.quiet_hours, r.channel)
-                       AS quiet,
-                   coalesce(a.timezone, 'UTC') AS timezone
-            FROM audience AS a
-            LEFT JOIN preferences AS p ON p.user_id = a.id
-            CROSS JOIN notify_type_routes(et.name) AS r
-        ),
-        notified AS (
-            INSERT INTO notifications (bucket, event_id, user_id, type, category, suppressed)
-            SELECT user_bucket(user_id), ev.id, user_id, ev.type, et.category,
-                   jsonb_object_agg(channel, suppressed) FILTER (WHERE suppressed IS NOT NULL)
-            FROM decided
-            GROUP BY user_id
-            ORDER BY user_id
+        SELECT array_agg(r.channel), array_agg(r.kind), array_agg(r.escalation),
+               array_agg(r.delay_s)
+        INTO channels, kinds, escalations, delays
+        FROM notify_type_routes(et.name) AS r;
+        -- One notification per recipient, with the channels suppressed for them.
+        EXECUTE format($q$
+            INSERT INTO notifications (id, bucket, event_id, user_id, type, category,
+                                       suppressed)
+            OVERRIDING SYSTEM VALUE
+            SELECT block_id($5, row_number() OVER (PARTITION BY d.bucket ORDER BY d.id) - 1,
+                            d.bucket),
+                   d.bucket, $6, d.id, $7, $8,
+                   jsonb_object_agg(d.channel, d.verdict) FILTER (WHERE d.verdict IS NOT NULL)
+            FROM (
+                SELECT a.bucket, a.id, r.channel,
+                       notify_suppression($9, p.muted, p.channels, $10, $8, r.channel, r.kind,
+                                          a.email, a.phone,
+                                          EXISTS (SELECT 1 FROM push_devices AS pd
+                                                  WHERE pd.user_id = a.id)) AS verdict
+                FROM (SELECT b.bucket, u.id, u.email, u.phone FROM %s) AS a
+                LEFT JOIN preferences AS p ON p.user_id = a.id
+                CROSS JOIN unnest($11::text[], $12::text[]) AS r (channel, kind)
+            ) AS d
+            GROUP BY d.bucket, d.id
             ON CONFLICT (event_id, user_id, bucket) DO NOTHING
-            RETURNING id, bucket, user_id
-        ),
-        queued AS (
-            INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload, next_attempt_at,
-                                notification_id, reason)
-            SELECT n.bucket, 'notification', d.channel, d.user_id,
+            $q$, audience)
+        USING topic, ids, p_lo, p_hi,
+              take_blocks(pg_get_serial_sequence('notifications', 'id')::regclass,
+                          chunk_covered),
+              ev.id, ev.type, et.category, cat.transactional, cat.defaults, channels, kinds;
+        GET DIAGNOSTICS notified = ROW_COUNT;
+
+        -- Their outbox rows, one per route not suppressed, named by their ids
+        -- (uuid_v7_of(): uuid_v7() is volatile). A notification that existed
+        -- before (a repeat, which no chunk makes: the ranges are disjoint) may have its
+        -- rows already; only then is each checked for them ($11).
+        EXECUTE $q$
+            INSERT INTO outbox (id, bucket, event_id, kind, consumer, ordering_key, payload,
+                                next_attempt_at, notification_id, reason)
+            SELECT d.row_id, d.bucket, uuid_v7_of(now(), d.row_id), 'notification', d.channel,
+                   d.user_id,
                    CASE WHEN d.escalation THEN '{"escalation": true}'::jsonb
                         ELSE '{}'::jsonb END,
-                   w.until, n.id, CASE WHEN w.until > d.owed_at THEN 'quiet_hours' END
-            FROM decided AS d
-            JOIN notified AS n USING (user_id)
-            CROSS JOIN LATERAL (
-                SELECT notify_send_at(d.owed_at, d.timezone, d.quiet) AS until
-            ) AS w
-            WHERE d.suppressed IS NULL
-            ORDER BY n.id, d.channel
-            RETURNING consumer
-        )
-        SELECT (SELECT count(*) FROM audience), ARRAY(SELECT DISTINCT consumer FROM queued)
-        INTO chunk_covered, woken;
+                   d.until, d.id, CASE WHEN d.until > d.owed_at THEN 'quiet_hours' END
+            FROM (
+                SELECT block_id($1, row_number() OVER (PARTITION BY n.bucket
+                                                       ORDER BY n.id, r.channel, r.escalation)
+                                    - 1, n.bucket) AS row_id,
+                       n.bucket, n.id, n.user_id, r.channel, r.escalation,
+                       $5 + make_interval(secs => r.delay_s) AS owed_at,
+                       notify_send_at($5 + make_interval(secs => r.delay_s),
+                                      coalesce(u.timezone, 'UTC'),
+                                      notify_quiet_hours($6, $7, p.quiet_hours, r.channel))
+                           AS until
+                FROM notifications AS n
+                LEFT JOIN users AS u ON u.id = n.user_id
+                LEFT JOIN preferences AS p ON p.user_id = n.user_id
+                CROSS JOIN unnest($8::text[], $9::boolean[], $10::float8[])
+                    AS r (channel, escalation, delay_s)
+                WHERE n.event_id = $2 AND n.user_id > $3 AND n.user_id <= $4
+                  AND NOT coalesce(n.suppressed ? r.channel, false)
+                  AND NOT ($11 AND EXISTS (SELECT 1 FROM outbox AS o
+                                           WHERE o.notification_id = n.id
+                                             AND o.bucket = n.bucket))
+            ) AS d
+            $q$
+        USING take_blocks(pg_get_serial_sequence('outbox', 'id')::regclass,
+                          chunk_covered::bigint * coalesce(cardinality(channels), 0)),
+              ev.id, p_lo, p_hi, due, cat.transactional, et.priority, channels, escalations,
+              delays, notified < chunk_covered;
+        GET DIAGNOSTICS queued = ROW_COUNT;
+        -- Every channel of the type: the rows just written are on the workers, and a
+        -- dispatcher woken for a channel with nothing due claims nothing.
+        IF queued > 0 THEN
+            PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)), 'dispatch',
+                                     'dispatcher.wake');
+        END IF;
     END IF;
 
-    IF cardinality(woken) > 0 THEN
-        PERFORM wake_dispatchers(woken, 'dispatch', 'dispatcher.wake');
-    END IF;
     UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()
     WHERE c.event_id = p_event AND c.lo = p_lo;
     -- Last, so the event row is locked only for the end of this transaction.

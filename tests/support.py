@@ -290,3 +290,40 @@ def empty_database(url: str) -> None:
         for (day,) in days:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(day)))
         conn.execute("SELECT maintain_partitions()")
+
+
+@asynccontextmanager
+async def coordinator_plans(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[list[str]]:
+    """The plan of every statement the connection runs meanwhile, nested ones (PL/pgSQL's)
+    included, as the Citus coordinator made it: auto_explain sends each as a notice."""
+    plans: list[str] = []
+
+    def keep(notice: psycopg.errors.Diagnostic) -> None:
+        if notice.message_primary and "plan:" in notice.message_primary:
+            plans.append(notice.message_primary)
+
+    for statement in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_level = 'notice'",
+        # The coordinator's own plan says where a statement runs; asking the workers for
+        # theirs fails inside PL/pgSQL ("cache lookup failed for type").
+        "SET citus.explain_distributed_queries = off",
+    ):
+        await conn.execute(statement)
+    conn.add_notice_handler(keep)
+    try:
+        yield plans
+    finally:
+        conn.remove_notice_handler(keep)
+        await conn.execute("SET auto_explain.log_min_duration = -1")
+
+
+def not_pushed_down(plans: list[str], statement: str) -> list[str]:
+    """The plans of `statement` (the start of its text) that Citus does not run on the
+    workers as it stands: an INSERT ... SELECT whose rows go through the coordinator or
+    are repartitioned among the workers ("INSERT/SELECT method: ...")."""
+    found = [p for p in plans if f"Query Text: {statement}" in " ".join(p.split())]
+    assert found, f"no plan of {statement!r}"
+    return [p for p in found if "INSERT/SELECT method" in p or "Citus Adaptive" not in p]

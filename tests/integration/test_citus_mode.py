@@ -12,7 +12,14 @@ from service import citus
 
 Conn = psycopg.AsyncConnection[Any]
 
-DISTRIBUTED = {"outbox", "delivery_attempts", "seen_marks", "notifications", "digest_items"}
+DISTRIBUTED = {
+    "outbox",
+    "delivery_attempts",
+    "seen_marks",
+    "notifications",
+    "digest_items",
+    "buckets",
+}
 REFERENCE = {
     "notify_channels",
     "notify_categories",

@@ -23,7 +23,7 @@ from service.sql import q
 from tests.consumers import wait_until
 from tests.integration.test_notify_scenarios import world
 from tests.notify_api import assert_error, auth, counts, new_key, running_api
-from tests.support import config_data
+from tests.support import config_data, coordinator_plans, not_pushed_down
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 # On the Citus cluster too (`pytest --citus`): the flush and its race run there unchanged.
@@ -486,3 +486,31 @@ async def test_a_digest_event_without_its_key_is_refused_and_nothing_is_written(
     assert await rows(db, "SELECT user_id, digest_key, actor FROM digest_items") == [
         ("olga", "c-1", "Ben")
     ]
+
+
+async def test_on_the_cluster_likes_are_gathered_on_every_shard_at_once(
+    db: Conn, db_url: str, request: pytest.FixtureRequest
+) -> None:
+    """A digest event's items are written by one INSERT ... SELECT that Citus runs on the
+    workers (the coordinator's plan, as auto_explain reports it)."""
+    if not request.config.getoption("--citus"):
+        pytest.skip("the cluster's plans (--citus)")
+    await sync(db, db_url, comment_likes=digest_type(window="fixed", every=3600))
+    for owner in ("olga", "petr"):
+        await add_user(db, owner)
+    async with coordinator_plans(db) as plans:
+        cur = await db.execute(
+            q("accept_event"),
+            {
+                "producer": "comments",
+                "idempotency_key": "like-1",
+                "type": "comment_likes",
+                "recipients": json.dumps({"user_ids": ["olga", "petr"]}),
+                "data": json.dumps(like("Anna")),
+                "send_at": None,
+                "chunk": 1000,
+            },
+        )
+        assert (await cur.fetchone() or ())[1] == "done"
+    assert not_pushed_down(plans, "INSERT INTO digest_items") == []
+    assert [(d.items, d.digest_key) for d in await open_digests(db)] == [(1, "c-1"), (1, "c-1")]

@@ -15,7 +15,7 @@ from service.notify.catalog import sync_catalog
 from service.notify.fanout import materialize_event, materialize_parallel
 from service.notify.templates import load_templates
 from service.sql import q
-from tests.support import make_config
+from tests.support import coordinator_plans, make_config, not_pushed_down
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -349,3 +349,22 @@ async def test_a_chunk_held_by_a_live_worker_is_not_taken_twice(db: Conn, db_url
         await busy.rollback()
     covered, done = await materialize_parallel(db_url, event_id, chunk=100)
     assert (covered, done) == (10, True)
+
+
+async def test_on_the_cluster_a_chunk_is_written_on_every_shard_at_once(
+    db: Conn, db_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Citus runs the chunk's INSERT ... SELECTs on the workers, one task per shard, none
+    through the coordinator (the plans it made, as auto_explain reports them)."""
+    if not request.config.getoption("--citus"):
+        pytest.skip("the cluster's plans (--citus)")
+    await setup(db, db_url)
+    for n in range(60):
+        await add_user(db, f"u{n:02}", email=f"u{n}@x.test", devices=n % 2, topics=("s-1",))
+    event_id, _, _ = await accept(db, "new_episode", {"topic": "s-1"}, EPISODE)
+    async with coordinator_plans(db) as plans:
+        assert await materialize_event(db, event_id, chunk=1000) == 60
+    assert not_pushed_down(plans, "INSERT INTO notifications") == []
+    assert not_pushed_down(plans, "INSERT INTO outbox") == []
+    cur = await db.execute("SELECT count(*), count(DISTINCT id) FROM outbox")
+    assert await cur.fetchone() == (150, 150)  # inbox and email each, push for 30

@@ -21,6 +21,9 @@ CREATE TABLE digest_items (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     -- user_bucket(user_id)
     bucket          smallint    NOT NULL,
+    -- The event's data, for the digest's `last`: the flush runs on the Citus workers, and
+    -- events are on the coordinator.
+    data            jsonb,
     PRIMARY KEY (id, bucket)
 );
 CREATE UNIQUE INDEX digest_items_open_event_idx ON digest_items (event_id, user_id, bucket)

@@ -488,11 +488,11 @@ async def test_a_digest_event_without_its_key_is_refused_and_nothing_is_written(
     ]
 
 
-async def test_on_the_cluster_likes_are_gathered_on_every_shard_at_once(
+async def test_on_the_cluster_likes_are_gathered_and_flushed_on_every_shard_at_once(
     db: Conn, db_url: str, request: pytest.FixtureRequest
 ) -> None:
-    """A digest event's items are written by one INSERT ... SELECT that Citus runs on the
-    workers (the coordinator's plan, as auto_explain reports it)."""
+    """A digest event's items are written, and later flushed, by statements that Citus
+    runs on the workers (the coordinator's plans, as auto_explain reports them)."""
     if not request.config.getoption("--citus"):
         pytest.skip("the cluster's plans (--citus)")
     await sync(db, db_url, comment_likes=digest_type(window="fixed", every=3600))
@@ -514,3 +514,12 @@ async def test_on_the_cluster_likes_are_gathered_on_every_shard_at_once(
         assert (await cur.fetchone() or ())[1] == "done"
     assert not_pushed_down(plans, "INSERT INTO digest_items") == []
     assert [(d.items, d.digest_key) for d in await open_digests(db)] == [(1, "c-1"), (1, "c-1")]
+    # The flush too: the stamping, the notifications and their outbox rows.
+    hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    await db.execute("UPDATE digest_items SET created_at = %s", (hours_ago,))
+    async with coordinator_plans(db) as plans:
+        assert await flush_due(db) == 2
+    for statement in ("UPDATE digest_items", "INSERT INTO notifications", "INSERT INTO outbox"):
+        assert not_pushed_down(plans, statement) == [], statement
+    cur = await db.execute("SELECT count(*) FROM outbox")
+    assert await cur.fetchone() == (4,)  # push and inbox each

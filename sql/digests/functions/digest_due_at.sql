@@ -9,13 +9,16 @@ CREATE FUNCTION digest_due_at(
 ) RETURNS timestamptz
 LANGUAGE sql STABLE AS $$
     SELECT least(
-        CASE win
-            WHEN 'fixed' THEN first_at + make_interval(secs => every_s)
-            WHEN 'sliding' THEN least(last_at + make_interval(secs => quiet_s),
-                                      first_at + make_interval(secs => max_wait_s))
-            WHEN 'daily' THEN ((first_at AT TIME ZONE tz)::date
-                               + CASE WHEN (first_at AT TIME ZONE tz)::time < at THEN 0 ELSE 1 END
-                               + at) AT TIME ZONE tz
+        -- CASE WHEN, not CASE win WHEN: Citus sends the inlined form of the latter to
+        -- its workers as a comparison of text with boolean. seconds_after(): see there.
+        CASE
+            WHEN win = 'fixed' THEN seconds_after(first_at, every_s)
+            WHEN win = 'sliding' THEN least(seconds_after(last_at, quiet_s),
+                                            seconds_after(first_at, max_wait_s))
+            WHEN win = 'daily' THEN ((first_at AT TIME ZONE tz)::date
+                                     + CASE WHEN (first_at AT TIME ZONE tz)::time < at
+                                            THEN 0 ELSE 1 END
+                                     + at) AT TIME ZONE tz
         END,
         -- least() skips NULLs: this counts only when the digest is full.
         CASE WHEN items >= max_items THEN last_at END)

@@ -1,206 +1,176 @@
--- Send the due digests, in one set-based statement: per digest one notification whose
--- data is {total, actor_count, first_actors (the first show_actors distinct actors,
--- oldest first), last_actors (the latest ones, newest first), others (actor_count minus
--- first_actors), digest_key, last (the newest item's event data)}, and its outbox rows per
--- channel by the instant fan-out's own rules (notify_type_routes(), notify_suppression(),
--- notify_quiet_hours(), notify_send_at()). The items are stamped with their notification
--- and the dispatchers woken. Due is digest_due_at(), as open_digests shows it. A
--- notification is one per (event, user): the flush makes one `events` row (producer
--- 'digest') per type and n, holding each recipient's n-th digest of that type, so n is 1
--- unless a recipient has several keys due at once. Items of recipients erased meanwhile
--- are deleted, unsent. Returns the digests sent; commits with the caller's transaction.
+-- Send the due digests: per digest one notification whose data is {total, actor_count,
+-- first_actors (the first show_actors distinct actors, oldest first), last_actors (the
+-- latest ones, newest first), others (actor_count minus first_actors), digest_key, last
+-- (the newest item's event data)}, and its outbox rows by the instant fan-out's own rules
+-- (notify_type_routes(), notify_suppression(), notify_queue()). Due is digest_due_at(),
+-- as open_digests shows it. A notification is one per (event, user): the flush makes one
+-- `events` row (producer 'digest') per type and n, holding each recipient's n-th digest of
+-- that type, so n is 1 unless a recipient has several keys due at once. Items of
+-- recipients erased meanwhile are deleted, unsent. Returns the digests sent; commits with
+-- the caller's transaction.
 --
--- Race-free, with flushes side by side and events arriving meanwhile:
--- 1. Only a flush changes an open item, and only under the advisory lock taken first,
---    without waiting: a second flush meanwhile returns 0 at once (the next scheduled one
---    takes what became due). One lock rather than one per digest: each lock held takes a
---    lock-table entry, and the table holds max_locks_per_transaction (64) x connections
---    in all, so a flush of 100,000 digests would run out of shared memory; and the work
---    is one statement anyway.
--- 2. The statement that reads the items starts after the lock is held, so its snapshot
---    (READ COMMITTED: a new one per statement) shows every earlier flush's stamps (a
---    transaction's locks are released only once its commit is visible): no item is read
---    as open after it was sent.
--- 3. Items committed after that snapshot are seen by no part of the statement (the UPDATE
---    that stamps included): they stay open and go to the next digest. Intake only inserts
---    items, so it cannot change the set being flushed.
--- 4. The UPDATE stamps only items still open; if any changed under the flush anyway (a
---    writer that skipped the lock), fewer are stamped than were counted and the flush
---    raises, so everything rolls back rather than send a digest twice. (Under REPEATABLE
---    READ, whose snapshot may predate another flush's commit, the UPDATE of an item that
---    flush stamped fails with a serialization error: also a roll-back.)
+-- Each step is one statement over a user's own rows (the items, their notifications and
+-- outbox rows share user_bucket()), so on Citus each runs on every shard at once; ids
+-- come from blocks taken up front (block_id()).
+-- 1. Stamp: the items of every due digest get its notification id and this flush's time,
+--    in one UPDATE, so what is sent is exactly what was stamped. Items committed after
+--    that statement's snapshot are not stamped: they stay open for the next digest.
+-- 2. The notifications, from the stamped items (flushed_at = this flush's time, ids from
+--    its blocks), then their `events` rows and outbox rows.
+-- Race-free with flushes side by side: only a flush changes an open item, and only under
+-- the advisory lock taken first, without waiting: a second flush meanwhile returns 0 at
+-- once (the next scheduled one takes what became due). One lock rather than one per
+-- digest: each lock held takes a lock-table entry, and the table holds
+-- max_locks_per_transaction (64) x connections in all.
 CREATE FUNCTION flush_digests() RETURNS integer
--- A flush of a million items sorts and aggregates them in memory.
-LANGUAGE plpgsql SET work_mem = '256MB' AS $$
+-- A flush of a million items sorts and aggregates them in memory. Citus need not lock
+-- whole shards: the rows written are new, and the stamped ones are under the lock.
+LANGUAGE plpgsql SET work_mem = '256MB' SET citus.all_modifications_commutative = on AS $$
 DECLARE
     -- Names this flush's events: a recipient's n-th digest of a type goes under the event
     -- md5(flush:type:n), so no row needs a join to find its event.
     flush text := gen_random_uuid()::text;
-    flushed integer;
-    expected bigint;
-    stamped_n bigint;
-    woken text[];
+    at timestamptz := now();
+    blocks bigint[];
+    stamped bigint;
+    flushed bigint;
+    types text[];
+    r_types text[];
+    channels text[];
+    kinds text[];
+    made uuid[];
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('mark-notify:flush_digests', 0)) THEN
         RETURN 0;
     END IF;
+    DELETE FROM digest_items AS i
+    WHERE i.notification_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = i.user_id);
 
-    -- One pass over the open items, then one row per due digest all the way (its
-    -- notification id and event id made up front). No two large sets derived here are
-    -- joined to each other, only to tables through their indexes or to the few routes:
-    -- the planner expects a handful of due digests (it cannot know how many are due), and
-    -- a nested loop between two such sets would take minutes for 100,000 digests.
-    --
-    -- Grouped by the bucket too (a function of the user, so the same groups): on Citus
-    -- each shard aggregates its own items, and `open` reaches the coordinator as a
-    -- result, which the rest joins with events and the catalog there.
-    WITH per_actor AS (
-        SELECT i.bucket, i.user_id, i.type, i.digest_key, i.actor, count(*) AS items,
-               min(i.created_at) AS first_at, max(i.created_at) AS last_at,
-               min(i.id) AS first_id, max(i.id) AS last_id,
-               (array_agg(i.event_id ORDER BY i.id DESC))[1] AS last_event
-        FROM digest_items AS i
-        WHERE i.notification_id IS NULL
-        GROUP BY i.bucket, i.user_id, i.type, i.digest_key, i.actor
-    ),
-    open AS MATERIALIZED (
-        SELECT bucket, user_id, type, digest_key, sum(items)::bigint AS items,
-               min(first_at) AS first_at, max(last_at) AS last_at,
-               (array_agg(last_event ORDER BY last_id DESC))[1] AS last_event,
-               count(actor) AS actor_count,
-               array_agg(actor ORDER BY first_id) FILTER (WHERE actor IS NOT NULL) AS by_first,
-               array_agg(actor ORDER BY last_id DESC) FILTER (WHERE actor IS NOT NULL)
-                   AS by_last
-        FROM per_actor
-        GROUP BY bucket, user_id, type, digest_key
-    ),
-    due AS MATERIALIZED (
-        SELECT o.user_id, o.type, o.digest_key, o.items, u.id IS NOT NULL AS known,
-               CASE WHEN u.id IS NOT NULL
-                    THEN nextval(pg_get_serial_sequence('notifications', 'id')) END
-                   AS notification_id,
-               md5(flush || ':' || o.type || ':'
-                   || row_number() OVER (PARTITION BY o.user_id, o.type ORDER BY o.digest_key)
-               )::uuid AS event_id,
-               t.category, t.priority, c.transactional, c.defaults, u.email, u.phone,
-               coalesce(u.timezone, 'UTC') AS timezone,
-               jsonb_build_object(
-                   'total', o.items,
-                   'actor_count', o.actor_count,
-                   'first_actors', coalesce(to_jsonb(o.by_first[1:t.digest_show_actors]), '[]'),
-                   'last_actors', coalesce(to_jsonb(o.by_last[1:t.digest_show_actors]), '[]'),
-                   'others', o.actor_count
-                             - coalesce(cardinality(o.by_first[1:t.digest_show_actors]), 0),
-                   'digest_key', o.digest_key,
-                   'last', e.data) AS data
-        FROM open AS o
-        LEFT JOIN events AS e ON e.id = o.last_event
-        JOIN notify_event_types AS t ON t.name = o.type AND t.enabled AND t.mode = 'digest'
-        JOIN notify_categories AS c ON c.name = t.category
-        LEFT JOIN users AS u ON u.id = o.user_id
-        WHERE digest_due_at(t.digest_window, t.digest_every_s, t.digest_at, t.digest_quiet_s,
-                            t.digest_max_wait_s, t.digest_max_items,
-                            coalesce(u.timezone, 'UTC'), o.first_at, o.last_at, o.items)
-              <= now()
-    ),
-    flushes AS MATERIALIZED (
-        SELECT d.event_id AS id, d.type, count(*) AS digests
-        FROM due AS d
-        WHERE d.known
-        GROUP BY d.event_id, d.type
-    ),
-    logged AS (
+    SELECT array_agg(t.name) INTO types
+    FROM notify_event_types AS t WHERE t.enabled AND t.mode = 'digest';
+    IF types IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- No more digests than open items: enough blocks for those.
+    blocks := take_blocks(pg_get_serial_sequence('notifications', 'id')::regclass,
+                          (SELECT count(*) FROM digest_items AS i
+                           WHERE i.notification_id IS NULL));
+
+    EXECUTE $q$
+        UPDATE digest_items AS i
+        SET notification_id = d.notification_id, flushed_at = $2, updated_at = $2
+        FROM (
+            SELECT o.bucket, o.user_id, o.type, o.digest_key,
+                   block_id($1, row_number() OVER (PARTITION BY o.bucket
+                                                   ORDER BY o.user_id, o.type, o.digest_key)
+                                - 1, o.bucket) AS notification_id
+            FROM (
+                SELECT i.bucket, i.user_id, i.type, i.digest_key, count(*) AS items,
+                       min(i.created_at) AS first_at, max(i.created_at) AS last_at
+                FROM digest_items AS i
+                WHERE i.notification_id IS NULL AND i.type = ANY($3)
+                GROUP BY i.bucket, i.user_id, i.type, i.digest_key
+            ) AS o
+            JOIN notify_event_types AS t ON t.name = o.type
+            JOIN users AS u ON u.id = o.user_id
+            WHERE digest_due_at(t.digest_window, t.digest_every_s, t.digest_at,
+                                t.digest_quiet_s, t.digest_max_wait_s, t.digest_max_items,
+                                coalesce(u.timezone, 'UTC'), o.first_at, o.last_at, o.items)
+                  <= $2
+        ) AS d
+        WHERE i.bucket = d.bucket AND i.user_id = d.user_id AND i.type = d.type
+          AND i.digest_key = d.digest_key AND i.notification_id IS NULL
+        $q$
+    USING blocks, at, types;
+    GET DIAGNOSTICS stamped = ROW_COUNT;
+    IF stamped = 0 THEN
+        RETURN 0;
+    END IF;
+
+    SELECT array_agg(r.type), array_agg(r.channel), array_agg(r.kind)
+    INTO r_types, channels, kinds
+    FROM unnest(types) AS t (name)
+    CROSS JOIN LATERAL (SELECT t.name AS type, x.channel, x.kind
+                        FROM notify_type_routes(t.name) AS x) AS r;
+    -- Per digest: its actors in the order they came (the items' ids grow with time for
+    -- one user), the newest item's data, and each route's verdict.
+    EXECUTE $q$
+        INSERT INTO notifications (id, bucket, event_id, user_id, type, category, suppressed,
+                                   data, created_at, updated_at)
+        OVERRIDING SYSTEM VALUE
+        SELECT d.notification_id, d.bucket, md5($3 || ':' || d.type || ':' || d.n)::uuid,
+               d.user_id, d.type, d.category,
+               jsonb_object_agg(d.channel, d.verdict) FILTER (WHERE d.verdict IS NOT NULL),
+               (array_agg(d.data))[1], $2, $2
+        FROM (
+            SELECT g.bucket, g.notification_id, g.user_id, g.type, g.n, t.category,
+                   r.channel,
+                   notify_suppression(c.transactional, p.muted, p.channels, c.defaults,
+                                      t.category, r.channel, r.kind, u.email, u.phone,
+                                      EXISTS (SELECT 1 FROM push_devices AS pd
+                                              WHERE pd.user_id = g.user_id)) AS verdict,
+                   jsonb_build_object(
+                       'total', g.items,
+                       'actor_count', g.actor_count,
+                       'first_actors',
+                           coalesce(to_jsonb(g.by_first[1:t.digest_show_actors]), '[]'),
+                       'last_actors',
+                           coalesce(to_jsonb(g.by_last[1:t.digest_show_actors]), '[]'),
+                       'others', g.actor_count
+                                 - coalesce(cardinality(g.by_first[1:t.digest_show_actors]), 0),
+                       'digest_key', g.digest_key,
+                       'last', l.data) AS data
+            FROM (
+                SELECT a.bucket, a.notification_id, a.user_id, a.type, a.digest_key,
+                       sum(a.items)::bigint AS items, count(a.actor) AS actor_count,
+                       array_agg(a.actor ORDER BY a.first_id)
+                           FILTER (WHERE a.actor IS NOT NULL) AS by_first,
+                       array_agg(a.actor ORDER BY a.last_id DESC)
+                           FILTER (WHERE a.actor IS NOT NULL) AS by_last,
+                       max(a.last_id) AS last_id,
+                       row_number() OVER (PARTITION BY a.bucket, a.user_id, a.type
+                                          ORDER BY a.digest_key) AS n
+                FROM (
+                    SELECT i.bucket, i.notification_id, i.user_id, i.type, i.digest_key,
+                           i.actor, count(*) AS items, min(i.id) AS first_id,
+                           max(i.id) AS last_id
+                    FROM digest_items AS i
+                    WHERE i.flushed_at = $2 AND i.notification_id >= $1
+                    GROUP BY i.bucket, i.notification_id, i.user_id, i.type, i.digest_key,
+                             i.actor
+                ) AS a
+                GROUP BY a.bucket, a.notification_id, a.user_id, a.type, a.digest_key
+            ) AS g
+            JOIN digest_items AS l ON l.id = g.last_id AND l.bucket = g.bucket
+            JOIN notify_event_types AS t ON t.name = g.type
+            JOIN notify_categories AS c ON c.name = t.category
+            LEFT JOIN users AS u ON u.id = g.user_id
+            LEFT JOIN preferences AS p ON p.user_id = g.user_id
+            LEFT JOIN unnest($4::text[], $5::text[], $6::text[]) AS r (type, channel, kind)
+                ON r.type = g.type
+        ) AS d
+        GROUP BY d.bucket, d.notification_id, d.user_id, d.type, d.n, d.category
+        $q$
+    USING blocks[1], at, flush, r_types, channels, kinds;
+    GET DIAGNOSTICS flushed = ROW_COUNT;
+
+    -- The flush's events: a few rows (a type's n-th digests), on the coordinator.
+    WITH logged AS (
         INSERT INTO events (id, producer, idempotency_key, type, recipients, data, status,
                             notified, materialized_at)
-        SELECT f.id, 'digest', 'flush:' || f.id, f.type, '{"digest": true}', '{}', 'done',
-               f.digests, now()
-        FROM flushes AS f
-    ),
-    routes AS MATERIALIZED (
-        SELECT t.type, r.channel, r.kind, r.escalation, r.delay_s
-        FROM (SELECT DISTINCT f.type FROM flushes AS f) AS t
-        CROSS JOIN LATERAL notify_type_routes(t.type) AS r
-    ),
-    -- Each digest's channels decided in one row (the routes of its type are a handful):
-    -- what is suppressed and why, and the channels owed with their delay and quiet hours.
-    judged AS MATERIALIZED (
-        SELECT d.notification_id, d.event_id, d.user_id, d.type, d.category, d.data, d.timezone,
-               v.suppressed, v.channels, v.escalations, v.delays, v.quiet
-        FROM due AS d
-        LEFT JOIN preferences AS p ON p.user_id = d.user_id
-        CROSS JOIN LATERAL (
-            SELECT jsonb_object_agg(x.channel, x.verdict) FILTER (WHERE x.verdict IS NOT NULL)
-                       AS suppressed,
-                   array_agg(x.channel) FILTER (WHERE x.verdict IS NULL) AS channels,
-                   array_agg(x.escalation) FILTER (WHERE x.verdict IS NULL) AS escalations,
-                   array_agg(x.delay_s) FILTER (WHERE x.verdict IS NULL) AS delays,
-                   array_agg(x.quiet) FILTER (WHERE x.verdict IS NULL) AS quiet
-            FROM (
-                SELECT r.channel, r.escalation, r.delay_s,
-                       notify_suppression(d.transactional, p.muted, p.channels, d.defaults,
-                                          d.category, r.channel, r.kind, d.email, d.phone,
-                                          EXISTS (SELECT 1 FROM push_devices AS pd
-                                                  WHERE pd.user_id = d.user_id)) AS verdict,
-                       notify_quiet_hours(d.transactional, d.priority, p.quiet_hours, r.channel)
-                           AS quiet
-                FROM routes AS r
-                WHERE r.type = d.type
-                -- Kept a subquery, so each route's verdict is worked out once, not once
-                -- per aggregate above that reads it.
-                OFFSET 0
-            ) AS x
-        ) AS v
-        WHERE d.known
-    ),
-    notified AS (
-        INSERT INTO notifications (id, bucket, event_id, user_id, type, category, suppressed,
-                                   data)
-        OVERRIDING SYSTEM VALUE
-        SELECT j.notification_id, user_bucket(j.user_id), j.event_id, j.user_id, j.type,
-               j.category, j.suppressed, j.data
-        FROM judged AS j
-        ORDER BY j.notification_id
-    ),
-    queued AS (
-        INSERT INTO outbox (bucket, kind, consumer, ordering_key, payload, next_attempt_at,
-                            notification_id, reason)
-        SELECT user_bucket(j.user_id), 'notification', x.channel, j.user_id,
-               CASE WHEN x.escalation THEN '{"escalation": true}'::jsonb ELSE '{}'::jsonb END,
-               w.until, j.notification_id, CASE WHEN w.until > o.owed_at THEN 'quiet_hours' END
-        FROM judged AS j
-        CROSS JOIN LATERAL unnest(j.channels, j.escalations, j.delays, j.quiet)
-            AS x(channel, escalation, delay_s, quiet)
-        CROSS JOIN LATERAL (SELECT now() + make_interval(secs => x.delay_s) AS owed_at) AS o
-        CROSS JOIN LATERAL (SELECT notify_send_at(o.owed_at, j.timezone, x.quiet) AS until) AS w
-        ORDER BY j.notification_id, x.channel
-        RETURNING consumer
-    ),
-    stamped AS (
-        UPDATE digest_items AS i
-        SET notification_id = d.notification_id, flushed_at = now(), updated_at = now()
-        FROM due AS d
-        WHERE d.known AND i.user_id = d.user_id AND i.type = d.type
-          AND i.digest_key = d.digest_key AND i.notification_id IS NULL
-        RETURNING 1
-    ),
-    forgotten AS (
-        DELETE FROM digest_items AS i
-        USING due AS d
-        WHERE NOT d.known AND i.user_id = d.user_id AND i.type = d.type
-          AND i.digest_key = d.digest_key AND i.notification_id IS NULL
+        SELECT f.event_id, 'digest', 'flush:' || f.event_id, f.type, '{"digest": true}', '{}',
+               'done', f.digests, at
+        FROM (SELECT n.event_id, n.type, count(*) AS digests
+              FROM notifications AS n
+              WHERE n.id >= blocks[1] AND n.created_at = at AND n.data IS NOT NULL
+                AND n.type = ANY(types)
+              GROUP BY n.event_id, n.type) AS f
+        RETURNING id
     )
-    SELECT (SELECT count(*) FROM due WHERE known),
-           (SELECT coalesce(sum(items), 0) FROM due WHERE known),
-           (SELECT count(*) FROM stamped), ARRAY(SELECT DISTINCT consumer FROM queued)
-    INTO flushed, expected, stamped_n, woken;
+    SELECT array_agg(id) INTO made FROM logged;
 
-    IF stamped_n <> expected THEN
-        RAISE EXCEPTION 'flush_digests: % items counted, % stamped: changed during the flush',
-            expected, stamped_n;
-    END IF;
-    IF cardinality(woken) > 0 THEN
-        PERFORM wake_dispatchers(woken, 'dispatch', 'dispatcher.wake');
-    END IF;
+    PERFORM notify_queue(made, '', NULL, at, false, types, flushed);
     RETURN flushed;
 END
 $$;

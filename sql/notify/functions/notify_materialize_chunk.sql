@@ -28,10 +28,7 @@ DECLARE
     ids text[];
     channels text[];
     kinds text[];
-    escalations boolean[];
-    delays float8[];
     notified bigint;
-    queued bigint;
     due timestamptz;
 BEGIN
     PERFORM 1 FROM event_chunks AS c
@@ -67,21 +64,20 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         EXECUTE format($q$
-            INSERT INTO digest_items (id, bucket, event_id, user_id, type, digest_key, actor)
+            INSERT INTO digest_items (id, bucket, event_id, user_id, type, digest_key, actor,
+                                      data)
             OVERRIDING SYSTEM VALUE
             SELECT block_id($5, row_number() OVER (PARTITION BY b.bucket ORDER BY u.id) - 1,
                             b.bucket),
-                   b.bucket, $6, u.id, $7, $8, $9
+                   b.bucket, $6, u.id, $7, $8, $9, $10
             FROM %s
             ON CONFLICT (event_id, user_id, bucket) WHERE notification_id IS NULL DO NOTHING
             $q$, audience)
         USING topic, ids, p_lo, p_hi,
               take_blocks(pg_get_serial_sequence('digest_items', 'id')::regclass, chunk_covered),
-              ev.id, ev.type, ev.data ->> et.digest_key, ev.data ->> et.digest_actor;
+              ev.id, ev.type, ev.data ->> et.digest_key, ev.data ->> et.digest_actor, ev.data;
     ELSE
-        SELECT array_agg(r.channel), array_agg(r.kind), array_agg(r.escalation),
-               array_agg(r.delay_s)
-        INTO channels, kinds, escalations, delays
+        SELECT array_agg(r.channel), array_agg(r.kind) INTO channels, kinds
         FROM notify_type_routes(et.name) AS r;
         -- One notification per recipient, with the channels suppressed for them.
         EXECUTE format($q$
@@ -111,51 +107,11 @@ BEGIN
               ev.id, ev.type, et.category, cat.transactional, cat.defaults, channels, kinds;
         GET DIAGNOSTICS notified = ROW_COUNT;
 
-        -- Their outbox rows, one per route not suppressed, named by their ids
-        -- (uuid_v7_of(): uuid_v7() is volatile). A notification that existed
-        -- before (a repeat, which no chunk makes: the ranges are disjoint) may have its
-        -- rows already; only then is each checked for them ($11).
-        EXECUTE $q$
-            INSERT INTO outbox (id, bucket, event_id, kind, consumer, ordering_key, payload,
-                                next_attempt_at, notification_id, reason)
-            SELECT d.row_id, d.bucket, uuid_v7_of(now(), d.row_id), 'notification', d.channel,
-                   d.user_id,
-                   CASE WHEN d.escalation THEN '{"escalation": true}'::jsonb
-                        ELSE '{}'::jsonb END,
-                   d.until, d.id, CASE WHEN d.until > d.owed_at THEN 'quiet_hours' END
-            FROM (
-                SELECT block_id($1, row_number() OVER (PARTITION BY n.bucket
-                                                       ORDER BY n.id, r.channel, r.escalation)
-                                    - 1, n.bucket) AS row_id,
-                       n.bucket, n.id, n.user_id, r.channel, r.escalation,
-                       $5 + make_interval(secs => r.delay_s) AS owed_at,
-                       notify_send_at($5 + make_interval(secs => r.delay_s),
-                                      coalesce(u.timezone, 'UTC'),
-                                      notify_quiet_hours($6, $7, p.quiet_hours, r.channel))
-                           AS until
-                FROM notifications AS n
-                LEFT JOIN users AS u ON u.id = n.user_id
-                LEFT JOIN preferences AS p ON p.user_id = n.user_id
-                CROSS JOIN unnest($8::text[], $9::boolean[], $10::float8[])
-                    AS r (channel, escalation, delay_s)
-                WHERE n.event_id = $2 AND n.user_id > $3 AND n.user_id <= $4
-                  AND NOT coalesce(n.suppressed ? r.channel, false)
-                  AND NOT ($11 AND EXISTS (SELECT 1 FROM outbox AS o
-                                           WHERE o.notification_id = n.id
-                                             AND o.bucket = n.bucket))
-            ) AS d
-            $q$
-        USING take_blocks(pg_get_serial_sequence('outbox', 'id')::regclass,
-                          chunk_covered::bigint * coalesce(cardinality(channels), 0)),
-              ev.id, p_lo, p_hi, due, cat.transactional, et.priority, channels, escalations,
-              delays, notified < chunk_covered;
-        GET DIAGNOSTICS queued = ROW_COUNT;
-        -- Every channel of the type: the rows just written are on the workers, and a
-        -- dispatcher woken for a channel with nothing due claims nothing.
-        IF queued > 0 THEN
-            PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)), 'dispatch',
-                                     'dispatcher.wake');
-        END IF;
+        -- Their outbox rows. A notification that existed before (a repeat, which no
+        -- chunk makes: the ranges are disjoint) may have its rows already; only then is
+        -- each checked for them.
+        PERFORM notify_queue(ARRAY[ev.id], p_lo, p_hi, due, notified < chunk_covered,
+                             ARRAY[et.name], chunk_covered);
     END IF;
 
     UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()

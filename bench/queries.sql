@@ -207,8 +207,10 @@ logged AS (
     FROM likes
 )
 INSERT INTO digest_items (event_id, user_id, type, digest_key, actor, created_at, updated_at,
-                          bucket)
-SELECT event_id, user_id, 'comment_likes', comment_id, actor, at, at, user_bucket(user_id)
+                          bucket, data)
+SELECT event_id, user_id, 'comment_likes', comment_id, actor, at, at, user_bucket(user_id),
+       jsonb_build_object('actor', actor, 'comment_id', comment_id,
+                          'comment_url', 'https://x.test/c/' || comment_id)
 FROM likes
 ORDER BY n;
 

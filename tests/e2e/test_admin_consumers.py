@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import psycopg
+import pytest
 from playwright.async_api import Dialog, Page, expect
 
 from tests.admin_browser import admin_site
@@ -20,6 +21,9 @@ from tests.consumers import (
     wait_until,
 )
 from tests.support import make_config, serve
+
+# On the Citus cluster too (`pytest --citus`).
+pytestmark = pytest.mark.citus
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 

@@ -7,11 +7,15 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from playwright.async_api import expect
 
 from tests.admin_browser import admin_site
 from tests.notify_api import EPISODE, auth, new_key
 from tests.support import bearer, client_token
+
+# On the Citus cluster too (`pytest --citus`).
+pytestmark = pytest.mark.citus
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 

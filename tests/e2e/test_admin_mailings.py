@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from playwright.async_api import Dialog, FilePayload, Page
 
 from tests.admin_browser import AdminSite, admin_site
@@ -21,6 +22,9 @@ from tests.consumers import running, wait_until
 from tests.providers import Providers, serving_providers
 from tests.smtp_server import SmtpServer, smtp_server
 from tests.support import bearer, client_token, make_config, notify_data
+
+# On the Citus cluster too (`pytest --citus`).
+pytestmark = pytest.mark.citus
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 from playwright.async_api import Page
 
 from service.config.schedule import SqlSource
@@ -17,6 +18,9 @@ from service.schedule_store import add_schedule, get_schedule, next_run
 from tests.admin_browser import admin_site
 from tests.consumers import scalar
 from tests.schedules import NEWSLETTER, add_users, api_config, make, newsletter, schedule_data
+
+# On the Citus cluster too (`pytest --citus`).
+pytestmark = pytest.mark.citus
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

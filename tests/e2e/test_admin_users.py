@@ -7,12 +7,16 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from playwright.async_api import Page
 
 from tests.admin_browser import admin_site
 from tests.consumers import scalar
 from tests.notify_api import EPISODE, auth, new_key
 from tests.support import bearer, client_token
+
+# On the Citus cluster too (`pytest --citus`).
+pytestmark = pytest.mark.citus
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 DEVICE = "device-token-abcdefghijklmnopqrstuvwxyz-0123456789"

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
+import pytest
 
 from service.app import create_app
 from service.config.load import parse_config
@@ -222,6 +223,7 @@ async def test_quiet_hours_hold_a_push_and_release_it_when_they_end(db: Conn, db
         await wait_until(sent, 5, "the status to say sent")
 
 
+@pytest.mark.citus
 async def test_escalation_sends_sms_unless_the_push_was_seen_and_fails_over_to_the_fallback(
     db: Conn, db_url: str
 ) -> None:

@@ -49,7 +49,8 @@ from tests.schedules import (
 )
 from tests.support import serve
 
-pytestmark = pytest.mark.timeout(120)
+# On the Citus cluster too (`pytest --citus`): the schedules run there unchanged.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.citus]
 
 NIGHTLY = {"title": "T", "intro": "I", "url": "https://x"}
 

@@ -115,8 +115,10 @@ async def _health(request: Request) -> dict[str, Any]:
         # Configured first, then whatever the tables know of that the config does not.
         names = [*sorted(config.consumers), *sorted(config.channels)]
         names += sorted((set(states) | set(backlog)) - set(names))
-        await cur.execute(q("admin_consumers_attempts"), {"consumers": names})
-        attempts = {r["consumer"]: r for r in await cur.fetchall()}
+        attempts = {}
+        for name in names:
+            await cur.execute(q("admin_consumer_attempts"), {"consumer": name})
+            attempts[name] = await cur.fetchone() or {}
         paused = await controls.paused_consumers(conn)
     rows = []
     for name in names:

@@ -1,4 +1,4 @@
--- 0012_fanout_pushdown down: uuid_v7_of, block_id, take_blocks, seconds_after, notify_audience_sql, notify_audience, notify_audience_bound, notify_queue, notify_materialize_chunk, digest_due_at, flush_digests, as 0011_user_bucket left them.
+-- 0012_fanout_pushdown down: uuid_v7_of, block_id, take_blocks, commutative_writes, seconds_after, notify_audience_sql, notify_audience, notify_audience_bound, notify_queue, notify_materialize_chunk, digest_due_at, flush_digests, as 0011_user_bucket left them.
 
 ALTER TABLE digest_items DROP COLUMN data;
 DROP TABLE buckets;
@@ -419,6 +419,8 @@ $$;
 DROP FUNCTION IF EXISTS notify_audience_sql(recipients jsonb, by_bucket boolean);
 
 DROP FUNCTION IF EXISTS seconds_after(t timestamptz, secs float8);
+
+DROP FUNCTION IF EXISTS commutative_writes(setting text);
 
 DROP FUNCTION IF EXISTS take_blocks(seq regclass, rows bigint);
 

@@ -1,4 +1,4 @@
--- 0012_fanout_pushdown: uuid_v7_of, block_id, take_blocks, seconds_after, notify_audience_sql, notify_audience, notify_audience_bound, notify_queue, notify_materialize_chunk, digest_due_at, flush_digests, as sql/ defines them now.
+-- 0012_fanout_pushdown: uuid_v7_of, block_id, take_blocks, commutative_writes, seconds_after, notify_audience_sql, notify_audience, notify_audience_bound, notify_queue, notify_materialize_chunk, digest_due_at, flush_digests, as sql/ defines them now.
 -- Drafted by `python -m service.migration_draft`; frozen once released: a later change
 -- goes into a new revision (drafted the same way).
 
@@ -36,6 +36,26 @@ $$;
 CREATE OR REPLACE FUNCTION take_blocks(seq regclass, rows bigint) RETURNS bigint[]
 LANGUAGE sql VOLATILE AS $$
     SELECT ARRAY(SELECT nextval(seq) FROM generate_series(1, greatest(1, (rows + 1023) / 1024)))
+$$;
+
+-- From sql/core/functions/commutative_writes.sql.
+-- Citus locks every shard of a multi-shard upsert or update against every other such
+-- statement until commit, unless citus.all_modifications_commutative is on. The fan-out
+-- and the digest flush write new rows (the flush stamps items under its own lock), so
+-- they turn it on for their own statements and chunks and flushes run side by side;
+-- PostgreSQL still locks each row. Sets it to `setting` for the rest of the transaction
+-- and returns what it was, for the caller to put back; where Citus is not loaded there is
+-- no such setting (NULL), and a plain role may not make one, so nothing is set.
+CREATE OR REPLACE FUNCTION commutative_writes(setting text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    before text := current_setting('citus.all_modifications_commutative', true);
+BEGIN
+    IF before IS NOT NULL AND setting IS NOT NULL THEN
+        PERFORM set_config('citus.all_modifications_commutative', setting, true);
+    END IF;
+    RETURN before;
+END
 $$;
 
 -- From sql/core/functions/seconds_after.sql.
@@ -128,8 +148,8 @@ CREATE OR REPLACE FUNCTION notify_queue(
     events uuid[], after text, upto text, due timestamptz, guard boolean, types text[],
     rows bigint
 ) RETURNS bigint
--- As notify_materialize_chunk(): these rows are new, so Citus need not lock whole shards.
-LANGUAGE plpgsql SET citus.all_modifications_commutative = on AS $$
+-- Its callers have turned commutative_writes() on.
+LANGUAGE plpgsql AS $$
 DECLARE
     r_types text[];
     channels text[];
@@ -189,8 +209,8 @@ BEGIN
     -- Every channel of the routes: the rows just written are on the workers, and a
     -- dispatcher woken for a channel with nothing due claims nothing.
     IF queued > 0 THEN
-        PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)), 'dispatch',
-                                 'dispatcher.wake');
+        PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)),
+                                 'dispatch', 'dispatcher.wake');
     END IF;
     RETURN queued;
 END
@@ -212,11 +232,8 @@ $$;
 -- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by
 -- another worker, or the event was cancelled: the chunk is closed with nobody covered).
 CREATE OR REPLACE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
--- The chunk's sorts and aggregates fit in memory instead of spilling to disk. On Citus an
--- upsert on many shards otherwise locks each shard against every other such statement
--- (a flush, the next chunk) until commit; these rows are new, and PostgreSQL still locks
--- each row, so the chunks and flushes run side by side. Elsewhere the setting is inert.
-LANGUAGE plpgsql SET work_mem = '64MB' SET citus.all_modifications_commutative = on AS $$
+-- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
+LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE
     ev events%ROWTYPE;
     et notify_event_types%ROWTYPE;
@@ -229,6 +246,7 @@ DECLARE
     kinds text[];
     notified bigint;
     due timestamptz;
+    commutative text;
 BEGIN
     PERFORM 1 FROM event_chunks AS c
     WHERE c.event_id = p_event AND c.lo = p_lo AND c.covered IS NULL
@@ -249,6 +267,7 @@ BEGIN
     SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
     due := greatest(ev.send_at, now());
 
+    commutative := commutative_writes('on');
     topic := ev.recipients ->> 'topic';
     ids := ARRAY(SELECT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
     audience := notify_audience_sql(ev.recipients, true);
@@ -313,6 +332,7 @@ BEGIN
                              ARRAY[et.name], chunk_covered);
     END IF;
 
+    PERFORM commutative_writes(commutative);
     UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()
     WHERE c.event_id = p_event AND c.lo = p_lo;
     -- Last, so the event row is locked only for the end of this transaction.
@@ -370,15 +390,15 @@ $$;
 --    that statement's snapshot are not stamped: they stay open for the next digest.
 -- 2. The notifications, from the stamped items (flushed_at = this flush's time, ids from
 --    its blocks), then their `events` rows and outbox rows.
+-- On Citus its writes do not lock whole shards (commutative_writes()).
 -- Race-free with flushes side by side: only a flush changes an open item, and only under
 -- the advisory lock taken first, without waiting: a second flush meanwhile returns 0 at
 -- once (the next scheduled one takes what became due). One lock rather than one per
 -- digest: each lock held takes a lock-table entry, and the table holds
 -- max_locks_per_transaction (64) x connections in all.
 CREATE OR REPLACE FUNCTION flush_digests() RETURNS integer
--- A flush of a million items sorts and aggregates them in memory. Citus need not lock
--- whole shards: the rows written are new, and the stamped ones are under the lock.
-LANGUAGE plpgsql SET work_mem = '256MB' SET citus.all_modifications_commutative = on AS $$
+-- A flush of a million items sorts and aggregates them in memory.
+LANGUAGE plpgsql SET work_mem = '256MB' AS $$
 DECLARE
     -- Names this flush's events: a recipient's n-th digest of a type goes under the event
     -- md5(flush:type:n), so no row needs a join to find its event.
@@ -392,19 +412,20 @@ DECLARE
     channels text[];
     kinds text[];
     made uuid[];
+    commutative text;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('mark-notify:flush_digests', 0)) THEN
         RETURN 0;
     END IF;
-    DELETE FROM digest_items AS i
-    WHERE i.notification_id IS NULL
-      AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = i.user_id);
-
     SELECT array_agg(t.name) INTO types
     FROM notify_event_types AS t WHERE t.enabled AND t.mode = 'digest';
     IF types IS NULL THEN
         RETURN 0;
     END IF;
+    commutative := commutative_writes('on');
+    DELETE FROM digest_items AS i
+    WHERE i.notification_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = i.user_id);
     -- No more digests than open items: enough blocks for those.
     blocks := take_blocks(pg_get_serial_sequence('notifications', 'id')::regclass,
                           (SELECT count(*) FROM digest_items AS i
@@ -438,6 +459,7 @@ BEGIN
     USING blocks, at, types;
     GET DIAGNOSTICS stamped = ROW_COUNT;
     IF stamped = 0 THEN
+        PERFORM commutative_writes(commutative);
         RETURN 0;
     END IF;
 
@@ -524,6 +546,7 @@ BEGIN
     SELECT array_agg(id) INTO made FROM logged;
 
     PERFORM notify_queue(made, '', NULL, at, false, types, flushed);
+    PERFORM commutative_writes(commutative);
     RETURN flushed;
 END
 $$;

@@ -63,15 +63,16 @@ async def seed_promotions_trouble(db: Conn) -> None:
         " VALUES ('seen', 'promotions', 'client:x', '{}', 'dead', subject_bucket('client:x')),"
         "        ('seen', 'promotions', 'client:y', '{}', 'failed', subject_bucket('client:y'))"
     )
+    # An attempt for each of the four pending rows, the fourth refused.
     await db.execute(
         "INSERT INTO delivery_attempts (outbox_id, attempt, consumer, started_at, duration_ms,"
-        " outcome, status_code, error, bucket) SELECT n, 1, 'promotions',"
-        " now() - make_interval(mins => 10 - n), 5,"
-        " CASE WHEN n = 4 THEN 'failed' ELSE 'delivered' END,"
-        " CASE WHEN n = 4 THEN 400 ELSE 200 END,"
-        " CASE WHEN n = 4 THEN 'HTTP 400: unknown promotion' END,"
-        " (SELECT bucket FROM outbox WHERE id = n)"
-        " FROM generate_series(1, 4) AS n"
+        " outcome, status_code, error, bucket) SELECT o.id, 1, 'promotions',"
+        " now() - make_interval(mins => 10 - o.n::integer), 5,"
+        " CASE WHEN o.n = 4 THEN 'failed' ELSE 'delivered' END,"
+        " CASE WHEN o.n = 4 THEN 400 ELSE 200 END,"
+        " CASE WHEN o.n = 4 THEN 'HTTP 400: unknown promotion' END, o.bucket"
+        " FROM (SELECT id, bucket, row_number() OVER (ORDER BY id) AS n FROM outbox"
+        "       WHERE consumer = 'promotions' AND status = 'pending') AS o"
     )
 
 

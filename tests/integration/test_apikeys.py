@@ -208,4 +208,4 @@ def test_the_reserved_producers_are_the_ones_the_service_posts_as() -> None:
 
     flush = (ROOT / "sql" / "digests" / "functions" / "flush_digests.sql").read_text()
     assert MAILINGS in RESERVED_PRODUCERS
-    assert "SELECT f.id, 'digest', 'flush:'" in flush and "digest" in RESERVED_PRODUCERS
+    assert "SELECT f.event_id, 'digest', 'flush:'" in flush and "digest" in RESERVED_PRODUCERS

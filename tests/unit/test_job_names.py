@@ -18,8 +18,8 @@ from service.wake import WAKE_QUEUE, WAKE_TASK
     ("path", "queue", "task"),
     [
         ("notify/functions/notify_event.sql", MATERIALIZE_QUEUE, MATERIALIZE_TASK),
-        ("notify/functions/notify_materialize_chunk.sql", WAKE_QUEUE, WAKE_TASK),
-        ("digests/functions/flush_digests.sql", WAKE_QUEUE, WAKE_TASK),
+        # The fan-out's and the digest flush's wake-ups (both queue through it).
+        ("notify/functions/notify_queue.sql", WAKE_QUEUE, WAKE_TASK),
         ("schedules/functions/fire_due_schedules.sql", SCHEDULE_QUEUE, RUN_TASK),
     ],
 )

@@ -13,11 +13,12 @@ FOR UPDATE;
 --   updated_at timestamptz): the control as it is now.
 -- purpose: pause or resume one consumer (or channel): the claim queries skip a paused
 --   one's rows, which stay pending.
-INSERT INTO consumer_controls AS c (consumer, paused, changed_by, reason)
-VALUES (%(consumer)s, %(paused)s, %(actor)s, %(reason)s)
+INSERT INTO consumer_controls AS c (consumer, paused, changed_by, reason, updated_at)
+VALUES (%(consumer)s, %(paused)s, %(actor)s, %(reason)s, now())
+-- excluded.updated_at: on Citus (a reference table) SET takes no function but an immutable one.
 ON CONFLICT (consumer) DO UPDATE
     SET paused = excluded.paused, changed_by = excluded.changed_by, reason = excluded.reason,
-        updated_at = now()
+        updated_at = excluded.updated_at
 RETURNING c.consumer, c.paused, c.reason, c.changed_by, c.updated_at;
 
 -- name: list_consumer_controls
@@ -42,10 +43,12 @@ FOR UPDATE;
 --   updated_at timestamptz): the switch as it is now.
 -- purpose: switch an SMS or push provider off or on: the channel's claim hands the names
 --   of those switched off to the transport, which skips them in its failover order.
-INSERT INTO provider_controls AS p (channel, provider, enabled, changed_by)
-VALUES (%(channel)s, %(provider)s, %(enabled)s, %(actor)s)
+INSERT INTO provider_controls AS p (channel, provider, enabled, changed_by, updated_at)
+VALUES (%(channel)s, %(provider)s, %(enabled)s, %(actor)s, now())
+-- excluded.updated_at: as set_consumer_control's.
 ON CONFLICT (channel, provider) DO UPDATE
-    SET enabled = excluded.enabled, changed_by = excluded.changed_by, updated_at = now()
+    SET enabled = excluded.enabled, changed_by = excluded.changed_by,
+        updated_at = excluded.updated_at
 RETURNING p.channel, p.provider, p.enabled, p.changed_by, p.updated_at;
 
 -- name: list_provider_controls

@@ -17,15 +17,15 @@
 --    that statement's snapshot are not stamped: they stay open for the next digest.
 -- 2. The notifications, from the stamped items (flushed_at = this flush's time, ids from
 --    its blocks), then their `events` rows and outbox rows.
+-- On Citus its writes do not lock whole shards (commutative_writes()).
 -- Race-free with flushes side by side: only a flush changes an open item, and only under
 -- the advisory lock taken first, without waiting: a second flush meanwhile returns 0 at
 -- once (the next scheduled one takes what became due). One lock rather than one per
 -- digest: each lock held takes a lock-table entry, and the table holds
 -- max_locks_per_transaction (64) x connections in all.
 CREATE FUNCTION flush_digests() RETURNS integer
--- A flush of a million items sorts and aggregates them in memory. Citus need not lock
--- whole shards: the rows written are new, and the stamped ones are under the lock.
-LANGUAGE plpgsql SET work_mem = '256MB' SET citus.all_modifications_commutative = on AS $$
+-- A flush of a million items sorts and aggregates them in memory.
+LANGUAGE plpgsql SET work_mem = '256MB' AS $$
 DECLARE
     -- Names this flush's events: a recipient's n-th digest of a type goes under the event
     -- md5(flush:type:n), so no row needs a join to find its event.
@@ -39,19 +39,20 @@ DECLARE
     channels text[];
     kinds text[];
     made uuid[];
+    commutative text;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('mark-notify:flush_digests', 0)) THEN
         RETURN 0;
     END IF;
-    DELETE FROM digest_items AS i
-    WHERE i.notification_id IS NULL
-      AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = i.user_id);
-
     SELECT array_agg(t.name) INTO types
     FROM notify_event_types AS t WHERE t.enabled AND t.mode = 'digest';
     IF types IS NULL THEN
         RETURN 0;
     END IF;
+    commutative := commutative_writes('on');
+    DELETE FROM digest_items AS i
+    WHERE i.notification_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM users AS u WHERE u.id = i.user_id);
     -- No more digests than open items: enough blocks for those.
     blocks := take_blocks(pg_get_serial_sequence('notifications', 'id')::regclass,
                           (SELECT count(*) FROM digest_items AS i
@@ -85,6 +86,7 @@ BEGIN
     USING blocks, at, types;
     GET DIAGNOSTICS stamped = ROW_COUNT;
     IF stamped = 0 THEN
+        PERFORM commutative_writes(commutative);
         RETURN 0;
     END IF;
 
@@ -171,6 +173,7 @@ BEGIN
     SELECT array_agg(id) INTO made FROM logged;
 
     PERFORM notify_queue(made, '', NULL, at, false, types, flushed);
+    PERFORM commutative_writes(commutative);
     RETURN flushed;
 END
 $$;

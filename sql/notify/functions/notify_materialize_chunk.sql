@@ -13,11 +13,8 @@
 -- bucket) makes a repeat a no-op. Returns the recipients covered (0: already done by
 -- another worker, or the event was cancelled: the chunk is closed with nobody covered).
 CREATE FUNCTION notify_materialize_chunk(p_event uuid, p_lo text, p_hi text) RETURNS integer
--- The chunk's sorts and aggregates fit in memory instead of spilling to disk. On Citus an
--- upsert on many shards otherwise locks each shard against every other such statement
--- (a flush, the next chunk) until commit; these rows are new, and PostgreSQL still locks
--- each row, so the chunks and flushes run side by side. Elsewhere the setting is inert.
-LANGUAGE plpgsql SET work_mem = '64MB' SET citus.all_modifications_commutative = on AS $$
+-- The chunk's sorts and aggregates fit in memory instead of spilling to disk.
+LANGUAGE plpgsql SET work_mem = '64MB' AS $$
 DECLARE
     ev events%ROWTYPE;
     et notify_event_types%ROWTYPE;
@@ -30,6 +27,7 @@ DECLARE
     kinds text[];
     notified bigint;
     due timestamptz;
+    commutative text;
 BEGIN
     PERFORM 1 FROM event_chunks AS c
     WHERE c.event_id = p_event AND c.lo = p_lo AND c.covered IS NULL
@@ -50,6 +48,7 @@ BEGIN
     SELECT * INTO STRICT cat FROM notify_categories AS c WHERE c.name = et.category;
     due := greatest(ev.send_at, now());
 
+    commutative := commutative_writes('on');
     topic := ev.recipients ->> 'topic';
     ids := ARRAY(SELECT jsonb_array_elements_text(ev.recipients -> 'user_ids'));
     audience := notify_audience_sql(ev.recipients, true);
@@ -114,6 +113,7 @@ BEGIN
                              ARRAY[et.name], chunk_covered);
     END IF;
 
+    PERFORM commutative_writes(commutative);
     UPDATE event_chunks AS c SET covered = chunk_covered, updated_at = now()
     WHERE c.event_id = p_event AND c.lo = p_lo;
     -- Last, so the event row is locked only for the end of this transaction.

@@ -12,8 +12,8 @@ CREATE FUNCTION notify_queue(
     events uuid[], after text, upto text, due timestamptz, guard boolean, types text[],
     rows bigint
 ) RETURNS bigint
--- As notify_materialize_chunk(): these rows are new, so Citus need not lock whole shards.
-LANGUAGE plpgsql SET citus.all_modifications_commutative = on AS $$
+-- Its callers have turned commutative_writes() on.
+LANGUAGE plpgsql AS $$
 DECLARE
     r_types text[];
     channels text[];
@@ -73,8 +73,8 @@ BEGIN
     -- Every channel of the routes: the rows just written are on the workers, and a
     -- dispatcher woken for a channel with nothing due claims nothing.
     IF queued > 0 THEN
-        PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)), 'dispatch',
-                                 'dispatcher.wake');
+        PERFORM wake_dispatchers(ARRAY(SELECT DISTINCT unnest(channels)),
+                                 'dispatch', 'dispatcher.wake');
     END IF;
     RETURN queued;
 END

@@ -327,12 +327,16 @@ async def test_a_list_mailing_sends_once_and_a_scheduled_one_is_cancelled(
         assert await page.locator("#mailing-status").inner_text() == "cancelled"
         cur = await db.execute(
             "SELECT e.status, (SELECT count(*) FROM procrastinate_jobs AS j"
-            "                  WHERE j.queueing_lock = 'materialize:' || e.id),"
-            " (SELECT count(*) FROM notifications AS n WHERE n.event_id = e.id)"
+            "                  WHERE j.queueing_lock = 'materialize:' || e.id)"
             " FROM events AS e WHERE e.id = %s",
             (scheduled[0],),
         )
-        assert await cur.fetchone() == ("cancelled", 0, 0)
+        assert await cur.fetchone() == ("cancelled", 0)
+        # A statement of its own: on Citus a distributed table joins no coordinator table.
+        cur = await db.execute(
+            "SELECT count(*) FROM notifications WHERE event_id = %s", (scheduled[0],)
+        )
+        assert await cur.fetchone() == (0,)
         await asyncio.sleep(1.0)  # the dispatcher would have had time to send it
         assert len(w.smtp.mails) == 2
         await page.goto("/admin/mailings")

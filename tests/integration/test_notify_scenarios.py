@@ -18,6 +18,7 @@ import pytest
 
 from service.app import create_app
 from service.config.load import parse_config
+from service.wake import WAKE_QUEUE, WAKE_TASK
 from tests.consumers import running, wait_until
 from tests.notify_api import EPISODE, RECEIPT, auth, new_key
 from tests.providers import Providers, serving_providers
@@ -227,7 +228,9 @@ async def test_quiet_hours_hold_a_push_and_release_it_when_they_end(db: Conn, db
 async def test_escalation_sends_sms_unless_the_push_was_seen_and_fails_over_to_the_fallback(
     db: Conn, db_url: str
 ) -> None:
-    async with world(db_url, escalate_after_s=1.5) as w:
+    # The escalation is due long after the test: it is brought forward once Erin's mark is
+    # in (below), so how fast a busy machine delivers the push decides nothing.
+    async with world(db_url, escalate_after_s=600) as w:
         w.providers.status["sms-primary"] = 503
         for user in ("erin", "fay"):
             await w.put_user(
@@ -252,8 +255,15 @@ async def test_escalation_sends_sms_unless_the_push_was_seen_and_fails_over_to_t
         )
         assert seen.status_code == 200, seen.text
 
-        # Fay does not: after the delay the receipt goes by SMS, through the fallback
-        # provider because the primary answers 503.
+        # The escalation's delay passes (the rows come due, the dispatcher is woken). Fay
+        # has seen nothing: her receipt goes by SMS, through the fallback provider because
+        # the primary answers 503.
+        await db.execute(
+            "UPDATE outbox SET next_attempt_at = %s WHERE consumer = 'sms' AND status = 'pending'",
+            (datetime.now(UTC),),
+        )
+        await db.execute("SELECT wake_dispatchers(ARRAY['sms'], %s, %s)", (WAKE_QUEUE, WAKE_TASK))
+
         async def fay_texted() -> bool:
             return len(w.providers.to("sms-fallback")) == 1
 

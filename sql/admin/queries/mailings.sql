@@ -4,20 +4,27 @@
 --   timestamptz, event_status text, deliveries bigint, finished bigint), newest first.
 -- purpose: the mailings page: each mailing with its event's deliveries so far (finished =
 --   no longer pending), for its progress bar.
+WITH listed AS (
+    SELECT m.* FROM mailings AS m ORDER BY m.id DESC LIMIT %(limit)s
+),
+-- Per event, not per mailing row: on Citus one aggregate over the shards (a LATERAL join
+-- of the coordinator's mailings with the distributed tables is refused).
+progress AS (
+    SELECT n.event_id, count(*) AS deliveries,
+           count(*) FILTER (WHERE o.status <> 'pending') AS finished
+    FROM notifications AS n
+    JOIN outbox AS o ON o.notification_id = n.id AND o.bucket = n.bucket
+    WHERE n.event_id IN (SELECT l.event_id FROM listed AS l WHERE l.event_id IS NOT NULL)
+    GROUP BY n.event_id
+)
 SELECT m.id, m.name, m.event_type, m.audience, m.topic,
        cardinality(m.user_ids) AS listed, m.status, m.created_by, m.created_at, m.send_at,
        e.status AS event_status,
        coalesce(p.deliveries, 0) AS deliveries, coalesce(p.finished, 0) AS finished
-FROM mailings AS m
+FROM listed AS m
 LEFT JOIN events AS e ON e.id = m.event_id
-LEFT JOIN LATERAL (
-    SELECT count(*) AS deliveries, count(*) FILTER (WHERE o.status <> 'pending') AS finished
-    FROM notifications AS n
-    JOIN outbox AS o ON o.notification_id = n.id AND o.bucket = n.bucket
-    WHERE n.event_id = m.event_id
-) AS p ON m.event_id IS NOT NULL
-ORDER BY m.id DESC
-LIMIT %(limit)s;
+LEFT JOIN progress AS p ON p.event_id = m.event_id
+ORDER BY m.id DESC;
 
 -- name: admin_mailing_get
 -- returns: zero or one row (every mailings column, event_status text, materialized_at

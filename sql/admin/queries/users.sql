@@ -18,7 +18,8 @@ SELECT r.id, r.event_id, r.type, r.category, r.created_at,
        (SELECT m.seen_at FROM seen_marks AS m
         WHERE m.tag = %(seen_tag)s AND m.item_id = r.id::text
           AND m.subject_key = %(subject_key)s AND m.expires_at > now()
-          AND m.bucket = r.bucket) AS seen_at,
+          -- The user's bucket by value too, so that Citus routes the whole to one shard.
+          AND m.bucket = r.bucket AND m.bucket = user_bucket(%(user_id)s)) AS seen_at,
        r.suppressed,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                             'channel', o.consumer, 'status', o.status, 'reason', o.reason,
@@ -27,7 +28,8 @@ SELECT r.id, r.event_id, r.type, r.category, r.created_at,
                             'delivered_at', o.delivered_at)
                         ORDER BY o.consumer, o.id)
                  FROM outbox AS o
-                 WHERE o.notification_id = r.id AND o.bucket = r.bucket), '[]') AS deliveries
+                 WHERE o.notification_id = r.id AND o.bucket = r.bucket
+                   AND o.bucket = user_bucket(%(user_id)s)), '[]') AS deliveries
 FROM recent AS r
 ORDER BY r.id DESC;
 

@@ -86,9 +86,9 @@ SELECT previous, suppressed, job_removed FROM cancel_event(%(event_id)s::uuid);
 -- returns: one row (users bigint): the users the recipients would reach now.
 -- purpose: a mailing's audience size before it is sent, counted with the fan-out's own
 --   notify_audience() over every user id (all users, a topic's members, the known ones
---   among listed ids).
+--   among listed ids; no upper bound).
 SELECT count(*) AS users
-FROM notify_audience(%(recipients)s::jsonb, '', (SELECT max(u.id) FROM users AS u));
+FROM notify_audience(%(recipients)s::jsonb, '', NULL);
 
 -- name: admin_preview_user
 -- returns: zero or one row (id text, locale text)

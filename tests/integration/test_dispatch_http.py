@@ -180,9 +180,11 @@ async def test_503_four_times_then_200_is_delivered_once_after_five_attempts(
     bounds = Backoff(initial=timedelta(seconds=0.05), factor=2.0, cap=timedelta(seconds=0.3))
     for n, (before, after) in enumerate(itertools.pairwise(attempts), start=1):
         gap = (after[4] - before[4]).total_seconds() - before[5] / 1000.0
-        # Equal jitter: in [bound / 2, bound]; plus scheduling slack (claim, wake-up).
+        # Equal jitter: never before bound / 2 (the row is not due). After the bound a
+        # busy machine adds its own delay to the claim and wake-up, so the upper side only
+        # catches a retry left to the sweep; the cap itself: tests/unit/test_dispatch_policy.py.
         bound = backoff_bound(bounds, n)
-        assert bound / 2 - 0.01 <= gap <= bound + 0.25, (n, gap)
+        assert bound / 2 - 0.01 <= gap <= bound + 2.0, (n, gap)
 
 
 @pytest.mark.citus

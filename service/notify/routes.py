@@ -1,9 +1,11 @@
-"""Every HTTP route of the notification half, mounted by service/app.py."""
+"""Every HTTP route of the notification half, mounted by service/app.py, and which of
+them a signed-in user's browser calls (service/cors.py)."""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from service.notify.embed import ROUTES as EMBED_ROUTES
 from service.notify.events import ROUTES as EVENT_ROUTES
 from service.notify.inbox import ROUTES as INBOX_ROUTES
 from service.notify.preferences import ROUTES as PREFERENCE_ROUTES
@@ -16,4 +18,7 @@ ROUTES: list[BaseRoute] = [
     *USER_ROUTES,
     *PREFERENCE_ROUTES,
     *INBOX_ROUTES,
+    *EMBED_ROUTES,
 ]
+# The user's own endpoints, and every path below them (the inbox's stream).
+BROWSER_PATHS = ("/v1/inbox", "/v1/preferences")

@@ -110,7 +110,14 @@ async def get_inbox(request: Request) -> Response:
             )
         )
     next_cursor = items[-1].id if len(found) > limit else None
-    return json_response(InboxPage(items=items, unseen=unseen, next_cursor=next_cursor))
+    return json_response(
+        InboxPage(
+            items=items,
+            unseen=unseen,
+            next_cursor=next_cursor,
+            seen_tag=state.config.notify.seen_tag,
+        )
+    )
 
 
 ROUTES: list[BaseRoute] = [Route("/v1/inbox", get_inbox, methods=["GET"])]

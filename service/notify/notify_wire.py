@@ -257,3 +257,5 @@ class InboxPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[InboxItem]
     unseen: int
     next_cursor: str | None
+    # The tag of POST /v1/seen that marks these items seen (notify.seen_tag).
+    seen_tag: str

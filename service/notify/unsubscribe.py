@@ -22,35 +22,27 @@ longer has is `invalid_unsubscribe_link` (400); one for a transactional category
 from __future__ import annotations
 
 import html
-import re
-import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-import jwt
 import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from service.config.base import ConfigError, refuse_unsafe_secret
 from service.config.load import Config
 from service.config.notify import NotifySettings
 from service.errors import api_error
+from service.notify import signed_tokens
 from service.sql import q
 from service.state import state_of
 
-# Binds a token to this use: a JWT signed with the same secret for anything else is refused.
+# Binds a token to this use: a token signed with the same secret for anything else is refused.
 AUDIENCE = "mark-notify:unsubscribe"
-ALGORITHM = "HS256"
 PATH = "/v1/unsubscribe/{token}"
-# Links are pasted and re-wrapped by mail clients; anything longer is not one of ours.
-MAX_TOKEN_CHARS = 2048
-# A compact JWS: three base64url parts, unpadded, as make_token() writes them. Published in
-# /openapi.json; anything else is refused before it is decoded. `(?!\n)`: Python's `$`
-# also matches before a final newline, JSON Schema's does not.
-COMPACT_JWS_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$(?!\n)"
-_COMPACT_JWS = re.compile(COMPACT_JWS_PATTERN)
+COMPACT_JWS_PATTERN = signed_tokens.COMPACT_JWS_PATTERN
+MAX_TOKEN_CHARS = signed_tokens.MAX_TOKEN_CHARS
+signing_key = signed_tokens.signing_key
 
 _encode = msgspec.json.Encoder().encode
 
@@ -68,21 +60,6 @@ class Unsubscribe:
     channel: str
 
 
-def signing_key(notify: NotifySettings, environment: str | None) -> str:
-    """The unsubscribe secret, refused if missing, or a development one or a placeholder
-    outside development (service/config/base.py).
-
-    `environment` None skips that check, for a signer that is not told its
-    environment; the API, which verifies, always is, so a link signed with a
-    development secret never works outside development.
-    """
-    secret = notify.unsubscribe_secret
-    if not secret:
-        raise ConfigError("notify.unsubscribe_secret: required to sign unsubscribe links")
-    refuse_unsafe_secret("notify.unsubscribe_secret", secret, environment)
-    return secret
-
-
 def make_token(
     notify: NotifySettings,
     user_id: str,
@@ -92,16 +69,11 @@ def make_token(
     environment: str | None = None,
     now: float | None = None,
 ) -> str:
-    # Short claim names and no `iat`: the token is part of a URL in every email.
-    issued = time.time() if now is None else now
-    claims = {
-        "sub": user_id,
-        "cat": category,
-        "ch": channel,
-        "aud": AUDIENCE,
-        "exp": int(issued + notify.unsubscribe_ttl.total_seconds()),
-    }
-    return jwt.encode(claims, signing_key(notify, environment), algorithm=ALGORITHM)
+    # Short claim names: the token is part of a URL in every email.
+    claims = {"sub": user_id, "cat": category, "ch": channel}
+    return signed_tokens.sign(
+        notify, AUDIENCE, claims, notify.unsubscribe_ttl, environment=environment, now=now
+    )
 
 
 def unsubscribe_url(
@@ -119,25 +91,20 @@ def unsubscribe_url(
 
 def read_token(notify: NotifySettings, token: str, *, environment: str) -> Unsubscribe:
     """The request a token carries; InvalidLink says why it is refused."""
-    key = signing_key(notify, environment)
-    if len(token) > MAX_TOKEN_CHARS:
-        raise InvalidLink("the link is too long")
-    if not _COMPACT_JWS.match(token):
-        raise InvalidLink("the link is not valid (not a signed token)")
     try:
-        # One algorithm only: "none" and RS256 tokens are refused whatever they claim.
-        claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=[ALGORITHM], audience=AUDIENCE, options={"require": ["exp"]}
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidLink("the link has expired") from None
-    except jwt.PyJWTError as exc:
-        raise InvalidLink(f"the link is not valid ({exc})") from None
-    values = [claims.get(name) for name in ("sub", "cat", "ch")]
-    if not all(isinstance(v, str) and v for v in values):
-        raise InvalidLink("the link is not valid (missing claims)")
-    user_id, category, channel = values
-    return Unsubscribe(str(user_id), str(category), str(channel))
+        claims = signed_tokens.verify(notify, AUDIENCE, token, environment=environment)
+        user_id, category, channel = signed_tokens.string_claims(claims, "sub", "cat", "ch")
+    except signed_tokens.InvalidToken as exc:
+        raise InvalidLink(_reason(str(exc))) from None
+    return Unsubscribe(user_id, category, channel)
+
+
+def _reason(why: str) -> str:
+    if why == "too long":
+        return "the link is too long"
+    if why == "expired":
+        return "the link has expired"
+    return f"the link is not valid ({why})"
 
 
 # --- routes ---------------------------------------------------------------------------

@@ -144,6 +144,7 @@ async def test_delivered_notifications_newest_first_rendered_in_the_users_locale
         "items": [],
         "unseen": 0,
         "next_cursor": None,
+        "seen_tag": "notifications",
     }
 
 

@@ -43,7 +43,7 @@ button,input{font:inherit;color:inherit}
 .bell:hover{background:var(--mn-hover,rgba(0,0,0,.06))}
 .badge{position:absolute;top:2px;right:0;min-width:18px;height:18px;padding:0 5px;box-sizing:border-box;border-radius:9px;background:var(--mn-badge-bg,#dc2626);color:var(--mn-badge-color,#fff);font-size:11px;font-weight:600;line-height:18px;text-align:center}
 .panel{position:absolute;top:calc(100% + 6px);right:0;z-index:var(--mn-z,1000);width:min(var(--mn-width,380px),calc(100vw - 16px));max-height:var(--mn-max-height,480px);display:flex;flex-direction:column;background:var(--mn-bg,#fff);border:1px solid var(--mn-border,#e5e7eb);border-radius:var(--mn-radius,12px);box-shadow:var(--mn-shadow,0 10px 30px rgba(0,0,0,.15));overflow:hidden}
-:host([align=start]) .panel{right:auto;left:0}
+.panel.start{right:auto;left:0}
 .head{display:flex;align-items:center;gap:4px;padding:8px 8px 8px 14px;border-bottom:1px solid var(--mn-border,#e5e7eb)}
 h2{flex:1;margin:0;font-size:1.05em}
 .tb{border:0;background:transparent;border-radius:6px;padding:4px 8px;cursor:pointer;color:var(--mn-accent,#2563eb)}
@@ -194,6 +194,10 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       this._panel.hidden = false;
       this._bell.setAttribute('aria-expanded', 'true');
       this._render();
+      // Under the bell's right edge, unless it would leave the window on the left.
+      const align = this.getAttribute('align');
+      const room = this.getBoundingClientRect().right - this._panel.offsetWidth;
+      this._panel.classList.toggle('start', align === 'start' || (align !== 'end' && room < 8));
       const first = this._panel.querySelector('.main') || this._panel.querySelector('.tb');
       if (first) first.focus();
     }
@@ -249,9 +253,11 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       try {
         opened = await this._api('POST', '/v1/inbox/stream-token');
       } catch (err) {
-        // No stream (yet): the list as it is now, and another try later.
+        // No stream: the list as it is now. Another try later, unless the API said no
+        // (no stream endpoint, a bad token): then the error's Retry button tries again.
         if (!this._items.size) await this.reload();
-        return this._retry();
+        const s = err.status;
+        return s && s < 500 && s !== 429 ? undefined : this._retry();
       }
       if (!this._alive || this._es) return;
       const url = new URL(opened.stream_url, `${this._base}/`);
@@ -282,6 +288,13 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
         this._tok = null;
         this._retry();
       };
+    }
+
+    _retryNow() {
+      if (this._es) return this.reload();
+      this._tries = 0;
+      clearTimeout(this._again);
+      return this._connect();
     }
 
     _retry() {
@@ -433,7 +446,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
     _list(t) {
       const items = this.items;
       if (this._state === 'error' && !items.length) {
-        return h('div', { class: 'msg', role: 'alert' }, h('p', { text: t.error }), h('button', { class: 'tb retry', type: 'button', text: t.retry, onclick: () => this.reload() }));
+        return h('div', { class: 'msg', role: 'alert' }, h('p', { text: t.error }), h('button', { class: 'tb retry', type: 'button', text: t.retry, onclick: () => this._retryNow() }));
       }
       if (!items.length) return h('p', { class: 'msg', text: this._state === 'loading' ? '…' : t.empty });
       const rtf = new Intl.RelativeTimeFormat(this._locale, { numeric: 'auto' });

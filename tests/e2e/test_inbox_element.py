@@ -34,7 +34,7 @@ async def focused(page: Page) -> str:
 
 async def unseen_is(stack: InboxStack, user: str, n: int) -> None:
     async def check() -> bool:
-        return (await stack.inbox(user))["unseen"] == n
+        return bool((await stack.inbox(user))["unseen"] == n)
 
     await wait_until(stack.alive(check), 30, f"{user}'s unseen count at {n}")
 

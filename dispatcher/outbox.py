@@ -15,6 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.transport_base import Delivery, Outcome
 from service.config.base import DeliveryPolicy
+from service.config.notify import Channel
+from service.inbox_signal import LISTEN_CHANNEL
 from service.sql import q
 from service.tracing import attempt_trace
 
@@ -170,8 +172,15 @@ async def complete(
     }
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(q("complete_outbox"), params)
-        rows = await cur.fetchall()
-    return [Recorded(row[0], row[1], row[2]) for row in rows]
+        recorded = [Recorded(row[0], row[1], row[2]) for row in await cur.fetchall()]
+        inboxed = [r.outbox_id for r in recorded if r.applied and r.outcome == "delivered"]
+        if inboxed and isinstance(consumer, Channel) and consumer.kind == "inbox":
+            # The live inbox's change log, in the same transaction as the delivery.
+            await conn.execute(
+                q("record_inbox_items"),
+                {"ids": inboxed, "buckets": params["buckets"], "listen_channel": LISTEN_CHANNEL},
+            )
+    return recorded
 
 
 async def save_consumer_state(

@@ -180,7 +180,11 @@ WriterFactory = Callable[[AsyncConnectionPool, Config], MarkWriter]
 
 def group_committer(pool: AsyncConnectionPool, config: Config) -> MarkWriter:
     # Half the pool commits while the other half serves readiness checks and spikes.
-    return GroupCommitter(pool, max_inflight=max(1, config.database.pool_max // 2))
+    return GroupCommitter(
+        pool,
+        max_inflight=max(1, config.database.pool_max // 2),
+        inbox_tag=config.notify.seen_tag,
+    )
 
 
 def create_app(config: Config | None = None, writer: WriterFactory = group_committer) -> Starlette:

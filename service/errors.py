@@ -78,6 +78,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "database_unavailable": (503, "Storage is unavailable; retry after Retry-After seconds."),
     "internal_error": (500, "An unexpected error; nothing was stored."),
     "invalid_unsubscribe_link": (400, "The unsubscribe link is malformed, altered or expired."),
+    "invalid_stream_token": (401, "The inbox stream token is missing, altered or expired."),
+    "invalid_last_event_id": (400, "Last-Event-ID is not a position this stream gave."),
+    "too_many_streams": (429, "Too many open inbox streams for this user or process."),
 }
 
 

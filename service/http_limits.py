@@ -19,7 +19,8 @@ Two layers, because neither is enough alone:
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from starlette.types import Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -63,6 +64,20 @@ async def refuse_headers(send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": 431, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+# Called when uvicorn starts a graceful shutdown, before it waits for responses to end: a
+# response that never ends by itself (the live inbox stream) ends then. Weak, so an app
+# that is gone (tests build many) is not kept alive or called.
+_SHUTDOWN_HOOKS: weakref.WeakSet[ShutdownAware] = weakref.WeakSet()
+
+
+class ShutdownAware(Protocol):
+    def server_stopping(self) -> None: ...
+
+
+def on_shutdown(target: ShutdownAware) -> None:
+    _SHUTDOWN_HOOKS.add(target)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -143,6 +158,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if stop < end and (self.transport.is_closing() or self.parser.should_upgrade()):
                 return
             pos = stop
+
+    def shutdown(self) -> None:
+        for target in list(_SHUTDOWN_HOOKS):
+            target.server_stopping()
+        super().shutdown()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -100,12 +100,13 @@ class State:
         # traceback (and the frames it holds) onto it for as long as the outage lasts.
         return api_error("database_unavailable", retry_after=str(self.config.api.retry_after_s))
 
-    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+    def in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` until it ends or the app stops (which cancels it)."""
         # The set holds the task: the event loop keeps only a weak reference to it.
         task = asyncio.create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
 
 def state_of(request: Request) -> State:

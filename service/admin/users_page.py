@@ -75,6 +75,7 @@ async def _lookup(state: State, user_id: str) -> dict[str, Any]:
                 "seen_tag": config.notify.seen_tag,
                 "channels": [n for n, c in config.channels.items() if c.kind == "inbox"],
                 "before": None,
+                "ids": None,
                 "limit": INBOX,
             },
         )

@@ -162,6 +162,24 @@ class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
                     raise ValueError(f"optional_data: {name!r} groups the digest; it is required")
 
 
+class InboxStreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """GET /v1/inbox/stream (service/notify/inbox_stream.py)."""
+
+    # What a stream token is good for: opening streams; an open stream is not cut by it.
+    token_ttl: timedelta = timedelta(minutes=5)
+    # A comment line this often keeps proxies from closing an idle stream.
+    heartbeat: timedelta = timedelta(seconds=15)
+    # A stream ends after this and the browser reconnects, with a fresh token if needed:
+    # identity is checked again, and connections spread over restarted API processes.
+    max_age: timedelta = timedelta(hours=1)
+    # Per API process: streams of one user, and in all.
+    per_user: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    max_streams: Positive = 10_000
+    # How far back a stream resumes from its Last-Event-ID; an older one is told to reload
+    # (reset). The change log is pruned past it.
+    resume_for: timedelta = timedelta(days=1)
+
+
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     # Where the links in notifications point (one-click unsubscribe).
     public_url: str = "http://127.0.0.1:8000"
@@ -178,3 +196,4 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     templates_dir: str = "config/templates"
     # Users materialized per transaction for topic / all audiences.
     chunk_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 50_000
+    inbox_stream: InboxStreamSettings = msgspec.field(default_factory=InboxStreamSettings)

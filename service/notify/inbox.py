@@ -22,7 +22,7 @@ from service.http import json_response
 from service.notify.notify_wire import InboxItem, InboxPage
 from service.notify.request_parts import client_user
 from service.sql import q
-from service.state import EventTemplates, RenderError, state_of
+from service.state import EventTemplates, RenderError, State, state_of
 
 log = logging.getLogger(__name__)
 
@@ -60,31 +60,28 @@ def _render(
         raise RenderError("no inbox template") from None
 
 
-async def get_inbox(request: Request) -> Response:
-    user_id = client_user(request)
-    state = state_of(request)
-    # As bodies forbid unknown fields: a misspelt parameter is an error, not ignored.
-    unknown = sorted(set(request.query_params) - {"limit", "cursor"})
-    if unknown:
-        raise api_error("invalid_query", f"Unknown query parameter {unknown[0]!r}.")
-    limit = _limit(request.query_params.get("limit"))
-    before = _cursor(request.query_params.get("cursor"))
-    params = {
+def page_params(
+    state: State, user_id: str, *, before: int | None, limit: int, ids: list[int] | None
+) -> dict[str, Any]:
+    """inbox_page's parameters: the user's page older than `before`, or items `ids`."""
+    return {
         "user_id": user_id,
         "subject_key": f"client:{user_id}",
         "seen_tag": state.config.notify.seen_tag,
         "channels": [n for n, c in state.config.channels.items() if c.kind == "inbox"],
         "before": before,
-        # One more than asked tells whether another page follows.
-        "limit": limit + 1,
+        "ids": ids,
+        "limit": limit,
     }
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(q("inbox_page"), params)
-        rows = await cur.fetchall()
+
+
+def page_items(state: State, user_id: str, rows: list[Any]) -> tuple[int, list[InboxItem]]:
+    """inbox_page's rows as the unseen count and the items, rendered for the user."""
     unseen = int(rows[0][0]) if rows else 0
-    found = [r for r in rows if r[1] is not None]
     items: list[InboxItem] = []
-    for _, id_, event_id, type_, category, created_at, data, locale, seen in found[:limit]:
+    for _, id_, event_id, type_, category, created_at, data, locale, seen in rows:
+        if id_ is None:
+            continue
         context = dict(data) if isinstance(data, dict) else {}
         context |= {
             "recipient": {"id": user_id, "locale": locale},
@@ -109,6 +106,25 @@ async def get_inbox(request: Request) -> Response:
                 seen=bool(seen),
             )
         )
+    return unseen, items
+
+
+async def get_inbox(request: Request) -> Response:
+    user_id = client_user(request)
+    state = state_of(request)
+    # As bodies forbid unknown fields: a misspelt parameter is an error, not ignored.
+    unknown = sorted(set(request.query_params) - {"limit", "cursor"})
+    if unknown:
+        raise api_error("invalid_query", f"Unknown query parameter {unknown[0]!r}.")
+    limit = _limit(request.query_params.get("limit"))
+    before = _cursor(request.query_params.get("cursor"))
+    # One more than asked tells whether another page follows.
+    params = page_params(state, user_id, before=before, limit=limit + 1, ids=None)
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(q("inbox_page"), params)
+        rows = await cur.fetchall()
+    unseen, found = page_items(state, user_id, rows)
+    items = found[:limit]
     next_cursor = items[-1].id if len(found) > limit else None
     return json_response(
         InboxPage(

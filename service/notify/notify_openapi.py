@@ -8,6 +8,8 @@ from typing import Any
 
 from service.config.load import Config
 from service.notify import notify_wire as notify
+from service.notify.inbox_stream import MAX_POSITION_CHARS, POSITION_PATTERN
+from service.notify.inbox_stream import PATH as STREAM_PATH
 from service.notify.unsubscribe import COMPACT_JWS_PATTERN, MAX_TOKEN_CHARS, UnsubscribeResult
 from service.notify.unsubscribe import PATH as UNSUBSCRIBE_PATH
 from service.openapi import (
@@ -33,6 +35,9 @@ STRUCTS = (
     notify.PreferencesBody,
     notify.Preferences,
     notify.InboxPage,
+    notify.StreamToken,
+    notify.StreamReady,
+    notify.StreamChanges,
     UnsubscribeResult,
 )
 PREFERENCE_ERRORS = (
@@ -270,6 +275,63 @@ def _paths() -> dict[str, Any]:
                     "item's id. A query parameter other than these two is `invalid_query`."
                 ),
             )
+        },
+        **_stream_paths(),
+    }
+
+
+def _stream_paths() -> dict[str, Any]:
+    position = {"type": "string", "pattern": POSITION_PATTERN, "maxLength": MAX_POSITION_CHARS}
+    token = {"type": "string", "pattern": COMPACT_JWS_PATTERN, "maxLength": MAX_TOKEN_CHARS}
+    events = {
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "description": (
+                "Messages `ready` (data: StreamReady) and `changes` (data: StreamChanges), each "
+                "with an `id` to resume from; `: ping` comments as heartbeats."
+            ),
+        }
+    }
+    return {
+        "/v1/inbox/stream-token": {
+            "post": operation(
+                "A token that opens the signed-in user's live inbox stream",
+                client=True,
+                ok={"200": answer("The token and the stream's URL.", "StreamToken")},
+                description=(
+                    "EventSource cannot send an Authorization header: trade the client's "
+                    "token for this one (minutes long, good only for opening the stream)."
+                ),
+            )
+        },
+        STREAM_PATH: {
+            "get": {
+                "summary": "The signed-in user's live inbox (Server-Sent Events)",
+                "description": (
+                    "New inbox items, items marked seen on any device, and the unseen count. "
+                    "Resume with the last message's id as `Last-Event-ID` (what a browser's "
+                    "reconnect sends) or `last_event_id`: nothing is missed or repeated."
+                ),
+                "parameters": [
+                    {"name": "token", "in": "query", "required": True, "schema": token},
+                    {"name": "last_event_id", "in": "query", "required": False, "schema": position},
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": position,
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "The stream.", "content": events},
+                    **error_responses(
+                        "invalid_stream_token",
+                        "invalid_last_event_id",
+                        "too_many_streams",
+                        *ALWAYS,
+                    ),
+                },
+            }
         },
     }
 

@@ -259,3 +259,30 @@ class InboxPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None
     # The tag of POST /v1/seen that marks these items seen (notify.seen_tag).
     seen_tag: str
+
+
+class StreamToken(msgspec.Struct, frozen=True, kw_only=True):
+    """Opens GET /v1/inbox/stream for the signed-in user until `expires_at`."""
+
+    token: str
+    expires_at: datetime
+    # The stream's path with the token; add `&last_event_id=` to resume.
+    stream_url: str
+
+
+class StreamReady(msgspec.Struct, frozen=True, kw_only=True):
+    """The `ready` message: a stream starts here. `reset`: the Last-Event-ID was too old to
+    resume from; reload the list (GET /v1/inbox)."""
+
+    unseen: int
+    seen_tag: str
+    reset: bool
+
+
+class StreamChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """The `changes` message: what reached the inbox (newest first) and what was marked
+    seen, on any device, since the previous message."""
+
+    items: list[InboxItem]
+    seen: list[str]
+    unseen: int

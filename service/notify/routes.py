@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute
 from service.notify.embed import ROUTES as EMBED_ROUTES
 from service.notify.events import ROUTES as EVENT_ROUTES
 from service.notify.inbox import ROUTES as INBOX_ROUTES
+from service.notify.inbox_stream import ROUTES as STREAM_ROUTES
 from service.notify.preferences import ROUTES as PREFERENCE_ROUTES
 from service.notify.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
 from service.notify.users import ROUTES as USER_ROUTES
@@ -18,6 +19,7 @@ ROUTES: list[BaseRoute] = [
     *USER_ROUTES,
     *PREFERENCE_ROUTES,
     *INBOX_ROUTES,
+    *STREAM_ROUTES,
     *EMBED_ROUTES,
 ]
 # The user's own endpoints, and every path below them (the inbox's stream).

@@ -19,6 +19,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.database import database_unreachable
+from service.inbox_signal import LISTEN_CHANNEL
 from service.logs import request_context
 from service.metrics import observe_commit
 from service.sql import q
@@ -61,11 +62,38 @@ def _params(rows: Sequence[MarkRow]) -> dict[str, object]:
     }
 
 
-async def record_marks(conn: psycopg.AsyncConnection[Any], rows: Sequence[MarkRow]) -> set[MarkKey]:
-    """Write rows in the caller's transaction; the keys of the marks that were new."""
-    cur = await conn.execute(q("record_seen_marks"), _params(rows))
-    fetched: list[MarkKey] = await cur.fetchall()
-    return set(fetched)
+async def record_marks(
+    conn: psycopg.AsyncConnection[Any], rows: Sequence[MarkRow], *, inbox_tag: str | None = None
+) -> set[MarkKey]:
+    """Write rows in the caller's transaction; the keys of the marks that were new.
+
+    With `inbox_tag` (notify.seen_tag), a client's new mark of that tag also goes to the
+    live inbox's change log, in the same transaction; a batch without one costs nothing
+    more.
+    """
+    if inbox_tag is None or not any(_inbox_mark(r.key, inbox_tag) for r in rows):
+        cur = await conn.execute(q("record_seen_marks"), _params(rows))
+        return set(await cur.fetchall())
+    async with conn.transaction():
+        cur = await conn.execute(q("record_seen_marks"), _params(rows))
+        new: set[MarkKey] = set(await cur.fetchall())
+        seen = sorted(k for k in new if _inbox_mark(k, inbox_tag))
+        if seen:
+            params = {
+                "user_ids": [k[2].removeprefix(CLIENT_KEY) for k in seen],
+                "item_ids": [k[1] for k in seen],
+                "listen_channel": LISTEN_CHANNEL,
+            }
+            await conn.execute(q("record_inbox_seen"), params)
+    return new
+
+
+# A client's subject key (service/identity.py caller_for): "client:" + user id.
+CLIENT_KEY = "client:"
+
+
+def _inbox_mark(key: MarkKey, inbox_tag: str) -> bool:
+    return key[0] == inbox_tag and key[2].startswith(CLIENT_KEY)
 
 
 @dataclass(slots=True)
@@ -86,9 +114,15 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, pool: AsyncConnectionPool, *, max_rows: int = 2000, max_inflight: int = 4
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        max_rows: int = 2000,
+        max_inflight: int = 4,
+        inbox_tag: str | None = None,
     ) -> None:
         self._pool = pool
+        self._inbox_tag = inbox_tag
         self._max_rows = max_rows
         self._slots = asyncio.Semaphore(max_inflight)
         self._queue: list[_Waiter] = []
@@ -174,7 +208,7 @@ class GroupCommitter:
             # record_seen_marks is a single statement, so on the API's autocommit pool it
             # is its own transaction: all of a batch's rows commit together or not at all.
             async with self._pool.connection() as conn:
-                new = await record_marks(conn, rows)
+                new = await record_marks(conn, rows, inbox_tag=self._inbox_tag)
             self.transactions += 1
             return new
         except (PoolTimeout, psycopg.Error) as exc:

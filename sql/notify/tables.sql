@@ -162,3 +162,19 @@ CREATE TABLE event_chunks (
     PRIMARY KEY (event_id, lo)
 );
 CREATE INDEX event_chunks_updated_at_idx ON event_chunks (updated_at);
+
+-- The live inbox's change log (GET /v1/inbox/stream): an item reached a user's inbox, or
+-- the user marked one seen. Written in the transaction that made the change, with that
+-- transaction's id, so a stream's position is a snapshot (pg_current_snapshot()) and the
+-- next read takes the rows not visible in it: none missed, none twice, whatever order the
+-- writers commit in. On a Citus cluster it stays a local table of the coordinator, whose
+-- own transaction ids and snapshots those are. Pruned after notify.inbox_stream.resume_for.
+CREATE TABLE inbox_changes (
+    xid        xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    user_id    text        NOT NULL,
+    item_id    text        NOT NULL,
+    change     text        NOT NULL CHECK (change IN ('item', 'seen')),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX inbox_changes_user_idx ON inbox_changes (user_id, xid);
+CREATE INDEX inbox_changes_created_at_idx ON inbox_changes (created_at);

@@ -1,8 +1,9 @@
 -- name: inbox_page
 -- returns: rows (unseen bigint, id bigint, event_id uuid, type text, category text,
 --   created_at timestamptz, data jsonb, locale text, seen boolean), newest first: up to
---   `limit` notifications older than `before` (none: from the newest). unseen is on every
---   row; when the page is empty there is one row with only unseen set.
+--   `limit` notifications older than `before` (none: from the newest), of `ids` only
+--   when given (the live stream's new items). unseen is on every row; when the page is
+--   empty there is one row with only unseen set.
 -- purpose: GET /v1/inbox: the user's notifications whose inbox delivery is done, with the
 --   event data to render them, whether each is seen (a seen mark of the notify tag by
 --   this user), and how many are unseen in all. Pages walk notifications_user_idx.
@@ -35,6 +36,7 @@ page AS (
     FROM mine
     JOIN events AS e ON e.id = mine.event_id
     WHERE mine.id < coalesce(%(before)s::bigint, 9223372036854775807)
+      AND (%(ids)s::bigint[] IS NULL OR mine.id = ANY(%(ids)s::bigint[]))
     ORDER BY mine.id DESC
     LIMIT %(limit)s
 )
@@ -43,3 +45,45 @@ SELECT unseen.unseen, page.id, page.event_id, page.type, page.category, page.cre
 FROM unseen
 LEFT JOIN page ON true
 ORDER BY page.id DESC;
+
+-- name: record_inbox_items
+-- returns: nothing
+-- purpose: the dispatcher, in the transaction that completes a batch of an inbox channel:
+--   one inbox_changes row per delivered notification, and a NOTIFY per user on
+--   `listen_channel` (PostgreSQL sends them at commit, one per user and transaction),
+--   which wakes that user's live streams in every API process.
+WITH logged AS (
+    INSERT INTO inbox_changes (user_id, item_id, change)
+    SELECT n.user_id, n.id::text, 'item'
+    FROM outbox AS o
+    JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
+    WHERE o.id = ANY(%(ids)s::bigint[])
+      AND (%(buckets)s::smallint[] IS NULL OR o.bucket = ANY(%(buckets)s::smallint[]))
+      AND o.status = 'delivered' AND n.user_id IS NOT NULL
+    RETURNING user_id
+)
+SELECT count(pg_notify(%(listen_channel)s::text, u.user_id))
+FROM (SELECT DISTINCT user_id FROM logged) AS u;
+
+-- name: inbox_changes_since
+-- returns: rows (position text, change text, item_id text): position is the snapshot now
+--   (on every row; one row with change NULL when nothing changed); then the user's changes
+--   not visible in the snapshot `since`, in commit-independent log order.
+-- purpose: the live stream's read, in a REPEATABLE READ transaction with the page of the
+--   new items (inbox_page with ids), so both see the same snapshot. A change is new when
+--   its transaction had not committed at `since`: xid >= its xmin, and not visible in it.
+SELECT pg_current_snapshot()::text AS position, c.change, c.item_id
+FROM (SELECT 1) AS here
+LEFT JOIN LATERAL (
+    SELECT ch.change, ch.item_id, ch.xid, ch.created_at
+    FROM inbox_changes AS ch
+    WHERE ch.user_id = %(user_id)s
+      AND ch.xid >= pg_snapshot_xmin(%(since)s::pg_snapshot)
+      AND NOT pg_visible_in_snapshot(ch.xid, %(since)s::pg_snapshot)
+) AS c ON true
+ORDER BY c.xid, c.created_at;
+
+-- name: inbox_position
+-- returns: one row (position text): the snapshot now.
+-- purpose: where a new live stream starts: every change after it is sent.
+SELECT pg_current_snapshot()::text AS position;

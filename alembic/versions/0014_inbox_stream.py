@@ -1,0 +1,23 @@
+"""The live inbox's change log (inbox_changes): a row per item that reached a user's inbox
+or was marked seen, with its transaction's id, read by GET /v1/inbox/stream.
+
+Revision ID: 0014_inbox_stream
+Revises: 0012_fanout_pushdown
+"""
+
+from __future__ import annotations
+
+from service.migrate import execute_file
+
+revision = "0014_inbox_stream"
+down_revision = "0012_fanout_pushdown"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    execute_file("0014_inbox_stream.up.sql")
+
+
+def downgrade() -> None:
+    execute_file("0014_inbox_stream.down.sql")

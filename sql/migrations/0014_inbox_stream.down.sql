@@ -1,0 +1,2 @@
+-- Revision 0014_inbox_stream, undone.
+DROP TABLE inbox_changes;

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +35,24 @@ from tests.support import bearer, client_token, config_data, free_port, serve, t
 
 START_S = 60.0
 ELEMENT = "mark-notify-inbox"
+
+
+# What this tab's EventSources opened and received, in order, for a test to read: the
+# browser's own EventSource, each message also noted in window.received.
+RECORDER = """
+window.received = [];
+const Native = window.EventSource;
+window.EventSource = class extends Native {
+  constructor(url, options) {
+    super(url, options);
+    window.received.push({ open: String(url) });
+    for (const type of ["ready", "changes"]) {
+      this.addEventListener(type, e => window.received.push(
+        { type, id: e.lastEventId, data: JSON.parse(e.data) }));
+    }
+  }
+};
+"""
 
 
 def host_app(api: Callable[[], str]) -> Starlette:
@@ -53,6 +72,7 @@ def host_app(api: Callable[[], str]) -> Starlette:
 <title>host app</title></head><body>
 <button id="before">before</button>
 <{ELEMENT} id="inbox"{attrs}></{ELEMENT}>
+<script>{RECORDER}</script>
 <script src="{api()}/embed/mark-notify-inbox.js"></script>
 <script>
 window.clicked = [];
@@ -89,6 +109,7 @@ class InboxStack:
     http: httpx.AsyncClient
     key: str
     host_app: Starlette
+    db_url: str
     contexts: list[BrowserContext] = field(default_factory=list)
     sent: int = 0
 
@@ -132,6 +153,18 @@ class InboxStack:
         event_id: str = posted.json()["id"]
         return event_id
 
+    async def item_of(self, event_id: str, user_id: str) -> str:
+        """The id of the user's inbox item of an event of explicit recipients (its
+        notification, written with the event)."""
+        async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as db:
+            cur = await db.execute(
+                "SELECT id FROM notifications WHERE event_id = %s AND user_id = %s",
+                (event_id, user_id),
+            )
+            row = await cur.fetchone()
+        assert row is not None, f"no notification of {event_id} for {user_id}"
+        return str(row[0])
+
     async def inbox(self, user_id: str, **params: str) -> dict[str, Any]:
         got = await self.http.get("/v1/inbox", params=params, headers=bearer(client_token(user_id)))
         assert got.status_code == 200, got.text
@@ -174,16 +207,20 @@ class InboxStack:
         await wait_until(self.alive(ready), START_S, "the API's /readyz", step=0.1)
 
 
-def write_config(db_url: str, host: str, path: Path) -> Path:
+def write_config(db_url: str, host: str, path: Path, stream: dict[str, Any]) -> Path:
     data = config_data(db_url)
     data["api"] = data["api"] | {"cors_origins": [host]}
+    data["notify"] = data["notify"] | {"inbox_stream": stream}
     data["dispatcher"] = {"sweep_interval": 0.5, "metrics_port": 0}
     path.write_text(to_toml(data))
     return path
 
 
 @asynccontextmanager
-async def inbox_stack(db_url: str, tmp_path: Path) -> AsyncIterator[InboxStack]:
+async def inbox_stack(
+    db_url: str, tmp_path: Path, stream: dict[str, Any] | None = None
+) -> AsyncIterator[InboxStack]:
+    """The stack; `stream`: [notify.inbox_stream] settings."""
     need_chromium()
     port = free_port()
     api_base = f"http://127.0.0.1:{port}"
@@ -193,14 +230,17 @@ async def inbox_stack(db_url: str, tmp_path: Path) -> AsyncIterator[InboxStack]:
         httpx.AsyncClient(base_url=api_base, timeout=10) as http,
         async_playwright() as playwright,
     ):
-        env = service_env(write_config(db_url, host, tmp_path / "inbox.toml"), db_url)
+        config = write_config(db_url, host, tmp_path / "inbox.toml", stream or {})
+        env = service_env(config, db_url)
         api = api_process(env, port, tmp_path / "api.log")
         dispatcher = dispatcher_process(env, "inbox", tmp_path / "dispatcher.log")
         dispatcher.start()
         browser = await playwright.chromium.launch(
             executable_path=shutil.which("chromium") or CHROMIUM, args=CHROMIUM_ARGS
         )
-        stack = InboxStack(host, api_base, api, dispatcher, browser, http, new_key(db_url), app)
+        stack = InboxStack(
+            host, api_base, api, dispatcher, browser, http, new_key(db_url), app, db_url
+        )
         try:
             await stack.start_api()
             yield stack

@@ -141,6 +141,8 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
     }
 
     get open() { return !this._panel.hidden; }
+    // Whether the stream is open and has said where it starts: new items show as they come.
+    get live() { return !!this._es && this._es.readyState === EventSource.OPEN && this._started; }
     get unseen() { return this._unseen; }
     get items() { return [...this._items.values()].sort(newer); }
     get _t() {
@@ -264,8 +266,10 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       if (this._lastId) url.searchParams.set('last_event_id', this._lastId);
       const es = new EventSource(url.href);
       this._es = es;
+      this._started = false;
       es.addEventListener('ready', e => {
         this._lastId = e.lastEventId;
+        this._started = true;
         this._tries = 0;
         const d = JSON.parse(e.data);
         this._tag = d.seen_tag || this._tag;
@@ -276,6 +280,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       });
       es.addEventListener('changes', e => {
         this._lastId = e.lastEventId;
+        this._started = true;
         this._tries = 0;
         this._changes(JSON.parse(e.data));
       });

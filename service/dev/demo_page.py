@@ -136,7 +136,7 @@ def _js(value: str) -> str:
 async def page(request: Request) -> Response:
     user = request.query_params.get("user", "user-1")
     locale = request.query_params.get("locale", "en")
-    if not is_safe(user, 128) or "/" in user or locale not in ("en", "ru"):
+    if not is_safe(user, 128, segment=True) or locale not in ("en", "ru"):
         raise api_error("invalid_query", "user is a user id; locale is en or ru.")
     body = PAGE.format(
         locale=locale,

@@ -35,6 +35,7 @@ from tests.support import bearer, client_token, config_data, free_port, serve, t
 
 START_S = 60.0
 ELEMENT = "mark-notify-inbox"
+NONCE = "host-page-nonce"
 
 
 # What this tab's EventSources opened and received, in order, for a test to read: the
@@ -56,7 +57,9 @@ window.EventSource = class extends Native {
 
 
 def host_app(api: Callable[[], str]) -> Starlette:
-    """The embedding site: `/?user=..&locale=..&page_size=..` is a page with the element;
+    """The embedding site: `/?user=..&locale=..&page_size=..&csp=1` is a page with the
+    element (csp: under a strict Content-Security-Policy: no inline styles at all, scripts
+    by nonce and from the API, connections to itself and the API);
     `/token?user=..` is its backend's token endpoint: a fresh client JWT each call (a test
     counts them in `app.state.minted`), or one the API refuses while `app.state.refuse`."""
     minted: list[str] = []
@@ -70,11 +73,16 @@ def host_app(api: Callable[[], str]) -> Starlette:
         )
         body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>host app</title></head><body>
+<script nonce="{NONCE}">
+window.violations = [];
+document.addEventListener(
+  "securitypolicyviolation", e => window.violations.push(e.violatedDirective));
+</script>
 <button id="before">before</button>
 <{ELEMENT} id="inbox"{attrs}></{ELEMENT}>
-<script>{RECORDER}</script>
+<script nonce="{NONCE}">{RECORDER}</script>
 <script src="{api()}/embed/mark-notify-inbox.js"></script>
-<script>
+<script nonce="{NONCE}">
 window.clicked = [];
 const inbox = document.getElementById("inbox");
 inbox.addEventListener("mark-notify:item-click", e => {{
@@ -84,7 +92,13 @@ inbox.addEventListener("mark-notify:item-click", e => {{
 inbox.getToken = () => fetch("/token?user=" + {json.dumps(user)}).then(r => r.json())
   .then(b => b.token);
 </script></body></html>"""
-        return HTMLResponse(body)
+        headers = {}
+        if request.query_params.get("csp"):
+            headers["Content-Security-Policy"] = (
+                f"default-src 'none'; script-src 'nonce-{NONCE}' {api()}; "
+                f"connect-src 'self' {api()}; style-src 'none'"
+            )
+        return HTMLResponse(body, headers=headers)
 
     async def token_endpoint(request: Request) -> Response:
         user = request.query_params["user"]

@@ -376,6 +376,7 @@ def test_bin_dev_serves_seen_then_stops_cleanly(embedded_tmp_path: Path) -> None
     assert f"stand-in   HTTP 127.0.0.1:{peer_ports['http']} for provider sms-primary" in output
     assert f"stand-in   Kafka 127.0.0.1:{peer_ports['kafka']} for consumer cashback" in output
     assert "127.0.0.1:8001" not in output and "127.0.0.1:8025" not in output, output
+    assert f"inbox demo {base}/dev/inbox" in output, output
     with httpx.Client() as client:
         try:
             client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)

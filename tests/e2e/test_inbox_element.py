@@ -239,3 +239,23 @@ async def test_an_error_is_shown_with_a_retry(db_url: str, tmp_path: Path) -> No
         await alert.get_by_role("button", name="Retry").click()
         await expect(page.locator(part(page, ".item .t"))).to_have_text(["New episode of Show 1"])
         await expect(page.locator(part(page, ".badge"))).to_have_text("1")
+
+
+async def test_a_strict_content_security_policy_is_enough(db_url: str, tmp_path: Path) -> None:
+    """The host page allows no inline style at all, and scripts and connections only
+    from itself and the API: the element is styled, loads and marks seen all the same."""
+    async with inbox_stack(db_url, tmp_path) as stack:
+        await stack.user("anna")
+        await stack.event("anna")
+        await unseen_is(stack, "anna", 1)
+        page = await stack.tab("anna", csp="1")
+        badge = page.locator(part(page, ".badge"))
+        await expect(badge).to_have_text("1")
+        assert await badge.evaluate("b => getComputedStyle(b).position") == "absolute"
+        await page.locator(part(page, ".bell")).click()
+        panel = page.get_by_role("dialog", name="Notifications")
+        assert await panel.evaluate("p => getComputedStyle(p).position") == "absolute"
+        await panel.get_by_role("button", name="Mark as seen").click()
+        await expect(badge).to_be_hidden()
+        assert (await stack.inbox("anna"))["unseen"] == 0
+        assert await page.evaluate("window.violations") == []

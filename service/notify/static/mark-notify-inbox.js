@@ -7,6 +7,7 @@
   // A classic script's own address: the API that serves it is the default one to call.
   const SRC = document.currentScript && document.currentScript.src;
   const BATCH = 100; // POST /v1/seen's default api.max_batch
+  let sheet = null;
 
   const T = {
     en: {
@@ -115,7 +116,14 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       this._state = 'loading';
       this._view = 'list';
       this._root = this.attachShadow({ mode: 'open' });
-      this._root.innerHTML = `<style>${CSS}</style>`;
+      // A constructed sheet, shared by every instance, passes a CSP without 'unsafe-inline'.
+      try {
+        sheet = sheet || new CSSStyleSheet();
+        if (!sheet.cssRules.length) sheet.replaceSync(CSS);
+        this._root.adoptedStyleSheets = [sheet];
+      } catch (_) {
+        this._root.innerHTML = `<style>${CSS}</style>`;
+      }
       this._bell = h('button', { part: 'bell', class: 'bell', type: 'button', 'aria-haspopup': 'dialog', 'aria-expanded': 'false', 'aria-controls': 'panel', onclick: () => this.toggle() });
       this._bell.innerHTML = BELL;
       this._badge = h('span', { part: 'badge', class: 'badge', 'aria-hidden': 'true', hidden: true });

@@ -259,3 +259,24 @@ async def test_a_strict_content_security_policy_is_enough(db_url: str, tmp_path:
         await expect(badge).to_be_hidden()
         assert (await stack.inbox("anna"))["unseen"] == 0
         assert await page.evaluate("window.violations") == []
+
+
+async def test_what_an_event_carries_is_shown_as_text(db_url: str, tmp_path: Path) -> None:
+    """Markup in event data is text on the page, and a link that is not http(s) is not
+    one: the item is a button instead."""
+    async with inbox_stack(db_url, tmp_path) as stack:
+        await stack.user("anna")
+        markup = '<img src=x onerror="window.pwned = 1">'
+        await stack.event("anna", series=markup, url="javascript:window.pwned=2")
+        await unseen_is(stack, "anna", 1)
+        page = await stack.tab("anna")
+        await page.locator(part(page, ".bell")).click()
+        title = page.locator(part(page, ".item .t"))
+        await expect(title).to_have_text(f"New episode of {markup}")
+        await expect(page.locator(part(page, ".item img"))).to_have_count(0)
+        main = page.locator(part(page, ".item .main"))
+        assert await main.evaluate("m => m.tagName") == "BUTTON"
+        await main.click()
+        await expect(page.locator(part(page, ".badge"))).to_be_hidden()
+        assert await page.evaluate("window.pwned") is None
+        assert page.url.startswith(stack.host)

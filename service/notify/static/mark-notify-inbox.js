@@ -182,7 +182,10 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
 
     attributeChangedCallback(name, old, value) {
       if (old === value || !this._alive) return;
-      if (name === 'locale') return this._paint();
+      if (name === 'locale') {
+        this._paint();
+        return this._render();
+      }
       this._restart();
     }
 
@@ -208,7 +211,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       const align = this.getAttribute('align');
       const room = this.getBoundingClientRect().right - this._panel.offsetWidth;
       this._panel.classList.toggle('start', align === 'start' || (align !== 'end' && room < 8));
-      const first = this._panel.querySelector('.main') || this._panel.querySelector('.tb');
+      const first = this._panel.querySelector('.main') || this._panel.querySelector('.tb:not(:disabled)');
       if (first) first.focus();
     }
 
@@ -329,7 +332,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
         this._announce(fresh.length === 1 ? t.newOne(fresh[0].title) : t.newMany(fresh.length));
         this._emit('new-items', { items: fresh });
       }
-      this._render();
+      this._relist();
     }
 
     _announce(text) {
@@ -349,7 +352,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
 
     async reload() {
       this._state = 'loading';
-      this._render();
+      this._relist();
       const before = new Set(this._items.keys());
       try {
         const page = await this._api('GET', `/v1/inbox?limit=${this._pageSize}`);
@@ -361,7 +364,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       } catch (err) {
         this._state = 'error';
       }
-      this._render();
+      this._relist();
     }
 
     async more() {
@@ -372,12 +375,12 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
         const page = await this._api('GET', `/v1/inbox?limit=${this._pageSize}&cursor=${encodeURIComponent(this._cursor)}`);
         this._take(page);
         this._cursor = page.next_cursor;
-        this._render();
+        this._relist();
         const next = this._panel.querySelectorAll('.main')[had];
         if (next) next.focus();
       } catch (err) {
         this._state = 'error';
-        this._render();
+        this._relist();
       } finally {
         this._busy = false;
       }
@@ -400,7 +403,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       // The stream confirms with the server's count; until then (or without one), ours.
       for (const item of items) item.seen = true;
       this._setUnseen(Math.max(0, this._unseen - items.length));
-      this._render();
+      this._relist();
     }
 
     async markAllSeen() {
@@ -430,7 +433,12 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       this._badge.textContent = n > 99 ? '99+' : String(n);
       this._badge.hidden = !n;
       this._bell.setAttribute('aria-label', n ? t.unseen(n) : t.bell);
-      if (this.open) this._render();
+      this._relist();
+    }
+
+    // The list again, unless the preferences are open: what is typed there stays.
+    _relist() {
+      if (this._view === 'list') this._render();
     }
 
     _render() {

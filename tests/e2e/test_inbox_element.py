@@ -280,3 +280,31 @@ async def test_what_an_event_carries_is_shown_as_text(db_url: str, tmp_path: Pat
         await expect(page.locator(part(page, ".badge"))).to_be_hidden()
         assert await page.evaluate("window.pwned") is None
         assert page.url.startswith(stack.host)
+
+
+async def test_another_user_signs_in_on_the_same_page(db_url: str, tmp_path: Path) -> None:
+    """A single-page app changes who is signed in: the element starts over for the new
+    user (here from `getToken` to the `token` attribute) and shows nothing of the last."""
+    async with inbox_stack(db_url, tmp_path) as stack:
+        for user in ("anna", "ben"):
+            await stack.user(user)
+        await stack.event("anna")
+        await stack.event("ben")
+        await stack.event("ben")
+        await unseen_is(stack, "ben", 2)
+        page = await stack.tab("anna")
+        badge = page.locator(part(page, ".badge"))
+        await expect(badge).to_have_text("1")
+        await page.locator(part(page, ".bell")).click()
+        titles = page.locator(part(page, ".item .t"))
+        await expect(titles).to_have_text(["New episode of Show 1"])
+        await page.evaluate(
+            """token => {
+              const inbox = document.getElementById("inbox");
+              inbox.getToken = null;
+              inbox.setAttribute("token", token);
+            }""",
+            client_token("ben"),
+        )
+        await expect(titles).to_have_text(["New episode of Show 3", "New episode of Show 2"])
+        await expect(badge).to_have_text("2")

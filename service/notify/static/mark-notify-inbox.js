@@ -190,7 +190,8 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
     }
 
     _restart() {
-      // Another API or user: start over.
+      // Another API or user: start over, and drop what is still on its way for the last.
+      this._gen = (this._gen || 0) + 1;
       this._tok = null;
       this._tries = 0;
       clearTimeout(this._again);
@@ -263,16 +264,18 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       // No token yet: the host app sets getToken or the token attribute, which restarts.
       if (!this.getToken && !this.getAttribute('token')) return;
       let opened;
+      const gen = this._gen;
       try {
         opened = await this._api('POST', '/v1/inbox/stream-token');
       } catch (err) {
+        if (gen !== this._gen) return;
         // No stream: the list as it is now. Another try later, unless the API said no
         // (no stream endpoint, a bad token): then the error's Retry button tries again.
         if (!this._items.size) await this.reload();
         const s = err.status;
         return s && s < 500 && s !== 429 ? undefined : this._retry();
       }
-      if (!this._alive || this._es) return;
+      if (!this._alive || this._es || gen !== this._gen) return;
       const url = new URL(opened.stream_url, `${this._base}/`);
       if (this._lastId) url.searchParams.set('last_event_id', this._lastId);
       const es = new EventSource(url.href);
@@ -354,14 +357,17 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       this._state = 'loading';
       this._relist();
       const before = new Set(this._items.keys());
+      const gen = this._gen;
       try {
         const page = await this._api('GET', `/v1/inbox?limit=${this._pageSize}`);
+        if (gen !== this._gen) return;
         // The page replaces the list, but for items the stream brought while it was on its way.
         this._items = new Map([...this._items].filter(([id]) => !before.has(id)));
         this._take(page);
         this._cursor = page.next_cursor;
         this._state = 'ok';
       } catch (err) {
+        if (gen !== this._gen) return;
         this._state = 'error';
       }
       this._relist();
@@ -371,8 +377,10 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       if (!this._cursor || this._busy) return;
       this._busy = true;
       const had = this._items.size;
+      const gen = this._gen;
       try {
         const page = await this._api('GET', `/v1/inbox?limit=${this._pageSize}&cursor=${encodeURIComponent(this._cursor)}`);
+        if (gen !== this._gen) return;
         this._take(page);
         this._cursor = page.next_cursor;
         this._relist();

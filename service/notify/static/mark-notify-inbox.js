@@ -37,38 +37,25 @@
 
   const CSS = `
 :host{position:relative;display:inline-block;font:var(--mn-font,14px/1.4 system-ui,sans-serif);color:var(--mn-color,#1d1d1f)}
-[hidden]{display:none!important}
-button,input{font:inherit;color:inherit}
+[hidden]{display:none!important}button,input{font:inherit;color:inherit}
 :focus-visible{outline:2px solid var(--mn-accent,#2563eb);outline-offset:2px}
 .bell{position:relative;display:grid;place-items:center;width:40px;height:40px;border:0;border-radius:50%;background:transparent;cursor:pointer;color:var(--mn-bell-color,currentColor)}
 .bell:hover{background:var(--mn-hover,rgba(0,0,0,.06))}
 .badge{position:absolute;top:2px;right:0;min-width:18px;height:18px;padding:0 5px;box-sizing:border-box;border-radius:9px;background:var(--mn-badge-bg,#dc2626);color:var(--mn-badge-color,#fff);font-size:11px;font-weight:600;line-height:18px;text-align:center}
 .panel{position:absolute;top:calc(100% + 6px);right:0;z-index:var(--mn-z,1000);width:min(var(--mn-width,380px),calc(100vw - 16px));max-height:var(--mn-max-height,480px);display:flex;flex-direction:column;background:var(--mn-bg,#fff);border:1px solid var(--mn-border,#e5e7eb);border-radius:var(--mn-radius,12px);box-shadow:var(--mn-shadow,0 10px 30px rgba(0,0,0,.15));overflow:hidden}
-.panel.start{right:auto;left:0}
-.head{display:flex;align-items:center;gap:4px;padding:8px 8px 8px 14px;border-bottom:1px solid var(--mn-border,#e5e7eb)}
-h2{flex:1;margin:0;font-size:1.05em}
-.tb{border:0;background:transparent;border-radius:6px;padding:4px 8px;cursor:pointer;color:var(--mn-accent,#2563eb)}
-.tb:hover{background:var(--mn-hover,rgba(0,0,0,.06))}
-.tb:disabled{opacity:.4;cursor:default}
+.panel.start{right:auto;left:0}.head{display:flex;align-items:center;gap:4px;padding:8px 8px 8px 14px;border-bottom:1px solid var(--mn-border,#e5e7eb)}
+h2{flex:1;margin:0;font-size:1.05em}.tb{border:0;background:transparent;border-radius:6px;padding:4px 8px;cursor:pointer;color:var(--mn-accent,#2563eb)}
+.tb:hover{background:var(--mn-hover,rgba(0,0,0,.06))}.tb:disabled{opacity:.4;cursor:default}
 .ic{color:var(--mn-muted,#6b7280);font-size:1.1em;line-height:1}
-.body{overflow:auto;flex:1}
-ul{list-style:none;margin:0;padding:0}
+.body{overflow:auto;flex:1}ul{list-style:none;margin:0;padding:0}
 .item{display:flex;align-items:flex-start;border-bottom:1px solid var(--mn-border,#e5e7eb)}
-.item.new{background:var(--mn-unseen-bg,#f5f8ff)}
-.main{flex:1;display:grid;grid-template-columns:10px 1fr;gap:2px 8px;padding:10px 4px 10px 12px;text-align:left;text-decoration:none;color:inherit;background:transparent;border:0;cursor:pointer;min-width:0}
-.dot{grid-row:1/4;width:8px;height:8px;margin-top:6px;border-radius:50%}
-.new .dot{background:var(--mn-accent,#2563eb)}
-.t{font-weight:600;overflow-wrap:anywhere}
-.b{overflow-wrap:anywhere}
-.w{color:var(--mn-muted,#6b7280);font-size:.85em}
-.seen{margin:8px 6px 0 0}
-.msg{padding:24px 16px;text-align:center;color:var(--mn-muted,#6b7280)}
-.foot{padding:8px;text-align:center}
-form{padding:8px 14px 14px}
-fieldset{border:0;border-top:1px solid var(--mn-border,#e5e7eb);margin:0;padding:8px 0}
-legend{font-weight:600;padding:8px 0 4px}
-label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
-.row{display:block;margin:6px 0}
+.item.new{background:var(--mn-unseen-bg,#f5f8ff)}.main{flex:1;display:grid;grid-template-columns:10px 1fr;gap:2px 8px;padding:10px 4px 10px 12px;text-align:left;text-decoration:none;color:inherit;background:transparent;border:0;cursor:pointer;min-width:0}
+.dot{grid-row:1/4;width:8px;height:8px;margin-top:6px;border-radius:50%}.new .dot{background:var(--mn-accent,#2563eb)}
+.t{font-weight:600;overflow-wrap:anywhere}.b{overflow-wrap:anywhere}
+.w{color:var(--mn-muted,#6b7280);font-size:.85em}.seen{margin:8px 6px 0 0}
+.msg{padding:24px 16px;text-align:center;color:var(--mn-muted,#6b7280)}.foot{padding:8px;text-align:center}
+form{padding:8px 14px 14px}fieldset{border:0;border-top:1px solid var(--mn-border,#e5e7eb);margin:0;padding:8px 0}
+legend{font-weight:600;padding:8px 0 4px}label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}.row{display:block;margin:6px 0}
 .note,.st{color:var(--mn-muted,#6b7280);font-size:.85em}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 `;
@@ -88,12 +75,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
   // Notification ids are integers as strings: longer is larger.
   const newer = (a, b) => b.id.length - a.id.length || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
   const safeLink = link => {
-    try {
-      const u = new URL(link, location.href);
-      return /^https?:$/.test(u.protocol) ? u.href : null;
-    } catch (_) {
-      return null;
-    }
+    try { return /^https?:$/.test(new URL(link, location.href).protocol) ? new URL(link, location.href).href : null; } catch (_) { return null; }
   };
 
   class MarkNotifyInbox extends HTMLElement {
@@ -212,12 +194,15 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       const align = this.getAttribute('align');
       const room = this.getBoundingClientRect().right - this._panel.offsetWidth;
       this._panel.classList.toggle('start', align === 'start' || (align !== 'end' && room < 8));
-      const first = this._panel.querySelector('.main') || this._panel.querySelector('.tb:not(:disabled)');
-      if (first) first.focus();
+      const first = this._panel.querySelector('.main');
+      // Still loading: a button for now, the newest item once it is there.
+      this._focusFirst = !first;
+      (first || this._panel.querySelector('.tb:not(:disabled)') || this._bell).focus();
     }
 
     close(focusBell = true) {
       this._panel.hidden = true;
+      this._focusFirst = false;
       this._bell.setAttribute('aria-expanded', 'false');
       this._view = 'list';
       if (focusBell) this._bell.focus();
@@ -466,7 +451,11 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
       const body = h('div', { class: 'body' }, this._view === 'list' ? this._list(t) : this._prefsForm(t));
       this._panel.replaceChildren(head, body);
       this._panel.lang = this._locale;
-      if (focusKey) {
+      const first = this._focusFirst && this._panel.querySelector('.main');
+      if (first) {
+        this._focusFirst = false;
+        first.focus();
+      } else if (focusKey) {
         const again = [...this._panel.querySelectorAll('[data-key], button')].find(e => (e.dataset.key || e.className) === focusKey);
         if (again) again.focus();
       }
@@ -602,9 +591,7 @@ label{display:inline-flex;align-items:center;gap:6px;margin:2px 14px 2px 0}
 
   const ago = (rtf, when) => {
     const s = (when.getTime() - Date.now()) / 1000;
-    for (const [unit, size] of [['day', 86400], ['hour', 3600], ['minute', 60]]) {
-      if (Math.abs(s) >= size) return rtf.format(Math.round(s / size), unit);
-    }
+    for (const [unit, size] of [['day', 86400], ['hour', 3600], ['minute', 60]]) if (Math.abs(s) >= size) return rtf.format(Math.round(s / size), unit);
     return rtf.format(0, 'second');
   };
 

@@ -1,5 +1,5 @@
-"""The live inbox's change log (inbox_changes): a row per item that reached a user's inbox
-or was marked seen, with its transaction's id, read by GET /v1/inbox/stream.
+"""The live inbox's change log (inbox_changes), read by GET /v1/inbox/stream, and its
+pruning (prune_inbox_changes; prune_retention takes its age).
 
 Revision ID: 0014_inbox_stream
 Revises: 0012_fanout_pushdown

@@ -175,9 +175,6 @@ class InboxStreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     # Per API process: streams of one user, and in all.
     per_user: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     max_streams: Positive = 10_000
-    # How far back a stream resumes from its Last-Event-ID; an older one is told to reload
-    # (reset). The change log is pruned past it.
-    resume_for: timedelta = timedelta(days=1)
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

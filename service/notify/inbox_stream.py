@@ -11,7 +11,7 @@ taken). The next read sends the user's inbox_changes rows that were not visible 
 and the unseen count, as one message with one id. A reconnect sends that id back
 (Last-Event-ID, or `last_event_id=` when the page opens a new EventSource) and misses
 nothing and repeats nothing, whatever order the writers committed in. A position older than
-notify.inbox_stream.resume_for gets a `ready` with `reset`: reload the list.
+[retention] inbox_changes (the change log's age) gets a `ready` with `reset`: reload the list.
 
 Streams wait on the process's one listener (service/notify/inbox_hub.py), never on a
 connection of their own; a read borrows a pool connection for two queries.
@@ -244,7 +244,7 @@ async def inbox_stream(request: Request) -> Response:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     since = parse_position(raw) if raw else None
     reset = False
-    resume_for = state.config.notify.inbox_stream.resume_for.total_seconds()
+    resume_for = state.config.retention.inbox_changes.total_seconds()
     if since is not None and since.taken_at < time.time() - resume_for:
         since, reset = None, True
     settings = state.config.notify.inbox_stream

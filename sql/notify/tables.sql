@@ -168,7 +168,7 @@ CREATE INDEX event_chunks_updated_at_idx ON event_chunks (updated_at);
 -- transaction's id, so a stream's position is a snapshot (pg_current_snapshot()) and the
 -- next read takes the rows not visible in it: none missed, none twice, whatever order the
 -- writers commit in. On a Citus cluster it stays a local table of the coordinator, whose
--- own transaction ids and snapshots those are. Pruned after notify.inbox_stream.resume_for.
+-- own transaction ids and snapshots those are. Pruned after [retention] inbox_changes.
 CREATE TABLE inbox_changes (
     xid        xid8        NOT NULL DEFAULT pg_current_xact_id(),
     user_id    text        NOT NULL,

@@ -39,6 +39,7 @@ from service.database import CONNECTION_OPTIONS, resolve_url
 from service.errors import api_error
 from service.http import json_response
 from service.http_limits import on_shutdown
+from service.metrics import count_stream_message
 from service.notify import signed_tokens
 from service.notify.inbox import page_items, page_params
 from service.notify.inbox_hub import InboxHub, Stream, TooManyStreams
@@ -89,6 +90,7 @@ def format_position(snapshot: str, taken_at: float) -> str:
 
 
 def _message(event: str, position: str, body: msgspec.Struct) -> bytes:
+    count_stream_message(event)
     return b"event: %s\nid: %s\ndata: %s\n\n" % (event.encode(), position.encode(), _encode(body))
 
 
@@ -221,6 +223,7 @@ async def _events(
                 if not await _wait(stream, hub, heartbeat):
                     if hub.closing.is_set() or time.monotonic() >= ends_at:
                         break
+                    count_stream_message("ping")
                     yield b": ping\n\n"
     finally:
         hub.close(stream)

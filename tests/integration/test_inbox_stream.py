@@ -230,6 +230,34 @@ async def test_a_position_older_than_resume_for_is_told_to_reload(api: httpx.Asy
     assert message.event == "ready" and message.data["reset"] is True
 
 
+async def test_streams_are_counted_in_the_metrics(api: httpx.AsyncClient) -> None:
+    """Deltas: the metrics of the tests' processes add up across tests."""
+
+    async def value(name: str) -> float:
+        text = (await api.get("/metrics")).text
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name))
+
+    opened = 'mark_notify_inbox_streams_total{change="opened"}'
+    closed = 'mark_notify_inbox_streams_total{change="closed"}'
+    ready = 'mark_notify_inbox_stream_messages_total{event="ready"}'
+    timed = 'mark_notify_http_request_duration_seconds_count{method="GET",route="/v1/inbox/stream"}'
+    before = {name: await value(name) for name in (opened, closed, ready, timed)}
+
+    async def grew(name: str) -> bool:
+        return await value(name) > before[name]
+
+    token = await stream_token(api, client("anna"))
+    async with open_stream(api, token) as tab:
+        assert (await tab.next()).event == "ready"
+        await wait_until(lambda: grew(opened), 10, "the stream counted")
+        assert await value(closed) == before[closed]
+    await wait_until(lambda: grew(closed), 10, "its end counted")
+    assert await value(opened) - before[opened] == 1
+    assert await value(ready) - before[ready] == 1
+    # A stream's hour is not a latency: no duration is observed for it (a refusal's is).
+    assert await value(timed) == before[timed]
+
+
 async def test_streams_per_user_are_bounded(db_url: str) -> None:
     notify = notify_data()["notify"] | {"inbox_stream": {"per_user": 1}}
     async with running_api(db_url, notify=notify) as api:

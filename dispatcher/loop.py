@@ -286,14 +286,19 @@ class ConsumerLoop:
     def _decide(
         self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]
     ) -> list[outbox.Completion]:
-        attempts = {d.outbox_id: d.attempt for d in batch}
+        by_id = {d.outbox_id: d for d in batch}
+        inbox = isinstance(self.consumer, Channel) and self.consumer.kind == "inbox"
         completions = []
         for outcome in outcomes:
-            attempt = attempts[outcome.outbox_id]
+            delivery = by_id[outcome.outbox_id]
+            attempt = delivery.attempt
             delay = None
             if outcome.kind == "retry":
                 delay = retry_delay(self.consumer.backoff, attempt, outcome.retry_after)
-            completions.append(outbox.Completion(outcome, attempt, delay))
+            item = None
+            if inbox and delivery.payload.get("user_id") is not None:
+                item = (str(delivery.payload["user_id"]), str(delivery.payload["notification_id"]))
+            completions.append(outbox.Completion(outcome, attempt, delay, item))
         return completions
 
     async def _complete(

@@ -21,6 +21,8 @@ from tests.notify_api import EPISODE, assert_error, auth, new_key, running_api
 from tests.sse import EventStream, Message, open_stream, stream_token
 from tests.support import bearer, client_token, make_config, notify_data
 
+pytestmark = pytest.mark.citus
+
 STATUS = ERROR_CODES["client_identity_required"][0]
 
 
@@ -185,7 +187,7 @@ async def test_a_lost_listener_comes_back_and_its_streams_catch_up(
 
         await wait_until(lambda: _non_empty(listener()), 10, "the stream's listener")
         [pid] = await listener()
-        await db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await db.execute("SELECT pg_terminate_backend(%s::integer)", (pid,))
         # Written, and announced, while nobody listens: the NOTIFY is lost.
         await db.execute(
             "INSERT INTO inbox_changes (user_id, item_id, change) VALUES ('anna', '7', 'seen')"

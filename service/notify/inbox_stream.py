@@ -230,7 +230,7 @@ async def _events(
 
 
 async def _wait(stream: Stream, hub: InboxHub, seconds: float) -> bool:
-    """Until the stream is woken (True), the hub closes or `timeout` passes."""
+    """Until the stream is woken (True), the hub closes or `seconds` pass."""
     woken = asyncio.create_task(stream.wake.wait())
     closing = asyncio.create_task(hub.closing.wait())
     try:

@@ -78,6 +78,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "database_unavailable": (503, "Storage is unavailable; retry after Retry-After seconds."),
     "internal_error": (500, "An unexpected error; nothing was stored."),
     "invalid_unsubscribe_link": (400, "The unsubscribe link is malformed, altered or expired."),
+    "invalid_subscription": (
+        400,
+        "A Web Push subscription needs an https endpoint at a known push service and "
+        "base64url keys: p256dh a P-256 point (65 bytes), auth 16 bytes.",
+    ),
+    "webpush_not_configured": (404, "This service sends no Web Push ([notify.webpush] unset)."),
 }
 
 

@@ -115,7 +115,7 @@ async def test_the_push_service_decrypts_what_was_rendered_with_ttl_urgency_and_
     cur = await db.execute(
         "SELECT type, id::text FROM notifications WHERE user_id = 'anna' ORDER BY type"
     )
-    ids = dict(await cur.fetchall())
+    ids: dict[str, str] = dict(await cur.fetchall())
     by_type = {m["type"]: r for r in push.received if (m := r.message)}
     episode, receipt = by_type["new_episode"], by_type["payment_receipt"]
     # Decrypted with the browser's own key and auth secret: what the template rendered.

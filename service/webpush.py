@@ -99,7 +99,8 @@ def _loopback(host: str) -> bool:
 def check_endpoint(url: str, settings: WebPushSettings, environment: str) -> None:
     """An endpoint the dispatcher may POST to: https on a host of `endpoint_hosts` (a
     suffix at a dot), or in development and test http(s) on loopback; ValueError else."""
-    if len(url) > ENDPOINT_MAX or not url.isascii() or not url.isprintable():
+    # Its path goes into a request line as it is: no spaces or control characters.
+    if len(url) > ENDPOINT_MAX or not url.isascii() or not url.isprintable() or " " in url:
         raise ValueError(f"endpoint: an URL of at most {ENDPOINT_MAX} printable ASCII characters")
     try:
         parts = urlsplit(url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,13 +14,29 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dispatcher.webpush_transport import PAYLOAD_MAX, _Vapid, encrypt, topic_header
+from dispatcher.transport_base import Delivery
+from dispatcher.webpush_transport import (
+    PAYLOAD_MAX,
+    WebPushTransport,
+    _Vapid,
+    encrypt,
+    topic_header,
+)
 from service import webpush
 from service.config.notify import WebPushSettings
+from service.dev.peers import http_app
+from service.dev.push_standin import DEMO_AUTH, DEMO_P256DH
+from service.notify.templates import load_templates
 from tests.consumers import running, wait_until
 from tests.notify_api import EPISODE, RECEIPT, Conn, auth, new_key, running_api
 from tests.push_service import PushService, serving_push_service, webpush_data
-from tests.support import VAPID_PRIVATE_KEY, VAPID_PUBLIC_KEY, VAPID_SUBJECT, make_config
+from tests.support import (
+    VAPID_PRIVATE_KEY,
+    VAPID_PUBLIC_KEY,
+    VAPID_SUBJECT,
+    make_config,
+    serve,
+)
 
 DAY_S = 86400.0
 
@@ -307,3 +324,48 @@ async def test_the_stand_in_verifies_vapid_so_a_forged_token_is_refused(
             )
             assert response.status_code == status, (what, response.text)
     assert push.messages("anna-laptop") == [{"title": "hi"}]
+
+
+async def test_bin_dev_s_stand_in_decrypts_for_the_demo_browser_of_the_docs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/webpush.md's demo: the transport's push reaches bin/dev's stand-in, which
+    verifies it and shows its title; a subscription with other keys is gone (410)."""
+    config = make_config("postgresql://127.0.0.1:9/unused", **settings())
+    assert config.notify.webpush is not None
+    app = http_app({}, config.notify.webpush.vapid_private_key)
+    sender = WebPushTransport(
+        config.channels, load_templates(config), config.notify.webpush, config.event_types
+    )
+    async with serve(app) as base:
+        demo = {"endpoint": f"{base}/webpush/demo", "p256dh": DEMO_P256DH, "auth": DEMO_AUTH}
+        other = PushService().subscribe("other")
+        stranger = {
+            "endpoint": f"{base}/webpush/other",
+            "p256dh": other["keys"]["p256dh"],
+            "auth": other["keys"]["auth"],
+        }
+        outcomes = []
+        for n, subscription in enumerate((demo, stranger), 1):
+            payload = {
+                "notification_id": n,
+                "event_id": "e-1",
+                "type": "new_episode",
+                "user_id": "anna",
+                "locale": "en",
+                "data": EPISODE,
+                "subscriptions": [subscription],
+                "expires_at": "2999-01-01T00:00:00+00:00",
+            }
+            delivery = Delivery(
+                n, f"e-{n}", "webpush", "client:anna", payload, 1, datetime.now(UTC)
+            )
+            outcomes += await sender.deliver("webpush", [delivery])
+        await sender.close()
+    assert [(o.kind, o.status_code, o.invalid_tokens) for o in outcomes] == [
+        ("delivered", 201, ()),
+        ("failed", 410, (stranger["endpoint"],)),
+    ]
+    said = capsys.readouterr().out
+    assert "web push to demo: 'Dark: new episode', VAPID verified" in said
+    assert "web push to other: not for the demo browser's keys; answered 410" in said

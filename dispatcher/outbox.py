@@ -131,6 +131,20 @@ async def remove_push_devices(
     return int(row[0]) if row else 0
 
 
+async def remove_webpush_subscriptions(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], gone: Sequence[tuple[str, str]]
+) -> int:
+    """Forget (user id, endpoint) pairs whose push service answered 404 or 410."""
+    params: dict[str, object] = {
+        "user_ids": [user for user, _ in gone],
+        "endpoints": [endpoint for _, endpoint in gone],
+    }
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(q("remove_webpush_subscriptions"), params)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def claim_ids(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
     consumer: str,

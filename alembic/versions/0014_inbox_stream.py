@@ -2,7 +2,7 @@
 pruning (prune_inbox_changes; prune_retention takes its age).
 
 Revision ID: 0014_inbox_stream
-Revises: 0012_fanout_pushdown
+Revises: 0013_web_push
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from service.migrate import execute_file
 
 revision = "0014_inbox_stream"
-down_revision = "0012_fanout_pushdown"
+down_revision = "0013_web_push"
 branch_labels = None
 depends_on = None
 

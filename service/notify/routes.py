@@ -10,11 +10,13 @@ from service.notify.inbox_stream import ROUTES as STREAM_ROUTES
 from service.notify.preferences import ROUTES as PREFERENCE_ROUTES
 from service.notify.unsubscribe import ROUTES as UNSUBSCRIBE_ROUTES
 from service.notify.users import ROUTES as USER_ROUTES
+from service.notify.webpush_api import ROUTES as WEBPUSH_ROUTES
 
 ROUTES: list[BaseRoute] = [
     *UNSUBSCRIBE_ROUTES,
     *EVENT_ROUTES,
     *USER_ROUTES,
+    *WEBPUSH_ROUTES,
     *PREFERENCE_ROUTES,
     *INBOX_ROUTES,
     *STREAM_ROUTES,

@@ -5,6 +5,7 @@
         [sms]    text
         [push]   title, body, data (a table of templated strings)
         [inbox]  title, body, link
+        [webpush] title, body, link, icon, topic, data (docs/webpush.md: the payload)
 
 Every string is a template for Jinja2's sandboxed environment with StrictUndefined: the
 event's `data` keys are its variables, plus the reserved `recipient` (id, locale),
@@ -42,12 +43,14 @@ PARTS: dict[str, tuple[str, ...]] = {
     "sms": ("text",),
     "push": ("title", "body", "data"),
     "inbox": ("title", "body", "link"),
+    "webpush": ("title", "body", "link", "icon", "topic", "data"),
 }
 REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "text", "html"),
     "sms": ("text",),
     "push": ("title", "body"),
     "inbox": ("title", "body"),
+    "webpush": ("title", "body"),
 }
 RESERVED = frozenset({"recipient", "notification_id", "event_id", "unsubscribe_url"})
 # A digest notification's data (sql/digests/functions/flush_digests.sql makes it).
@@ -151,7 +154,7 @@ def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str
                 raise ConfigError(f"{where}: unknown part (a {kind} has {', '.join(PARTS[kind])})")
             if part == "data":
                 if not isinstance(source, dict):
-                    raise ConfigError(f"{where}: push data must be a table of strings")
+                    raise ConfigError(f"{where}: {kind} data must be a table of strings")
                 sub: dict[str, Template] = {}
                 for key, value in source.items():
                     sub[key], used = _compile(value, f"{where}.{key}", html=False)

@@ -1,4 +1,4 @@
--- 0014_inbox_stream down: prune_inbox_changes, prune_retention, as 0012_fanout_pushdown left them.
+-- 0014_inbox_stream down: prune_inbox_changes, prune_retention, as 0013_web_push left them.
 
 -- From sql/migrations/0011_user_bucket.up.sql.
 DROP PROCEDURE prune_retention(delivered interval, inbox interval, dead interval, attempts interval, digest_items interval, batch_size integer, pause interval, inbox_changes interval);

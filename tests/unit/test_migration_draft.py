@@ -76,7 +76,7 @@ def test_every_function_and_view_of_sql_matches_its_frozen_copy() -> None:
 
 def test_previous_definition_is_the_latest_up_migration() -> None:
     before = previous_definition(ROOT, "notify_materialize_chunk")
-    assert before is not None and before.source == "sql/migrations/0012_fanout_pushdown.up.sql"
+    assert before is not None and before.source == "sql/migrations/0013_web_push.up.sql"
     earlier = previous_definition(ROOT, "quiet_hours_end")
     assert earlier is not None and earlier.source == "sql/migrations/0003_notify.up.sql"
     assert previous_definition(ROOT, "no_such_function") is None

@@ -78,6 +78,15 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "database_unavailable": (503, "Storage is unavailable; retry after Retry-After seconds."),
     "internal_error": (500, "An unexpected error; nothing was stored."),
     "invalid_unsubscribe_link": (400, "The unsubscribe link is malformed, altered or expired."),
+    "invalid_preferences_link": (
+        400,
+        "The preference-center link is malformed, altered, expired or not a preferences link.",
+    ),
+    "invalid_preferences_form": (
+        403,
+        "The preference form was posted from another site, or its form token is missing, "
+        "altered, expired or of another link.",
+    ),
 }
 
 

@@ -216,9 +216,7 @@ class _Server:
             "recipient": {"id": user_id, "locale": locale},
             "notification_id": payload.get("notification_id"),
             "event_id": payload.get("event_id"),
-            "preferences_url": preferences_url(
-                self.notify, user_id, environment=self.environment
-            ),
+            "preferences_url": preferences_url(self.notify, user_id, environment=self.environment),
         }
         link: str | None = None
         if not payload.get("transactional", False):

@@ -239,165 +239,174 @@ def _paths() -> dict[str, Any]:
     )
     topic = [USER_ID, path_param("topic", "An audience, e.g. `series:123`.")]
     preferences = answer("The effective preferences.", "Preferences")
-    return _unsubscribe_paths() | _preference_center_paths() | {
-        "/v1/events": {
-            "post": operation(
-                "Accept an event and notify its recipients",
-                scope="events:write",
-                request="EventRequest",
-                ok={
-                    "202": answer("A new event, stored and being sent.", "EventAccepted"),
-                    "200": answer(
-                        "A repeat of the idempotency key: the first event; nothing written.",
-                        "EventAccepted",
+    return (
+        _unsubscribe_paths()
+        | _preference_center_paths()
+        | {
+            "/v1/events": {
+                "post": operation(
+                    "Accept an event and notify its recipients",
+                    scope="events:write",
+                    request="EventRequest",
+                    ok={
+                        "202": answer("A new event, stored and being sent.", "EventAccepted"),
+                        "200": answer(
+                            "A repeat of the idempotency key: the first event; nothing written.",
+                            "EventAccepted",
+                        ),
+                    },
+                    errors=event_errors,
+                    description=(
+                        "Everything is checked before anything is written. `data` values are "
+                        "substituted into the templates as text, never evaluated."
                     ),
-                },
-                errors=event_errors,
-                description=(
-                    "Everything is checked before anything is written. `data` values are "
-                    "substituted into the templates as text, never evaluated."
-                ),
-            )
-        },
-        "/v1/events/{event_id}": {
-            "get": operation(
-                "An event's deliveries counted per channel and state",
-                scope="events:write",
-                ok={"200": answer("The event.", "EventStatus")},
-                errors=("unknown_event",),
-                parameters=[path_param("event_id", "The id POST /v1/events answered.")],
-                description=(
-                    "Only the producer's own events (another's is `unknown_event`); a key "
-                    "with scope `events:read` instead reads any producer's."
-                ),
-            )
-        },
-        "/v1/notifications/{notification_id}": {
-            "get": operation(
-                "One notification's delivery on every channel",
-                scope="events:write",
-                ok={"200": answer("The notification.", "NotificationStatus")},
-                errors=("unknown_notification",),
-                parameters=[path_param("notification_id", "A notification id.")],
-                description=(
-                    "Only notifications of the producer's own events; a key with scope "
-                    "`events:read` instead reads any producer's."
-                ),
-            )
-        },
-        "/v1/users": {
-            "put": operation(
-                "Import up to 1000 users, each replaced as by PUT /v1/users/{user_id}",
-                scope="users:write",
-                request="UserImport",
-                ok={"200": answer("Written, in one statement.", "UsersImported")},
-            )
-        },
-        "/v1/users/{user_id}": {
-            "put": operation(
-                "Create or replace a user (devices included)",
-                scope="users:write",
-                request="UserBody",
-                ok={
-                    "201": answer("Created.", "UserView"),
-                    "200": answer("Replaced.", "UserView"),
-                },
-                errors=("invalid_user_id", "unknown_user"),
-                parameters=[USER_ID],
-                description=(
-                    "PUT replaces the whole user: a field left out is cleared and `devices` "
-                    "becomes the user's exact device list."
-                ),
-            ),
-            "get": operation(
-                "A user, with devices and topics",
-                scope="users:read",
-                ok={"200": answer("The user.", "UserView")},
-                errors=("invalid_user_id", "unknown_user"),
-                parameters=[USER_ID],
-            ),
-            "delete": operation(
-                "Erase a user",
-                scope="users:write",
-                ok={"204": answer("Erased.")},
-                errors=("invalid_user_id", "unknown_user"),
-                parameters=[USER_ID],
-                description=(
-                    "Contacts, devices, topics and preferences go; the user's notifications "
-                    "stay as anonymous history, and unsent deliveries are dropped."
-                ),
-            ),
-        },
-        "/v1/users/{user_id}/topics/{topic}": {
-            method: operation(
-                summary,
-                scope="users:write",
-                ok={"204": answer("Done (a repeat is a no-op).")},
-                errors=("invalid_user_id", "invalid_topic", "unknown_user"),
-                parameters=topic,
-            )
-            for method, summary in (("put", "Join a topic"), ("delete", "Leave a topic"))
-        },
-        "/v1/users/{user_id}/preferences": {
-            "get": operation(
-                "A user's effective preferences",
-                scope="users:read",
-                ok={"200": preferences},
-                errors=("invalid_user_id", "unknown_user"),
-                parameters=[USER_ID],
-            ),
-            "put": operation(
-                "Replace a user's preferences",
-                scope="users:write",
-                request="PreferencesBody",
-                ok={"200": preferences},
-                errors=("invalid_user_id", *PREFERENCE_ERRORS),
-                parameters=[USER_ID],
-            ),
-        },
-        "/v1/preferences": {
-            "get": operation(
-                "The signed-in user's effective preferences",
-                client=True,
-                ok={"200": preferences},
-                errors=("unknown_user",),
-            ),
-            "put": operation(
-                "Replace the signed-in user's preferences",
-                client=True,
-                request="PreferencesBody",
-                ok={"200": preferences},
-                errors=PREFERENCE_ERRORS,
-            ),
-        },
-        "/v1/inbox": {
-            "get": operation(
-                "The signed-in user's in-app notifications, newest first",
-                client=True,
-                ok={"200": answer("One page.", "InboxPage")},
-                errors=("invalid_query",),
-                parameters=[
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                )
+            },
+            "/v1/events/{event_id}": {
+                "get": operation(
+                    "An event's deliveries counted per channel and state",
+                    scope="events:write",
+                    ok={"200": answer("The event.", "EventStatus")},
+                    errors=("unknown_event",),
+                    parameters=[path_param("event_id", "The id POST /v1/events answered.")],
+                    description=(
+                        "Only the producer's own events (another's is `unknown_event`); a key "
+                        "with scope `events:read` instead reads any producer's."
+                    ),
+                )
+            },
+            "/v1/notifications/{notification_id}": {
+                "get": operation(
+                    "One notification's delivery on every channel",
+                    scope="events:write",
+                    ok={"200": answer("The notification.", "NotificationStatus")},
+                    errors=("unknown_notification",),
+                    parameters=[path_param("notification_id", "A notification id.")],
+                    description=(
+                        "Only notifications of the producer's own events; a key with scope "
+                        "`events:read` instead reads any producer's."
+                    ),
+                )
+            },
+            "/v1/users": {
+                "put": operation(
+                    "Import up to 1000 users, each replaced as by PUT /v1/users/{user_id}",
+                    scope="users:write",
+                    request="UserImport",
+                    ok={"200": answer("Written, in one statement.", "UsersImported")},
+                )
+            },
+            "/v1/users/{user_id}": {
+                "put": operation(
+                    "Create or replace a user (devices included)",
+                    scope="users:write",
+                    request="UserBody",
+                    ok={
+                        "201": answer("Created.", "UserView"),
+                        "200": answer("Replaced.", "UserView"),
                     },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "`next_cursor` of the previous page.",
-                    },
-                ],
-                description=(
-                    "Mark an item seen with POST /v1/seen, tag `notify.seen_tag`, id = the "
-                    "item's id. A query parameter other than these two is `invalid_query`."
+                    errors=("invalid_user_id", "unknown_user"),
+                    parameters=[USER_ID],
+                    description=(
+                        "PUT replaces the whole user: a field left out is cleared and `devices` "
+                        "becomes the user's exact device list."
+                    ),
                 ),
-            )
-        },
-    }
+                "get": operation(
+                    "A user, with devices and topics",
+                    scope="users:read",
+                    ok={"200": answer("The user.", "UserView")},
+                    errors=("invalid_user_id", "unknown_user"),
+                    parameters=[USER_ID],
+                ),
+                "delete": operation(
+                    "Erase a user",
+                    scope="users:write",
+                    ok={"204": answer("Erased.")},
+                    errors=("invalid_user_id", "unknown_user"),
+                    parameters=[USER_ID],
+                    description=(
+                        "Contacts, devices, topics and preferences go; the user's notifications "
+                        "stay as anonymous history, and unsent deliveries are dropped."
+                    ),
+                ),
+            },
+            "/v1/users/{user_id}/topics/{topic}": {
+                method: operation(
+                    summary,
+                    scope="users:write",
+                    ok={"204": answer("Done (a repeat is a no-op).")},
+                    errors=("invalid_user_id", "invalid_topic", "unknown_user"),
+                    parameters=topic,
+                )
+                for method, summary in (("put", "Join a topic"), ("delete", "Leave a topic"))
+            },
+            "/v1/users/{user_id}/preferences": {
+                "get": operation(
+                    "A user's effective preferences",
+                    scope="users:read",
+                    ok={"200": preferences},
+                    errors=("invalid_user_id", "unknown_user"),
+                    parameters=[USER_ID],
+                ),
+                "put": operation(
+                    "Replace a user's preferences",
+                    scope="users:write",
+                    request="PreferencesBody",
+                    ok={"200": preferences},
+                    errors=("invalid_user_id", *PREFERENCE_ERRORS),
+                    parameters=[USER_ID],
+                ),
+            },
+            "/v1/preferences": {
+                "get": operation(
+                    "The signed-in user's effective preferences",
+                    client=True,
+                    ok={"200": preferences},
+                    errors=("unknown_user",),
+                ),
+                "put": operation(
+                    "Replace the signed-in user's preferences",
+                    client=True,
+                    request="PreferencesBody",
+                    ok={"200": preferences},
+                    errors=PREFERENCE_ERRORS,
+                ),
+            },
+            "/v1/inbox": {
+                "get": operation(
+                    "The signed-in user's in-app notifications, newest first",
+                    client=True,
+                    ok={"200": answer("One page.", "InboxPage")},
+                    errors=("invalid_query",),
+                    parameters=[
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 100,
+                                "default": 20,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "`next_cursor` of the previous page.",
+                        },
+                    ],
+                    description=(
+                        "Mark an item seen with POST /v1/seen, tag `notify.seen_tag`, id = the "
+                        "item's id. A query parameter other than these two is `invalid_query`."
+                    ),
+                )
+            },
+        }
+    )
 
 
 def _configured(config: Config, schemas: dict[str, Any]) -> dict[str, Any]:

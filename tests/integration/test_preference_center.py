@@ -121,9 +121,10 @@ class Page(HTMLParser):
             if i.type == "checkbox" and i.name and i.name.startswith("on/")
         }
 
-    def submit(self, form: int = 0, **changes: Any) -> str:
+    def submit(self, changes: dict[str, bool | str] | None = None, form: int = 0) -> str:
         """The body a browser posts: hidden and time inputs, the checked boxes, the first
         button; `changes` sets boxes (True/False) and times by field name."""
+        changes = changes or {}
         fields = []
         for i in self.forms[form]:
             if i.disabled or not i.name:
@@ -219,7 +220,7 @@ async def test_the_link_of_a_delivered_email_opens_the_page_and_a_change_sticks(
         assert "Always on" in response.text
 
         saved = await a.http.post(
-            found[1], headers=FORM, content=page.submit(**{"on/content/email": False})
+            found[1], headers=FORM, content=page.submit({"on/content/email": False})
         )
         assert saved.status_code == 303
         assert saved.headers["location"] == "?saved=1"
@@ -261,7 +262,7 @@ async def test_forged_foreign_or_expired_links_are_refused_and_write_nothing(
             "not a token": "hello",
         }
         _, page = await open_page(a.http, link(a.config, "anna"))
-        body = page.submit(**{"on/content/email": False})
+        body = page.submit({"on/content/email": False})
         for what, token in refused.items():
             url = f"/v1/preferences/manage/{token}"
             for method in ("GET", "POST"):
@@ -288,8 +289,8 @@ async def test_a_post_needs_the_form_token_of_its_own_page_and_no_other_site(
         url = link(a.config, "anna")
         _, page = await open_page(a.http, url)
         _, bens = await open_page(a.http, link(a.config, "ben"))
-        off = {"on/content/email": False}
-        body = page.submit(**off)
+        off: dict[str, bool | str] = {"on/content/email": False}
+        body = page.submit(off)
         token = next(i.value for i in page.forms[0] if i.name == "form_token")
         anna_token = url.rsplit("/", 1)[1]
         stale = preference_form.form_token(
@@ -301,7 +302,7 @@ async def test_a_post_needs_the_form_token_of_its_own_page_and_no_other_site(
         refusals = {
             "no form token": body.replace(f"form_token={token}&", ""),
             "a tampered one": body.replace(f"form_token={token}", f"form_token={token[:-4]}AAAA"),
-            "another link's page's": bens.submit(**off),
+            "another link's page's": bens.submit(off),
             "an expired one": body.replace(f"form_token={token}", f"form_token={stale}"),
         }
         for what, sent in refusals.items():
@@ -392,8 +393,12 @@ async def test_a_russian_user_sets_quiet_hours_pauses_and_stops_all_email(
         assert '<html lang="ru">' in text
         for words in ("Настройки уведомлений", "Новые серии", "Europe/Moscow", "Почта"):
             assert words in text
-        times = {"quiet/push/start": "22:00", "quiet/push/end": "07:30", "muted": True}
-        answer = await a.http.post(url, headers=FORM, content=page.submit(**times))
+        times: dict[str, bool | str] = {
+            "quiet/push/start": "22:00",
+            "quiet/push/end": "07:30",
+            "muted": True,
+        }
+        answer = await a.http.post(url, headers=FORM, content=page.submit(times))
         assert answer.status_code == 303, answer.text
         after, page = await open_page(a.http, url)
         assert 'name="quiet/push/start" value="22:00"' in after.text
@@ -418,7 +423,7 @@ async def test_a_russian_user_sets_quiet_hours_pauses_and_stops_all_email(
             )
         }
         # Clearing both times removes the window.
-        cleared = page.submit(**{"quiet/push/start": "", "quiet/push/end": ""})
+        cleared = page.submit({"quiet/push/start": "", "quiet/push/end": ""})
         assert (await a.http.post(url, headers=FORM, content=cleared)).status_code == 303
         view = (await a.http.get("/v1/users/olga/preferences", headers=a.key)).json()
         assert view["quiet_hours"] == {}

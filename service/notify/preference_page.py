@@ -95,7 +95,9 @@ def channel_labels(config: Config, lang: str) -> dict[str, str]:
     kinds = Counter(channel.kind for channel in config.channels.values())
     labels = {}
     for name, channel in config.channels.items():
-        word = TEXTS[lang][f"kind.{channel.kind}"]
+        # A kind without a word of its own (tests/unit/test_preference_center.py says
+        # which) is shown by the channel's name.
+        word = TEXTS[lang].get(f"kind.{channel.kind}", name)
         labels[name] = word if kinds[channel.kind] == 1 else f"{word} ({name})"
     return labels
 

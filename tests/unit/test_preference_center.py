@@ -12,7 +12,7 @@ import jwt
 import msgspec
 import pytest
 
-from service.config.notify import NotifySettings
+from service.config.notify import CHANNEL_KINDS, NotifySettings
 from service.errors import ApiError
 from service.notify import preference_form as form
 from service.notify.notify_wire import Preferences, QuietHours
@@ -23,6 +23,7 @@ from service.notify.preference_center import (
     preferences_url,
     read_token,
 )
+from service.notify.preference_page import TEXTS, language
 from service.notify.unsubscribe import make_token as unsubscribe_token
 from tests.support import make_config
 
@@ -249,3 +250,21 @@ def test_quiet_hours_are_set_cleared_or_refused() -> None:
         assert caught.value.code == "invalid_quiet_hours", bad
     assert _body({}, "muted=on")["muted"] is True
     assert _body({}, "", _shown(muted=True))["muted"] is True
+
+
+def test_every_channel_kind_has_a_word_in_every_language() -> None:
+    for lang, words in TEXTS.items():
+        assert {f"kind.{kind}" for kind in CHANNEL_KINDS} <= set(words), lang
+        assert set(words) == set(TEXTS["en"]), lang
+
+
+def test_the_language_follows_the_locale_else_english() -> None:
+    assert [language(x) for x in ("ru", "ru-RU", "RU", "en-GB", "de", None, "")] == [
+        "ru",
+        "ru",
+        "ru",
+        "en",
+        "en",
+        "en",
+        "en",
+    ]

@@ -87,6 +87,15 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
         "base64url keys: p256dh a P-256 point (65 bytes), auth 16 bytes.",
     ),
     "webpush_not_configured": (404, "This service sends no Web Push ([notify.webpush] unset)."),
+    "invalid_preferences_link": (
+        400,
+        "The preference-center link is malformed, altered, expired or not a preferences link.",
+    ),
+    "invalid_preferences_form": (
+        403,
+        "The preference form was posted from another site, or its form token is missing, "
+        "altered, expired or of another link.",
+    ),
 }
 
 

@@ -101,6 +101,8 @@ class Category(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     # Channel name -> on unless the user says otherwise. Channels not listed are on.
     defaults: dict[Name, bool] = msgspec.field(default_factory=dict)
     description: str = ""
+    # What the preference center calls it, per locale (ru = "..."); else the description.
+    labels: dict[Locale, str] = msgspec.field(default_factory=dict)
 
 
 class Escalation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -222,11 +224,14 @@ class InboxStreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    # Where the links in notifications point (one-click unsubscribe).
+    # Where the links in notifications point (one-click unsubscribe, the preference center).
     public_url: str = "http://127.0.0.1:8000"
-    # Signs unsubscribe links; keep it in the environment outside development.
+    # Signs unsubscribe and preference-center links; keep it in the environment outside
+    # development.
     unsubscribe_secret: str | None = None
     unsubscribe_ttl: timedelta = timedelta(days=60)
+    # How long an email's "manage notifications" link opens the preference center.
+    preferences_link_ttl: timedelta = timedelta(days=60)
     # The seen tag whose marks (id = notification id) mean "the user saw this".
     seen_tag: Name = "notifications"
     max_data_bytes: Positive = 16 * 1024

@@ -1,5 +1,6 @@
 """The notification API's part of /openapi.json: producer services with API keys,
-signed-in clients with tokens, and the one-click unsubscribe links of emails."""
+signed-in clients with tokens, and the links of emails: one-click unsubscribe and the
+preference center."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from service.config.load import Config
 from service.notify import notify_wire as notify
+from service.notify import preference_center, preference_form
 from service.notify.inbox_stream import MAX_POSITION_CHARS, POSITION_PATTERN
 from service.notify.inbox_stream import PATH as STREAM_PATH
 from service.notify.unsubscribe import COMPACT_JWS_PATTERN, MAX_TOKEN_CHARS, UnsubscribeResult
@@ -228,6 +230,130 @@ def _stream_paths() -> dict[str, Any]:
     }
 
 
+# The preference center's refusals; those a handler raises may come as a page (HTML).
+CENTER_GET_ERRORS = ("invalid_preferences_link", "unknown_user", "not_found")
+CENTER_POST_ERRORS = (
+    *CENTER_GET_ERRORS,
+    "invalid_preferences_form",
+    "invalid_body",
+    "payload_too_large",
+    "unsupported_media_type",
+    *PREFERENCE_ERRORS,
+)
+NAME = "[a-z0-9][a-z0-9_.-]*"
+CLOCK_OR_EMPTY = {"type": "string", "pattern": r"^(([01][0-9]|2[0-3]):[0-5][0-9])?$(?!\n)"}
+SWITCH = {"type": "string", "enum": list(preference_form.SWITCH_VALUES)}
+
+
+def _with_pages(responses: dict[str, Any], statuses: tuple[str, ...]) -> dict[str, Any]:
+    """`responses` where each of `statuses` may also be a page, for a browser."""
+    for status in statuses:
+        responses[status]["content"] = responses[status]["content"] | HTML_PAGE
+    return responses
+
+
+def _preference_center_paths() -> dict[str, Any]:
+    # The link is its own credential (a signed token naming the user): no scheme applies.
+    token = path_param("token", "The signed token of an email's preference-center link.")
+    token["schema"] |= {"pattern": COMPACT_JWS_PATTERN, "maxLength": MAX_TOKEN_CHARS}
+    saved = {
+        "name": "saved",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Present after a save (the redirect): the page says it was saved.",
+    }
+    negotiated = (
+        " A refusal is a page unless Accept asks for application/json and not text/html: "
+        "then the JSON error, with the same status and code."
+    )
+    return {
+        preference_center.PATH: {
+            "get": {
+                "summary": "The preference center: a user's preferences as a form",
+                "description": (
+                    "The page behind every email's \"manage notifications\" link: the user's "
+                    "effective preferences (as GET /v1/preferences answers them) as a form "
+                    "that needs no login and no JavaScript. It changes nothing." + negotiated
+                ),
+                "security": [],
+                "parameters": [token, saved],
+                "responses": {"200": {"description": "The page.", "content": HTML_PAGE}}
+                | _with_pages(error_responses(*CENTER_GET_ERRORS, *ALWAYS), ("400", "404")),
+            },
+            "post": {
+                "summary": "Save the preference center's form",
+                "description": (
+                    "Applies the page's form through the rule of PUT /v1/preferences and "
+                    "answers 303 back to the page. A field left out leaves its setting as it "
+                    "is. Refused, and nothing written: a form another site posted "
+                    "(Sec-Fetch-Site, Origin) or whose `form_token` is not the page's, and "
+                    "whatever PUT /v1/preferences refuses." + negotiated
+                ),
+                "security": [],
+                "parameters": [token],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        preference_center.FORM_TYPE: {
+                            "schema": {"$ref": "#/components/schemas/PreferenceForm"}
+                        }
+                    },
+                },
+                "responses": {
+                    "303": {
+                        "description": "Saved: to the page again, which says so.",
+                        "headers": {
+                            "Location": {
+                                "schema": {"type": "string", "enum": ["?saved=1"]},
+                                "description": "This URL, with `saved`.",
+                            }
+                        },
+                    }
+                }
+                | _with_pages(
+                    error_responses(*CENTER_POST_ERRORS, *ALWAYS),
+                    ("400", "403", "404", "413", "415"),
+                ),
+            },
+        }
+    }
+
+
+def _preference_form(config: Config | None) -> dict[str, Any]:
+    """The preference center's form: with a config, exactly its boxes and windows."""
+    form: dict[str, Any] = {
+        "type": "object",
+        "description": (
+            "The page's form: `on/<category>/<channel>` and `muted` are `on` or `off` (the "
+            "last value of a name counts), `quiet/<channel>/start` and `/end` are HH:MM or "
+            "both empty (no quiet hours), `action` is `save` or `no_email` (email off for "
+            "every non-transactional category)."
+        ),
+        "properties": {
+            "form_token": {"type": "string", "description": "The page's hidden form token."},
+            "action": {"type": "string", "enum": list(preference_form.ACTIONS)},
+            "muted": SWITCH,
+        },
+        "required": ["form_token"],
+        "additionalProperties": False,
+    }
+    if config is None:
+        form["patternProperties"] = {
+            f"^on/{NAME}/{NAME}$": SWITCH,
+            f"^quiet/{NAME}/(start|end)$": CLOCK_OR_EMPTY,
+        }
+        return form
+    for name, category in config.categories.items():
+        for channel in config.channels:
+            on = {"type": "string", "enum": ["on"]} if category.transactional else SWITCH
+            form["properties"][f"on/{name}/{channel}"] = on
+    for channel in config.channels:
+        for end in ("start", "end"):
+            form["properties"][f"quiet/{channel}/{end}"] = CLOCK_OR_EMPTY
+    return form
+
+
 def _paths() -> dict[str, Any]:
     event_errors = (
         "unknown_event_type",
@@ -243,6 +369,7 @@ def _paths() -> dict[str, Any]:
         _unsubscribe_paths()
         | _webpush_paths()
         | _stream_paths()
+        | _preference_center_paths()
         | {
             "/v1/events": {
                 "post": operation(
@@ -430,7 +557,12 @@ def _configured(config: Config, schemas: dict[str, Any]) -> dict[str, Any]:
         },
     }
     body["properties"]["quiet_hours"]["propertyNames"] = channels
-    return {"PreferencesBody": body}
+    return {"PreferencesBody": body, "PreferenceForm": _preference_form(config)}
 
 
-SECTION = Section(_paths, STRUCTS, configured=_configured)
+SECTION = Section(
+    _paths,
+    STRUCTS,
+    schemas=lambda: {"PreferenceForm": _preference_form(None)},
+    configured=_configured,
+)

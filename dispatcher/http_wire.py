@@ -110,7 +110,8 @@ class WebhookPool:
         host_header = parts.netloc.rsplit("@", 1)[-1]
         fixed = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         # Everything but the per-request headers and body is encoded once.
-        self._head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n{fixed}".encode("latin-1")
+        self._rest = f"Host: {host_header}\r\n{fixed}".encode("latin-1")
+        self._head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + self._rest
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: deque[_Connection] = deque()
 
@@ -126,13 +127,17 @@ class WebhookPool:
             raise WireConnectError(f"connect to {self._host}:{self._port}: {exc}") from None
         return _Connection(reader, writer)
 
-    async def post(self, headers: dict[str, str], body: bytes, timeout_s: float) -> WireResponse:
+    async def post(
+        self, headers: dict[str, str], body: bytes, timeout_s: float, path: str | None = None
+    ) -> WireResponse:
         """POST body with the pool's fixed headers plus these; the whole exchange, connect
-        included, is bounded by timeout_s."""
+        included, is bounded by timeout_s. `path` (with its query) replaces the URL's, for a
+        pool per origin (Web Push: an endpoint per subscription)."""
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        request = (
-            self._head + f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
-        )
+        head = self._head
+        if path is not None:
+            head = f"POST {path} HTTP/1.1\r\n".encode("latin-1") + self._rest
+        request = head + f"{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
         try:
             async with self._slots, asyncio.timeout(timeout_s):
                 return await self._send(request, timeout_s)

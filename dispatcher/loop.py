@@ -31,6 +31,7 @@ from dispatcher.rate_limit import TokenBucket
 from dispatcher.retry import retry_delay, trim_error
 from dispatcher.retry_timers import RetryTimers
 from dispatcher.transport_base import Delivery, Outcome, Pool, Transport, log_attempts
+from dispatcher.webpush_transport import SUBSCRIPTIONS_MAX
 from service.config.core import DispatcherSettings, KafkaSettings
 from service.config.notify import Channel
 from service.config.seen import Consumer
@@ -68,8 +69,10 @@ def lease_for(
         return max(settings.lease.total_seconds(), worst)
     rounds = math.ceil(consumer.batch_size / consumer.concurrency)
     # A provider channel may try each of its providers (failover) within one attempt, and
-    # push sends to each of a user's devices.
+    # push sends to each of a user's devices, Web Push to each of their browsers.
     tries, timeout = 1, consumer.timeout
+    if isinstance(consumer, Channel) and consumer.transport == "webpush":
+        tries = SUBSCRIPTIONS_MAX
     if isinstance(consumer, Channel) and consumer.providers:
         tries = len(consumer.providers) * (PUSH_DEVICES_MAX if consumer.kind == "push" else 1)
         timeout = max(p.timeout or consumer.timeout for p in consumer.providers)
@@ -286,14 +289,19 @@ class ConsumerLoop:
     def _decide(
         self, batch: Sequence[Delivery], outcomes: Sequence[Outcome]
     ) -> list[outbox.Completion]:
-        attempts = {d.outbox_id: d.attempt for d in batch}
+        by_id = {d.outbox_id: d for d in batch}
+        inbox = isinstance(self.consumer, Channel) and self.consumer.kind == "inbox"
         completions = []
         for outcome in outcomes:
-            attempt = attempts[outcome.outbox_id]
+            delivery = by_id[outcome.outbox_id]
+            attempt = delivery.attempt
             delay = None
             if outcome.kind == "retry":
                 delay = retry_delay(self.consumer.backoff, attempt, outcome.retry_after)
-            completions.append(outbox.Completion(outcome, attempt, delay))
+            item = None
+            if inbox and delivery.payload.get("user_id") is not None:
+                item = (str(delivery.payload["user_id"]), str(delivery.payload["notification_id"]))
+            completions.append(outbox.Completion(outcome, attempt, delay, item))
         return completions
 
     async def _complete(

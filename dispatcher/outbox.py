@@ -15,8 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from dispatcher.transport_base import Delivery, Outcome
 from service.config.base import DeliveryPolicy
-from service.config.notify import Channel
-from service.inbox_signal import LISTEN_CHANNEL
+from service.inbox_signal import record_inbox_changes
 from service.sql import q
 from service.tracing import attempt_trace
 
@@ -37,6 +36,9 @@ class Completion:
     outcome: Outcome
     attempt: int
     delay_s: float | None = None
+    # An inbox channel's row: (user id, notification id), logged for the live inbox once
+    # it is recorded as delivered.
+    inbox_item: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,20 @@ async def remove_push_devices(
     return int(row[0]) if row else 0
 
 
+async def remove_webpush_subscriptions(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], gone: Sequence[tuple[str, str]]
+) -> int:
+    """Forget (user id, endpoint) pairs whose push service answered 404 or 410."""
+    params: dict[str, object] = {
+        "user_ids": [user for user, _ in gone],
+        "endpoints": [endpoint for _, endpoint in gone],
+    }
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(q("remove_webpush_subscriptions"), params)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def claim_ids(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
     consumer: str,
@@ -173,13 +189,11 @@ async def complete(
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(q("complete_outbox"), params)
         recorded = [Recorded(row[0], row[1], row[2]) for row in await cur.fetchall()]
-        inboxed = [r.outbox_id for r in recorded if r.applied and r.outcome == "delivered"]
-        if inboxed and isinstance(consumer, Channel) and consumer.kind == "inbox":
+        done = {r.outbox_id for r in recorded if r.applied and r.outcome == "delivered"}
+        items = [c.inbox_item for c in completions if c.inbox_item and c.outcome.outbox_id in done]
+        if items:
             # The live inbox's change log, in the same transaction as the delivery.
-            await conn.execute(
-                q("record_inbox_items"),
-                {"ids": inboxed, "buckets": params["buckets"], "listen_channel": LISTEN_CHANNEL},
-            )
+            await record_inbox_changes(conn, "item", items)
     return recorded
 
 

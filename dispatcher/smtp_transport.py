@@ -9,11 +9,12 @@ message has begun, a failure is an Outcome and the claim loop's retry sends it a
 
 A message is `multipart/alternative` (text and HTML from the type's templates) with a
 `Message-ID` made of the outbox row's event id, so every retry of one notification
-carries the same id. A non-transactional category also gets RFC 8058's one-click
-`List-Unsubscribe` (service/notify/unsubscribe.py). Outcomes: 2xx delivered, 4xx and
-connection trouble retried, 5xx failed; a notification that cannot be rendered or has
-no valid address fails at once. Addresses and content are never logged, and server
-replies are stored with the recipient's address blanked out.
+carries the same id. Every email's templates get `preferences_url`, the user's link to
+the preference center (service/notify/preference_center.py); a non-transactional
+category also gets RFC 8058's one-click `List-Unsubscribe` (service/notify/unsubscribe.py).
+Outcomes: 2xx delivered, 4xx and connection trouble retried, 5xx failed; a notification
+that cannot be rendered or has no valid address fails at once. Addresses and content are
+never logged, and server replies are stored with the recipient's address blanked out.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dispatcher.retry import timed_outcome, undeliverable
 from dispatcher.transport_base import Delivery, Outcome, OutcomeKind, Transport
 from service.config.base import ConfigError
 from service.config.notify import Channel, NotifySettings, SmtpSettings
+from service.notify.preference_center import preferences_url
 from service.notify.templates import RenderError, TypeTemplates
 from service.notify.unsubscribe import signing_key, unsubscribe_url
 
@@ -214,6 +216,7 @@ class _Server:
             "recipient": {"id": user_id, "locale": locale},
             "notification_id": payload.get("notification_id"),
             "event_id": payload.get("event_id"),
+            "preferences_url": preferences_url(self.notify, user_id, environment=self.environment),
         }
         link: str | None = None
         if not payload.get("transactional", False):

@@ -1,5 +1,5 @@
 """The contract between the claim loop and the transports (HTTP, Kafka, and the
-notification channels: SMTP, SMS and push providers, inbox).
+notification channels: SMTP, SMS and push providers, inbox, Web Push).
 
 The loop (dispatcher/loop.py) claims a batch of one consumer's outbox rows and hands it to
 that consumer's transport, which returns one Outcome per Delivery; the loop records
@@ -54,7 +54,8 @@ class Outcome:
     retry_after: float | None = None
     # The provider that took (or last refused) the attempt, for channels that fail over.
     provider: str | None = None
-    # Push tokens the provider called invalid (404/410): the loop forgets them.
+    # Push tokens the provider called invalid, or Web Push endpoints their push service
+    # called gone (404/410): the transport's after_batch forgets them.
     invalid_tokens: tuple[str, ...] = ()
 
 

@@ -1,9 +1,9 @@
 """Which transport delivers for which outbox destination.
 
 Seen consumers go over HTTP or Kafka; notification channels over SMTP, HTTP providers
-(SMS, push) or the inbox. One transport instance serves every destination of its kind.
-Modules are imported only when a destination uses them (aiokafka and aiosmtplib are
-heavy, and most dispatchers need few of them).
+(SMS, push), browsers' push services (Web Push) or the inbox. One transport instance
+serves every destination of its kind. Modules are imported only when a destination uses
+them (aiokafka and aiosmtplib are heavy, and most dispatchers need few of them).
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def channel_transports(
 
         shared = ProviderTransport(providers, compiled)
         transports |= dict.fromkeys(providers, shared)
+    if (browsers := by_transport.get("webpush")) and config.notify.webpush is not None:
+        from dispatcher.webpush_transport import WebPushTransport
+
+        shared = WebPushTransport(browsers, compiled, config.notify.webpush, config.event_types)
+        transports |= dict.fromkeys(browsers, shared)
     if inbox := by_transport.get("inbox"):
         from dispatcher.inbox_transport import InboxTransport
 

@@ -81,6 +81,21 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_stream_token": (401, "The inbox stream token is missing, altered or expired."),
     "invalid_last_event_id": (400, "Last-Event-ID is not a position this stream gave."),
     "too_many_streams": (429, "Too many open inbox streams for this user or process."),
+    "invalid_subscription": (
+        400,
+        "A Web Push subscription needs an https endpoint at a known push service and "
+        "base64url keys: p256dh a P-256 point (65 bytes), auth 16 bytes.",
+    ),
+    "webpush_not_configured": (404, "This service sends no Web Push ([notify.webpush] unset)."),
+    "invalid_preferences_link": (
+        400,
+        "The preference-center link is malformed, altered, expired or not a preferences link.",
+    ),
+    "invalid_preferences_form": (
+        403,
+        "The preference form was posted from another site, or its form token is missing, "
+        "altered, expired or of another link.",
+    ),
 }
 
 

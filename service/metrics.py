@@ -84,6 +84,25 @@ EVENTS = Counter(
     ["type", "result"],
     registry=API_REGISTRY,
 )
+INBOX_STREAMS = Counter(
+    PREFIX + "inbox_streams",
+    "Live inbox streams (GET /v1/inbox/stream) opened and closed; open now = opened - "
+    "closed, summed over workers.",
+    ["change"],
+    registry=API_REGISTRY,
+)
+INBOX_STREAM_MESSAGES = Counter(
+    PREFIX + "inbox_stream_messages",
+    "Messages sent on live inbox streams, by event (ready, changes, ping).",
+    ["event"],
+    registry=API_REGISTRY,
+)
+INBOX_LISTENER_CONNECTS = Counter(
+    PREFIX + "inbox_listener_connects",
+    "(Re)connects of the API processes' inbox listeners (LISTEN): more than one per "
+    "process means it lost its connection and came back.",
+    registry=API_REGISTRY,
+)
 SCHEDULE_RUNS = Counter(
     PREFIX + "schedule_runs",
     "Schedule runs made, by schedule and outcome (sent, duplicate, failed).",
@@ -107,13 +126,19 @@ def status_class(status: int) -> str:
     return "aborted" if not status else f"{status // 100}xx"
 
 
-def observe_request(method: str, route: str, status: int | None, started: float) -> None:
-    """Count one answered request; `started` is its time.perf_counter() on arrival."""
+def observe_request(
+    method: str, route: str, status: int | None, started: float, *, timed: bool = True
+) -> None:
+    """Count one answered request; `started` is its time.perf_counter() on arrival.
+    `timed` False: a stream, whose duration is its lifetime, not a latency."""
     elapsed = time.perf_counter() - started
     if method not in METHODS:
         method = "other"  # any token is a method to HTTP: one label for the odd ones
     key = (method, route, status or 0)
     _requests[key] = _requests.get(key, 0) + 1
+    if not timed:
+        _flush_soon()
+        return
     tally = _durations.get((method, route))
     if tally is None:
         tally = _durations[(method, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
@@ -173,23 +198,40 @@ async def measure(
     (`unmatched` when no route took it: raw paths would make a series per URL)."""
     started = time.perf_counter()
     status = 0
+    stream = False
 
     async def send_and_note(message: Message) -> None:
-        nonlocal status
+        nonlocal status, stream
         if message["type"] == "http.response.start":
             status = message["status"]
+            stream = (b"content-type", b"text/event-stream") in {
+                (k.lower(), v.split(b";")[0].strip()) for k, v in message.get("headers", ())
+            }
         await send(message)
 
     try:
         await app(scope, receive, send_and_note)
     finally:
         route = route_template(scope) or "unmatched"
-        observe_request(scope["method"], route, status, started)
+        observe_request(scope["method"], route, status, started, timed=not stream)
 
 
 def observe_commit(requests: int, marks: int) -> None:
     COMMIT_REQUESTS.observe(requests)
     COMMIT_MARKS.observe(marks)
+
+
+def count_stream(change: str) -> None:
+    """A live inbox stream opened or closed."""
+    INBOX_STREAMS.labels(change).inc()
+
+
+def count_stream_message(event: str) -> None:
+    INBOX_STREAM_MESSAGES.labels(event).inc()
+
+
+def count_listener_connect() -> None:
+    INBOX_LISTENER_CONNECTS.inc()
 
 
 def count_event(event_type: str, created: bool) -> None:

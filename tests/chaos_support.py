@@ -187,6 +187,7 @@ def api_process(env: dict[str, str], port: int, log: Path, workers: int = 1) -> 
     argv = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--workers", str(workers), "--no-access-log"]
     argv += ["--no-proxy-headers", "--timeout-graceful-shutdown", "2"]
+    argv += ["--http", "service.http_limits:BoundedHttpToolsProtocol"]
     return Process("api", argv, env, log)
 
 

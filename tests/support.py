@@ -78,6 +78,12 @@ def config_data(database_url: str, **overrides: Any) -> dict[str, Any]:
 
 PROVIDER_SECRET = "whsec_dGVzdC1wcm92aWRlci1zZWNyZXQtMDEyMzQ1Njc4OQ=="
 UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789abcdef"
+# The tests' VAPID key pair ([notify.webpush]); the public key is what pages subscribe with.
+VAPID_PRIVATE_KEY = "X0Ojircgrnu5X0EXWdGE_qJaTBHwy0LD_CHKibxqPhM"
+VAPID_PUBLIC_KEY = (
+    "BMQYeL3OOQ8BTrExMFHtYFhjC_7Q7sqimhd-cHNS-eoh6HjG1-hURZFu8lnH7H5ru7P3pxhBJ8ZS-CD0C6GwJNI"
+)
+VAPID_SUBJECT = "mailto:ops@test.example"
 FAST_RETRY: dict[str, Any] = {
     "timeout": 2,
     "backoff": {"initial": 0.05, "factor": 2.0, "cap": 0.4},
@@ -121,6 +127,9 @@ def notify_data(
             "public_url": public_url,
             "unsubscribe_secret": UNSUBSCRIBE_SECRET,
             "seen_tag": "notifications",
+            # No webpush channel unless a test adds one (tests/push_service.py); the API's
+            # subscription routes are on.
+            "webpush": {"vapid_private_key": VAPID_PRIVATE_KEY, "vapid_subject": VAPID_SUBJECT},
         },
         "channels": channels,
         "categories": {

@@ -1,8 +1,8 @@
-"""The live inbox's change log (inbox_changes): a row per item that reached a user's inbox
-or was marked seen, with its transaction's id, read by GET /v1/inbox/stream.
+"""The live inbox's change log (inbox_changes), read by GET /v1/inbox/stream, and its
+pruning (prune_inbox_changes; prune_retention takes its age).
 
 Revision ID: 0014_inbox_stream
-Revises: 0012_fanout_pushdown
+Revises: 0013_web_push
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from service.migrate import execute_file
 
 revision = "0014_inbox_stream"
-down_revision = "0012_fanout_pushdown"
+down_revision = "0013_web_push"
 branch_labels = None
 depends_on = None
 

@@ -500,9 +500,11 @@ async def preview_mailing(request: Request, who: Session) -> Response:
         "notification_id": "preview",
         "event_id": str(row["event_id"] or "preview"),
     }
+    # Not working links: a preview must not hand out a real user's signed tokens.
+    public_url = config.notify.public_url.rstrip("/")
+    context["preferences_url"] = f"{public_url}/v1/preferences/manage/…"
     if not config.categories[settings.category].transactional:
-        # Not a working link: a preview must not hand out a real user's unsubscribe token.
-        context["unsubscribe_url"] = f"{config.notify.public_url.rstrip('/')}/v1/unsubscribe/…"
+        context["unsubscribe_url"] = f"{public_url}/v1/unsubscribe/…"
     channels = []
     for channel in settings.channels:
         kind = config.channels[channel].kind

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from service import webpush
 from service.config.admin import AdminSettings
 from service.config.base import ROOT, ConfigError, Environment, Name, refuse_unsafe_secret
 from service.config.core import (
@@ -32,7 +33,13 @@ from service.config.core import (
     IdentitySettings,
     KafkaSettings,
 )
-from service.config.notify import Category, Channel, EventTypeSettings, NotifySettings
+from service.config.notify import (
+    KIND_TRANSPORT,
+    Category,
+    Channel,
+    EventTypeSettings,
+    NotifySettings,
+)
 from service.config.schedule import RetentionSettings, SchedulerSettings, ScheduleSettings
 from service.config.seen import Consumer, Tag
 
@@ -130,6 +137,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             ("identity.jwt.secret", self.identity.jwt.secret if self.identity.jwt else None),
             ("notify.unsubscribe_secret", self.notify.unsubscribe_secret),
         ]
+        if self.notify.webpush is not None:
+            found.append(
+                ("notify.webpush.vapid_private_key", self.notify.webpush.vapid_private_key)
+            )
         found += [(f"consumers.{n}.secret", c.secret) for n, c in self.consumers.items()]
         for name, channel in self.channels.items():
             if channel.smtp is not None:
@@ -147,11 +158,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             raise ValueError(f"channels.{min(clash)}: a consumer has the same name")
         for name, channel in self.channels.items():
             where = f"channels.{name}"
-            expected = {"email": "smtp", "sms": "provider", "push": "provider", "inbox": "inbox"}
-            if channel.transport != expected[channel.kind]:
-                raise ValueError(
-                    f"{where}.transport: a {channel.kind} channel uses {expected[channel.kind]!r}"
-                )
+            expected = KIND_TRANSPORT[channel.kind]
+            if channel.transport != expected:
+                raise ValueError(f"{where}.transport: a {channel.kind} channel uses {expected!r}")
+            if channel.transport == "webpush" and self.notify.webpush is None:
+                raise ValueError(f"{where}: a webpush channel needs [notify.webpush] (its keys)")
             if channel.transport == "smtp" and channel.smtp is None:
                 raise ValueError(f"{where}.smtp: an smtp channel needs its server settings")
             if channel.transport == "provider":
@@ -171,6 +182,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                 raise ValueError(f"{where}.timeout: must be positive")
             if channel.ordered:
                 raise ValueError(f"{where}.ordered: only seen consumers can be ordered")
+        self._check_webpush()
         for name, category in self.categories.items():
             for channel_name in category.defaults:
                 if channel_name not in self.channels:
@@ -208,6 +220,22 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
                     f"notify.seen_tag: {self.notify.seen_tag!r} must be a configured tag of "
                     "event_type 'client' (users mark notifications seen with it)"
                 )
+
+    def _check_webpush(self) -> None:
+        settings = self.notify.webpush
+        if settings is None:
+            return
+        try:
+            webpush.private_key(settings.vapid_private_key)
+        except ValueError as exc:
+            raise ValueError(f"notify.webpush.vapid_private_key: {exc} (bin/vapid new)") from None
+        try:
+            webpush.check_subject(settings.vapid_subject)
+        except ValueError as exc:
+            raise ValueError(f"notify.webpush.vapid_subject: {exc}") from None
+        for host in settings.endpoint_hosts:
+            if not re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\Z", host):
+                raise ValueError(f"notify.webpush.endpoint_hosts: {host!r} is not a host name")
 
 
 def _env_value(raw: str) -> Any:

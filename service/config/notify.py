@@ -10,10 +10,20 @@ import msgspec
 
 from service.config.base import Breaker, DeliveryPolicy, Name, Positive
 
-ChannelTransport = Literal["smtp", "provider", "inbox"]
-ChannelKind = Literal["email", "sms", "push", "inbox"]
-CHANNEL_KINDS: tuple[ChannelKind, ...] = ("email", "sms", "push", "inbox")
+ChannelTransport = Literal["smtp", "provider", "inbox", "webpush"]
+ChannelKind = Literal["email", "sms", "push", "inbox", "webpush"]
+CHANNEL_KINDS: tuple[ChannelKind, ...] = ("email", "sms", "push", "inbox", "webpush")
+# The transport each kind is sent by.
+KIND_TRANSPORT: dict[str, str] = {
+    "email": "smtp",
+    "sms": "provider",
+    "push": "provider",
+    "inbox": "inbox",
+    "webpush": "webpush",
+}
 Priority = Literal["low", "normal", "high"]
+# RFC 8030's Urgency header: how soon a browser's device should wake up for the message.
+Urgency = Literal["very-low", "low", "normal", "high"]
 Mode = Literal["instant", "digest"]
 Locale = Annotated[str, msgspec.Meta(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")]
 
@@ -45,10 +55,37 @@ class Provider(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     breaker: Breaker | None = None
 
 
+# Push services of the browsers (host suffixes): Chrome's FCM, Firefox's autopush,
+# Safari's and Edge's. A subscription's endpoint must be on one of them (no request goes
+# anywhere a client names otherwise).
+PUSH_SERVICE_HOSTS = (
+    "fcm.googleapis.com",
+    "push.services.mozilla.com",
+    "push.apple.com",
+    "notify.windows.com",
+)
+
+
+class WebPushSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Web Push (RFC 8030) with VAPID (RFC 8292): the application server's key pair, one
+    for the deployment, since a browser's subscription is bound to its public key (made
+    by `bin/vapid new`; service/webpush.py)."""
+
+    # The P-256 private key: base64url of its 32 bytes. Keep it in the environment:
+    # MARK_NOTIFY__notify__webpush__vapid_private_key=...
+    vapid_private_key: str
+    # Whom a push service may contact about this sender: a mailto: or https: URL.
+    vapid_subject: str
+    # Host suffixes a subscription's endpoint may have (https only; in development and
+    # test also http on a loopback address).
+    endpoint_hosts: list[str] = msgspec.field(default_factory=lambda: list(PUSH_SERVICE_HOSTS))
+
+
 class Channel(DeliveryPolicy, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """A way to reach a user. `kind` says what it carries (the templates it renders and the
     contact it needs), `transport` how: SMTP, HTTP providers tried in order (the first is
-    the primary, the rest fallbacks), or the in-app inbox (delivered = listed)."""
+    the primary, the rest fallbacks), the in-app inbox (delivered = listed), or the
+    browsers' push services (webpush, with [notify.webpush]'s keys)."""
 
     kind: ChannelKind
     transport: ChannelTransport
@@ -64,6 +101,8 @@ class Category(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     # Channel name -> on unless the user says otherwise. Channels not listed are on.
     defaults: dict[Name, bool] = msgspec.field(default_factory=dict)
     description: str = ""
+    # What the preference center calls it, per locale (ru = "..."); else the description.
+    labels: dict[Locale, str] = msgspec.field(default_factory=dict)
 
 
 class Escalation(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -136,6 +175,8 @@ class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     channels: Annotated[list[Name], msgspec.Meta(min_length=1)]
     mode: Mode = "instant"
     priority: Priority = "normal"
+    # Web Push's Urgency header; none: the priority's (low, normal, high).
+    urgency: Urgency | None = None
     # A notification not sent within ttl of its event is dropped (suppressed: expired).
     ttl: timedelta = timedelta(days=1)
     default_locale: Locale = "en"
@@ -147,6 +188,11 @@ class EventTypeSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     # Template variables a producer may leave out (the templates must handle them).
     optional_data: list[str] = msgspec.field(default_factory=list)
     description: str = ""
+
+    @property
+    def push_urgency(self) -> Urgency:
+        """The Urgency of its web pushes: the one set, else its priority's."""
+        return self.urgency or self.priority
 
     def __post_init__(self) -> None:
         # -- digests
@@ -175,17 +221,17 @@ class InboxStreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     # Per API process: streams of one user, and in all.
     per_user: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     max_streams: Positive = 10_000
-    # How far back a stream resumes from its Last-Event-ID; an older one is told to reload
-    # (reset). The change log is pruned past it.
-    resume_for: timedelta = timedelta(days=1)
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    # Where the links in notifications point (one-click unsubscribe).
+    # Where the links in notifications point (one-click unsubscribe, the preference center).
     public_url: str = "http://127.0.0.1:8000"
-    # Signs unsubscribe links; keep it in the environment outside development.
+    # Signs unsubscribe and preference-center links; keep it in the environment outside
+    # development.
     unsubscribe_secret: str | None = None
     unsubscribe_ttl: timedelta = timedelta(days=60)
+    # How long an email's "manage notifications" link opens the preference center.
+    preferences_link_ttl: timedelta = timedelta(days=60)
     # The seen tag whose marks (id = notification id) mean "the user saw this".
     seen_tag: Name = "notifications"
     max_data_bytes: Positive = 16 * 1024
@@ -197,3 +243,5 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     # Users materialized per transaction for topic / all audiences.
     chunk_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 50_000
     inbox_stream: InboxStreamSettings = msgspec.field(default_factory=InboxStreamSettings)
+    # Needed by a channel of kind webpush.
+    webpush: WebPushSettings | None = None

@@ -61,6 +61,9 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     attempts: timedelta = timedelta(days=30)
     # Digest items already flushed into a notification.
     digest_items: timedelta = timedelta(days=7)
+    # The live inbox's change log (inbox_changes): a stream resumes from a position up to
+    # this old; an older one is told to reload its list.
+    inbox_changes: timedelta = timedelta(days=1)
     # Rows of each kind per batch, each batch its own short transaction; and a pause
     # between batches, so that a large backlog leaves the database to the intake. These
     # kept the intake's p99 within 2x while 1,000,000 rows went (docs/performance.md).
@@ -68,7 +71,7 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True,
     pause: timedelta = timedelta(milliseconds=10)
 
     def __post_init__(self) -> None:
-        for key in ("delivered", "inbox", "dead", "attempts", "digest_items"):
+        for key in ("delivered", "inbox", "dead", "attempts", "digest_items", "inbox_changes"):
             if getattr(self, key) <= timedelta(0):
                 raise ValueError(f"retention.{key}: must be positive")
         if self.pause < timedelta(0):

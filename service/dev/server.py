@@ -199,7 +199,8 @@ def main() -> int:
     if devpeers.is_loopback(host) and devpeers.is_loopback(
         urlsplit(config.notify.public_url).hostname
     ):
-        # The links it mails (unsubscribe) lead to this API, on whichever PORT it runs.
+        # The links it mails (unsubscribe, preference center) lead to this API, on
+        # whichever PORT it runs.
         env.setdefault("MARK_NOTIFY__notify__public_url", base_url)
     for name in no_broker:
         # Rather than an ERROR per attempt for days: the consumer is off in this run, and

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from service.inbox_signal import LISTEN_CHANNEL
+from service.metrics import count_listener_connect, count_stream
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class InboxHub:
         stream = Stream(user_id)
         mine.add(stream)
         self._count += 1
+        count_stream("opened")
         if self._task is None or self._task.done():
             self._task = self._spawn(self._listen())
         return stream
@@ -77,6 +79,7 @@ class InboxHub:
             return
         mine.discard(stream)
         self._count -= 1
+        count_stream("closed")
         if not mine:
             del self._streams[stream.user_id]
 
@@ -108,6 +111,7 @@ class InboxHub:
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(LISTEN_CHANNEL)))
                     self.connects += 1
+                    count_listener_connect()
                     self.listening.set()
                     # Whatever was sent while nobody listened: every stream re-reads.
                     self._wake_all()

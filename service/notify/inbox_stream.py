@@ -11,7 +11,7 @@ taken). The next read sends the user's inbox_changes rows that were not visible 
 and the unseen count, as one message with one id. A reconnect sends that id back
 (Last-Event-ID, or `last_event_id=` when the page opens a new EventSource) and misses
 nothing and repeats nothing, whatever order the writers committed in. A position older than
-notify.inbox_stream.resume_for gets a `ready` with `reset`: reload the list.
+[retention] inbox_changes (the change log's age) gets a `ready` with `reset`: reload the list.
 
 Streams wait on the process's one listener (service/notify/inbox_hub.py), never on a
 connection of their own; a read borrows a pool connection for two queries.
@@ -39,6 +39,7 @@ from service.database import CONNECTION_OPTIONS, resolve_url
 from service.errors import api_error
 from service.http import json_response
 from service.http_limits import on_shutdown
+from service.metrics import count_stream_message
 from service.notify import signed_tokens
 from service.notify.inbox import page_items, page_params
 from service.notify.inbox_hub import InboxHub, Stream, TooManyStreams
@@ -89,6 +90,7 @@ def format_position(snapshot: str, taken_at: float) -> str:
 
 
 def _message(event: str, position: str, body: msgspec.Struct) -> bytes:
+    count_stream_message(event)
     return b"event: %s\nid: %s\ndata: %s\n\n" % (event.encode(), position.encode(), _encode(body))
 
 
@@ -221,13 +223,14 @@ async def _events(
                 if not await _wait(stream, hub, heartbeat):
                     if hub.closing.is_set() or time.monotonic() >= ends_at:
                         break
+                    count_stream_message("ping")
                     yield b": ping\n\n"
     finally:
         hub.close(stream)
 
 
 async def _wait(stream: Stream, hub: InboxHub, seconds: float) -> bool:
-    """Until the stream is woken (True), the hub closes or `timeout` passes."""
+    """Until the stream is woken (True), the hub closes or `seconds` pass."""
     woken = asyncio.create_task(stream.wake.wait())
     closing = asyncio.create_task(hub.closing.wait())
     try:
@@ -244,7 +247,7 @@ async def inbox_stream(request: Request) -> Response:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     since = parse_position(raw) if raw else None
     reset = False
-    resume_for = state.config.notify.inbox_stream.resume_for.total_seconds()
+    resume_for = state.config.retention.inbox_changes.total_seconds()
     if since is not None and since.taken_at < time.time() - resume_for:
         since, reset = None, True
     settings = state.config.notify.inbox_stream

@@ -120,6 +120,14 @@ class UserImport(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     users: Annotated[list[UserRecord], msgspec.Meta(min_length=1, max_length=MAX_IMPORT)]
 
 
+class WebPushSubscriptionView(msgspec.Struct, frozen=True, kw_only=True):
+    """A browser's Web Push subscription as stored (its keys are not shown again)."""
+
+    endpoint: str
+    expiration_time: datetime | None
+    created_at: datetime
+
+
 class UserView(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     email: str | None
@@ -128,6 +136,8 @@ class UserView(msgspec.Struct, frozen=True, kw_only=True):
     timezone: str | None
     devices: list[Device]
     topics: list[str]
+    # Newest first; set with PUT / DELETE /v1/users/{id}/webpush-subscriptions.
+    webpush_subscriptions: list[WebPushSubscriptionView]
     created_at: datetime
     updated_at: datetime
 
@@ -286,3 +296,41 @@ class StreamChanges(msgspec.Struct, frozen=True, kw_only=True):
     items: list[InboxItem]
     seen: list[str]
     unseen: int
+
+
+# -- web push ------------------------------------------------------------------------------
+
+Base64Url = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$(?!\n)")
+]
+
+
+class WebPushKeys(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    p256dh: Annotated[
+        Base64Url, msgspec.Meta(description="The browser's P-256 public key (65 bytes).")
+    ]
+    auth: Annotated[Base64Url, msgspec.Meta(description="The 16-byte auth secret.")]
+
+
+class WebPushSubscription(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A browser's PushSubscription as its toJSON() gives it (W3C Push API): the push
+    service's endpoint (https, at a push service of `notify.webpush.endpoint_hosts`) and
+    the keys messages are encrypted to, base64url."""
+
+    endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    # The W3C name, so that a subscription's toJSON() is the body as it is.
+    expirationTime: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    keys: WebPushKeys
+
+
+class WebPushEndpoint(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The subscription to forget, by its endpoint."""
+
+    endpoint: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+
+class WebPushKey(msgspec.Struct, frozen=True):
+    """The VAPID public key a page subscribes with: `pushManager.subscribe({
+    userVisibleOnly: true, applicationServerKey: <this, base64url-decoded> })`."""
+
+    application_server_key: str

@@ -12,7 +12,8 @@ quiet hours spare them too), computed in SQL by the rule the fan-out applies
 (sql/notify/functions/notify_effective_preferences.sql). PUT replaces the user's
 switches, so a switch left out falls back to its default; it answers like GET. An unknown
 category or channel, a transactional category switched off, or malformed quiet hours are
-refused and nothing is written.
+refused and nothing is written. The preference center's page writes through the same
+check and query (save_preferences()).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from service.http import json_response, read_json
 from service.notify.notify_wire import Preferences, PreferencesBody
 from service.notify.request_parts import client_user, user_id_param
 from service.sql import q
-from service.state import state_of
+from service.state import State, state_of
 
 BODY_BYTES = 64 * 1024
 
@@ -63,21 +64,25 @@ def check(config: Config, body: PreferencesBody) -> None:
             )
 
 
-async def _read(request: Request, user_id: str) -> Response:
-    state = state_of(request)
+async def load_preferences(state: State, user_id: str) -> Preferences:
+    """A user's effective preferences, as GET answers them, or `unknown_user`."""
     params = state.config.preference_params() | {"user_id": user_id}
     async with state.pool.connection() as conn:
         cur = await conn.execute(q("get_preferences"), params)
         row = await cur.fetchone()
     if row is None:
         raise api_error("unknown_user", f"No user {user_id!r}.")
-    return json_response(msgspec.convert(row[0], Preferences))
+    return msgspec.convert(row[0], Preferences)
 
 
-async def _write(request: Request, user_id: str) -> Response:
-    state = state_of(request)
-    limit = max(state.config.api.max_body_bytes, BODY_BYTES)
-    body = await read_json(request, _decode_body, limit, {"$.quiet_hours": "invalid_quiet_hours"})
+async def _read(request: Request, user_id: str) -> Response:
+    return json_response(await load_preferences(state_of(request), user_id))
+
+
+async def save_preferences(state: State, user_id: str, body: PreferencesBody) -> Preferences:
+    """Replace a user's preferences with `body`, refused by check() as PUT refuses it:
+    the effective preferences now, or `unknown_user` (nothing written). The API's PUT and
+    the preference center (service/notify/preference_center.py) both write through this."""
     check(state.config, body)
     params = state.config.preference_params() | {
         "user_id": user_id,
@@ -94,7 +99,14 @@ async def _write(request: Request, user_id: str) -> Response:
         row = None
     if row is None:
         raise api_error("unknown_user", f"No user {user_id!r}.")
-    return json_response(msgspec.convert(row[0], Preferences))
+    return msgspec.convert(row[0], Preferences)
+
+
+async def _write(request: Request, user_id: str) -> Response:
+    state = state_of(request)
+    limit = max(state.config.api.max_body_bytes, BODY_BYTES)
+    body = await read_json(request, _decode_body, limit, {"$.quiet_hours": "invalid_quiet_hours"})
+    return json_response(await save_preferences(state, user_id, body))
 
 
 async def get_own(request: Request) -> Response:

@@ -5,10 +5,14 @@
         [sms]    text
         [push]   title, body, data (a table of templated strings)
         [inbox]  title, body, link
+        [webpush] title, body, link, icon, topic, data (docs/webpush.md: the payload)
 
 Every string is a template for Jinja2's sandboxed environment with StrictUndefined: the
 event's `data` keys are its variables, plus the reserved `recipient` (id, locale),
-`notification_id`, `event_id` and, in email, `unsubscribe_url`. HTML is autoescaped. Data
+`notification_id`, `event_id` and, in email, `preferences_url` (the user's link to the
+preference center) and, unless the category is transactional, `unsubscribe_url`. Every
+non-transactional type's email, in every locale, must offer the preference center: its
+text and its HTML both use `preferences_url`. HTML is autoescaped. Data
 values are only ever substituted, never compiled, so template code sent in an event is
 shown as text. Everything is compiled at start-up; a template that does not compile, or a
 type whose channels lack their template in the default locale, stops the process with
@@ -42,14 +46,20 @@ PARTS: dict[str, tuple[str, ...]] = {
     "sms": ("text",),
     "push": ("title", "body", "data"),
     "inbox": ("title", "body", "link"),
+    "webpush": ("title", "body", "link", "icon", "topic", "data"),
 }
 REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
     "email": ("subject", "text", "html"),
     "sms": ("text",),
     "push": ("title", "body"),
     "inbox": ("title", "body"),
+    "webpush": ("title", "body"),
 }
-RESERVED = frozenset({"recipient", "notification_id", "event_id", "unsubscribe_url"})
+RESERVED = frozenset(
+    {"recipient", "notification_id", "event_id", "unsubscribe_url", "preferences_url"}
+)
+# The email parts that must carry preferences_url, unless the category is transactional.
+PREFERENCE_LINK_PARTS = ("text", "html")
 # A digest notification's data (sql/digests/functions/flush_digests.sql makes it).
 DIGEST_VARIABLES = frozenset(
     {"total", "actor_count", "first_actors", "last_actors", "others", "digest_key", "last"}
@@ -133,7 +143,10 @@ def _compile(source: Any, where: str, html: bool) -> tuple[Template, set[str]]:
         raise ConfigError(f"{where}: does not compile{at}: {exc}") from None
 
 
-def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str]]:
+def _load_file(
+    path: Path, type_name: str
+) -> tuple[dict[str, Compiled], set[str], dict[str, set[str]]]:
+    """The compiled tables, the variables they read, and those of each [email] part."""
     rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     try:
         data = tomllib.loads(path.read_text())
@@ -141,6 +154,7 @@ def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str
         raise ConfigError(f"{rel}: {exc}") from None
     compiled: dict[str, Compiled] = {}
     names: set[str] = set()
+    email: dict[str, set[str]] = {}
     for kind, table in data.items():
         if kind not in PARTS or not isinstance(table, dict):
             raise ConfigError(f"{rel}: [{kind}]: expected one of {', '.join(PARTS)}")
@@ -151,7 +165,7 @@ def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str
                 raise ConfigError(f"{where}: unknown part (a {kind} has {', '.join(PARTS[kind])})")
             if part == "data":
                 if not isinstance(source, dict):
-                    raise ConfigError(f"{where}: push data must be a table of strings")
+                    raise ConfigError(f"{where}: {kind} data must be a table of strings")
                 sub: dict[str, Template] = {}
                 for key, value in source.items():
                     sub[key], used = _compile(value, f"{where}.{key}", html=False)
@@ -160,11 +174,13 @@ def _load_file(path: Path, type_name: str) -> tuple[dict[str, Compiled], set[str
             else:
                 parts[part], used = _compile(source, where, html=part == "html")
                 names |= used
+                if kind == "email":
+                    email[part] = used
         missing = [p for p in REQUIRED_PARTS[kind] if p not in parts]
         if missing:
             raise ConfigError(f"{rel}: [{kind}] lacks {', '.join(missing)}")
         compiled[kind] = parts
-    return compiled, names
+    return compiled, names, email
 
 
 def load_type(config: Config, type_name: str, directory: Path | None = None) -> TypeTemplates:
@@ -176,8 +192,9 @@ def load_type(config: Config, type_name: str, directory: Path | None = None) -> 
         raise ConfigError(f"{where}: no templates in {folder} (want <locale>.toml files)")
     locales: dict[str, dict[str, Compiled]] = {}
     names: set[str] = set()
+    emails: dict[Path, dict[str, set[str]]] = {}
     for path in files:
-        locales[path.stem], used = _load_file(path, type_name)
+        locales[path.stem], used, emails[path] = _load_file(path, type_name)
         names |= used
     if settings.default_locale not in locales:
         raise ConfigError(
@@ -198,6 +215,8 @@ def load_type(config: Config, type_name: str, directory: Path | None = None) -> 
             f"{folder}: uses unsubscribe_url, but category {settings.category!r} is "
             "transactional and cannot be unsubscribed from"
         )
+    if not config.categories[settings.category].transactional:
+        _require_preference_link(emails)
     fields = {n for n in names if n.startswith(LAST_FIELD)}
     names -= fields
     optional = set(settings.optional_data)
@@ -215,6 +234,20 @@ def load_type(config: Config, type_name: str, directory: Path | None = None) -> 
         grouping = {policy.key} | ({policy.actor} if policy.actor else set())
         required = grouping | ({f.removeprefix(LAST_FIELD) for f in fields} - optional)
     return TypeTemplates(type_name, settings.default_locale, locales, frozenset(required))
+
+
+def _require_preference_link(emails: Mapping[Path, Mapping[str, set[str]]]) -> None:
+    """Every [email] of a non-transactional type links to the preference center, in its
+    text and in its HTML (a mail client may show either)."""
+    for path, parts in emails.items():
+        for part in PREFERENCE_LINK_PARTS:
+            if parts and "preferences_url" not in parts.get(part, set()):
+                rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                raise ConfigError(
+                    f"{rel}: [email].{part} does not use preferences_url: every "
+                    "non-transactional email links to the preference center "
+                    "(docs/notifications.md#the-preference-center)"
+                )
 
 
 def templates_dir(config: Config) -> Path:

@@ -1,13 +1,15 @@
-"""Recipients, kept by producer services: users, their push devices, their topics.
+"""Recipients, kept by producer services: users, their push devices, their topics (their
+browsers' Web Push subscriptions: service/notify/webpush_api.py).
 
 - `PUT /v1/users/{id}` (users:write) replaces the user whole: a field left out is cleared
   and `devices` becomes the user's exact device list. 201 when the user is new, else 200,
   with the stored user.
 - `PUT /v1/users` (users:write) imports up to 1000 users (`{"users": [...]}`), each
   replaced as by the single PUT, in one statement.
-- `GET /v1/users/{id}` (users:read): the user, devices and topics.
-- `DELETE /v1/users/{id}` (users:write) erases the user: contacts, devices, topics and
-  preferences go; their notifications stay as anonymous history. 204, or 404.
+- `GET /v1/users/{id}` (users:read): the user, devices, topics and Web Push subscriptions.
+- `DELETE /v1/users/{id}` (users:write) erases the user: contacts, devices, topics, Web
+  Push subscriptions and preferences go; their notifications stay as anonymous history.
+  204, or 404.
 - `PUT` / `DELETE /v1/users/{id}/topics/{topic}` (users:write): join or leave an audience
   (204; both are no-ops when repeated).
 """
@@ -34,6 +36,7 @@ from service.notify.notify_wire import (
     UserRecord,
     UsersImported,
     UserView,
+    WebPushSubscriptionView,
 )
 from service.notify.request_parts import printable, user_id_param
 from service.sql import q
@@ -105,7 +108,9 @@ async def _view(conn: psycopg.AsyncConnection[Any], user_id: str) -> UserView | 
     row = await cur.fetchone()
     if row is None:
         return None
-    id_, email, phone, locale, timezone, devices, topics, created_at, updated_at = row
+    id_, email, phone, locale, timezone, devices, topics, subscriptions, created_at, updated_at = (
+        row
+    )
     return UserView(
         id=id_,
         email=email,
@@ -114,6 +119,7 @@ async def _view(conn: psycopg.AsyncConnection[Any], user_id: str) -> UserView | 
         timezone=timezone,
         devices=msgspec.convert(devices, list[Device]),
         topics=list(topics),
+        webpush_subscriptions=msgspec.convert(subscriptions, list[WebPushSubscriptionView]),
         created_at=created_at,
         updated_at=updated_at,
     )

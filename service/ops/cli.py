@@ -1,9 +1,9 @@
 """How every bin/ command is built: one parser shape, one entry, one set of exit codes.
 
-A command module (bin/admin, bin/apikey, bin/redeliver, bin/schedules, bin/sql, bin/token)
-builds its parser with `command_parser` and has one `run(command)`, async when it talks to
-the database, which returns the exit code; its `main(argv)` is `cli.main(parser, run,
-argv)`, and `python -m` runs `cli.exit_with(main)`.
+A command module (bin/admin, bin/apikey, bin/redeliver, bin/schedules, bin/sql, bin/token,
+bin/vapid) builds its parser with `command_parser` and has one `run(command)`, async when
+it talks to the database, which returns the exit code; its `main(argv)` is
+`cli.main(parser, run, argv)`, and `python -m` runs `cli.exit_with(main)`.
 
 - Options: `--config FILE` and `--database-url URL` on every command that has a database,
   found as bin/dev finds them (service/ops/database_target.py).

@@ -44,6 +44,7 @@ def params(
         "dead": settings.dead,
         "attempts": settings.attempts,
         "digest_items": settings.digest_items,
+        "inbox_changes": settings.inbox_changes,
         "batch_size": settings.batch_size,
         "pause": settings.pause,
         "buckets": buckets,
@@ -91,4 +92,15 @@ async def prune(conn: psycopg.AsyncConnection[Any], settings: RetentionSettings)
                 break
             if pause > 0:
                 await asyncio.sleep(pause)
+    # The live inbox's change log: no buckets (a local table, on Citus too).
+    totals["inbox_changes"] = 0
+    while True:
+        cur = await conn.execute(q("prune_inbox_changes"), params(settings))
+        row = await cur.fetchone()
+        pruned = int(row[0]) if row else 0
+        totals["inbox_changes"] += pruned
+        if pruned < settings.batch_size:
+            break
+        if pause > 0:
+            await asyncio.sleep(pause)
     return totals

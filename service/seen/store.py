@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.database import database_unreachable
-from service.inbox_signal import LISTEN_CHANNEL
+from service.inbox_signal import record_inbox_changes
 from service.logs import request_context
 from service.metrics import observe_commit
 from service.sql import q
@@ -79,12 +79,8 @@ async def record_marks(
         new: set[MarkKey] = set(await cur.fetchall())
         seen = sorted(k for k in new if _inbox_mark(k, inbox_tag))
         if seen:
-            params = {
-                "user_ids": [k[2].removeprefix(CLIENT_KEY) for k in seen],
-                "item_ids": [k[1] for k in seen],
-                "listen_channel": LISTEN_CHANNEL,
-            }
-            await conn.execute(q("record_inbox_seen"), params)
+            items = [(k[2].removeprefix(CLIENT_KEY), k[1]) for k in seen]
+            await record_inbox_changes(conn, "seen", items)
     return new
 
 

@@ -1,2 +1,83 @@
--- Revision 0014_inbox_stream, undone.
+-- 0014_inbox_stream down: prune_inbox_changes, prune_retention, as 0013_web_push left them.
+
+-- From sql/migrations/0011_user_bucket.up.sql.
+DROP PROCEDURE prune_retention(delivered interval, inbox interval, dead interval, attempts interval, digest_items interval, batch_size integer, pause interval, inbox_changes interval);
+-- From sql/retention/functions/prune_retention.sql.
+-- Everything past its age: first whole days (drop_retained_partitions() detaches a day
+-- per transaction, drop_detached_partitions() drops it in the next; after making the days
+-- ahead, maintain_partitions()), then what is left batch after batch with a COMMIT
+-- after each, group of buckets by group (bucket_groups(): one on one server, one per shard
+-- on Citus), so no lock or snapshot is held for long however large the backlog; `pause`
+-- between batches leaves the database to the intake. Totals go to the server log. It commits, so it must be
+-- CALLed on its own, outside a transaction block; pg_cron does that:
+--   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
+--       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',
+--                              attempts => '30 days', digest_items => '7 days',
+--                              batch_size => 250, pause => '10 milliseconds')$$);
+-- The defaults are those of [retention] (service/config/schedule.py); the Procrastinate
+-- backend runs the same loop from Python (service/schedule/retention.py).
+CREATE OR REPLACE PROCEDURE prune_retention(
+    delivered interval DEFAULT '7 days', inbox interval DEFAULT '90 days',
+    dead interval DEFAULT '30 days', attempts interval DEFAULT '30 days',
+    digest_items interval DEFAULT '7 days', batch_size integer DEFAULT 250,
+    pause interval DEFAULT '10 milliseconds'
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    more boolean := true;
+    batches integer := 0;
+    totals jsonb := '{}';
+    progress jsonb := '{}';
+    b record;
+    days integer;
+    -- The groups as JSON arrays, read before the loop commits.
+    groups jsonb := (SELECT jsonb_agg(to_jsonb(g)) FROM bucket_groups() AS g);
+    scope smallint[];
+BEGIN
+    PERFORM maintain_partitions();
+    COMMIT;
+    days := 0;
+    -- A day per transaction: the parent is locked from the detach to the commit.
+    LOOP
+        PERFORM drop_detached_partitions();
+        COMMIT;
+        PERFORM drop_retained_partitions(delivered, inbox, dead, attempts);
+        EXIT WHEN NOT FOUND;
+        days := days + 1;
+        COMMIT;
+    END LOOP;
+    FOR g IN 0 .. jsonb_array_length(groups) - 1 LOOP
+        scope := ARRAY(SELECT jsonb_array_elements_text(groups -> g)::smallint);
+        more := true;
+        progress := '{}';
+        WHILE more LOOP
+            more := false;
+            FOR b IN
+                SELECT * FROM prune_retention_batch(
+                    delivered, inbox, dead, attempts, digest_items, batch_size,
+                    coalesce((progress ->> 'delivered')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'dead')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'attempts')::timestamptz, '-infinity'),
+                    coalesce((progress ->> 'digest_items')::timestamptz, '-infinity'),
+                    scope)
+            LOOP
+                more := more OR b.full_batch;
+                totals := totals || jsonb_build_object(
+                    b.kind, coalesce((totals ->> b.kind)::bigint, 0) + b.pruned);
+                progress := progress || jsonb_build_object(b.kind, b.reached);
+            END LOOP;
+            batches := batches + 1;
+            COMMIT;
+            IF more AND pause > interval '0' THEN
+                PERFORM pg_sleep_for(pause);
+            END IF;
+        END LOOP;
+    END LOOP;
+    RAISE LOG 'prune_retention: dropped % days, pruned % in % batches', days, totals, batches;
+END
+$$;
+
+DROP FUNCTION IF EXISTS prune_inbox_changes(keep interval, batch_size integer);
+
+-- The live inbox's change log.
 DROP TABLE inbox_changes;

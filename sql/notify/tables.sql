@@ -7,7 +7,7 @@
 -- history refers to them.
 CREATE TABLE notify_channels (
     name       text        PRIMARY KEY,
-    kind       text        NOT NULL CHECK (kind IN ('email', 'sms', 'push', 'inbox')),
+    kind       text        NOT NULL CHECK (kind IN ('email', 'sms', 'push', 'inbox', 'webpush')),
     enabled    boolean     NOT NULL DEFAULT true,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -73,6 +73,24 @@ CREATE TABLE push_devices (
     PRIMARY KEY (user_id, token)
 );
 CREATE INDEX push_devices_updated_at_idx ON push_devices (updated_at);
+
+-- Browsers' Web Push subscriptions (RFC 8030): the push service's endpoint URL and the
+-- keys a message is encrypted to (RFC 8291: p256dh, auth; base64url). An endpoint is one
+-- browser: registered again, for any user, it is that user's now (the newest sign-in
+-- wins). Forgotten when its push service answers 404 or 410, and with the user.
+CREATE TABLE webpush_subscriptions (
+    endpoint   text        PRIMARY KEY,
+    user_id    text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    p256dh     text        NOT NULL,
+    auth       text        NOT NULL,
+    -- The browser's expirationTime, if it gave one (informational: its push service's
+    -- 404/410 is what removes a subscription).
+    expires_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webpush_subscriptions_user_idx ON webpush_subscriptions (user_id, created_at);
+CREATE INDEX webpush_subscriptions_updated_at_idx ON webpush_subscriptions (updated_at);
 
 -- Audiences such as "subscribers of series 123"; keyed by topic so a topic's members are
 -- read in user order, which is how the fan-out walks them in chunks.
@@ -168,7 +186,7 @@ CREATE INDEX event_chunks_updated_at_idx ON event_chunks (updated_at);
 -- transaction's id, so a stream's position is a snapshot (pg_current_snapshot()) and the
 -- next read takes the rows not visible in it: none missed, none twice, whatever order the
 -- writers commit in. On a Citus cluster it stays a local table of the coordinator, whose
--- own transaction ids and snapshots those are. Pruned after notify.inbox_stream.resume_for.
+-- own transaction ids and snapshots those are. Pruned after [retention] inbox_changes.
 CREATE TABLE inbox_changes (
     xid        xid8        NOT NULL DEFAULT pg_current_xact_id(),
     user_id    text        NOT NULL,

@@ -30,6 +30,7 @@ REFERENCE = {
     "preferences",
     "push_devices",
     "user_topics",
+    "webpush_subscriptions",
 }
 
 

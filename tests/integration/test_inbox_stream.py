@@ -21,6 +21,8 @@ from tests.notify_api import EPISODE, assert_error, auth, new_key, running_api
 from tests.sse import EventStream, Message, open_stream, stream_token
 from tests.support import bearer, client_token, make_config, notify_data
 
+pytestmark = pytest.mark.citus
+
 STATUS = ERROR_CODES["client_identity_required"][0]
 
 
@@ -185,7 +187,7 @@ async def test_a_lost_listener_comes_back_and_its_streams_catch_up(
 
         await wait_until(lambda: _non_empty(listener()), 10, "the stream's listener")
         [pid] = await listener()
-        await db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await db.execute("SELECT pg_terminate_backend(%s::integer)", (pid,))
         # Written, and announced, while nobody listens: the NOTIFY is lost.
         await db.execute(
             "INSERT INTO inbox_changes (user_id, item_id, change) VALUES ('anna', '7', 'seen')"
@@ -228,6 +230,34 @@ async def test_a_position_older_than_resume_for_is_told_to_reload(api: httpx.Asy
     async with open_stream(api, token, last_event_id="v1.1000.5:5:") as tab:
         message: Message = await tab.next()
     assert message.event == "ready" and message.data["reset"] is True
+
+
+async def test_streams_are_counted_in_the_metrics(api: httpx.AsyncClient) -> None:
+    """Deltas: the metrics of the tests' processes add up across tests."""
+
+    async def value(name: str) -> float:
+        text = (await api.get("/metrics")).text
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name))
+
+    opened = 'mark_notify_inbox_streams_total{change="opened"}'
+    closed = 'mark_notify_inbox_streams_total{change="closed"}'
+    ready = 'mark_notify_inbox_stream_messages_total{event="ready"}'
+    timed = 'mark_notify_http_request_duration_seconds_count{method="GET",route="/v1/inbox/stream"}'
+    before = {name: await value(name) for name in (opened, closed, ready, timed)}
+
+    async def grew(name: str) -> bool:
+        return await value(name) > before[name]
+
+    token = await stream_token(api, client("anna"))
+    async with open_stream(api, token) as tab:
+        assert (await tab.next()).event == "ready"
+        await wait_until(lambda: grew(opened), 10, "the stream counted")
+        assert await value(closed) == before[closed]
+    await wait_until(lambda: grew(closed), 10, "its end counted")
+    assert await value(opened) - before[opened] == 1
+    assert await value(ready) - before[ready] == 1
+    # A stream's hour is not a latency: no duration is observed for it (a refusal's is).
+    assert await value(timed) == before[timed]
 
 
 async def test_streams_per_user_are_bounded(db_url: str) -> None:

@@ -162,6 +162,7 @@ REVISIONS = [
     "0010_citus",
     "0011_user_bucket",
     "0012_fanout_pushdown",
+    "0013_web_push",
     "0014_inbox_stream",
 ]
 

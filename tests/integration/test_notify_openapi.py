@@ -14,7 +14,7 @@ from starlette.routing import Route
 from service import openapi
 from service.app import OPENAPI_SECTIONS, create_app
 from service.errors import ERROR_CODES
-from service.notify import events, inbox, preferences, unsubscribe, users
+from service.notify import events, inbox, preference_center, preferences, unsubscribe, users
 from tests.notify_api import auth, new_key, running_api
 from tests.support import bearer, client_token, config_data, make_config
 
@@ -121,6 +121,8 @@ async def test_every_notification_route_is_documented(db_url: str) -> None:
         "unknown_notification",
         "data_too_large",
         "invalid_unsubscribe_link",
+        "invalid_preferences_link",
+        "invalid_preferences_form",
     }
     assert mine <= set(ERROR_CODES)
     assert mine <= documented, mine - documented
@@ -268,3 +270,78 @@ async def test_the_unsubscribe_token_format_is_published_and_enforced(db_url: st
         for path in ("/v1/unsubscribe/", f"/v1/unsubscribe/{token}/x"):
             response = await api.post(path, headers=json_answer)
             assert _documented(op, response) == "not_found"
+
+
+async def test_the_preference_center_is_documented_as_it_answers(db_url: str) -> None:
+    config = make_config(db_url)
+    async with running_api(db_url) as api:
+        doc = (await api.get("/openapi.json")).json()
+        path = doc["paths"][preference_center.PATH]
+        methods = {
+            method.lower()
+            for route in preference_center.ROUTES
+            if isinstance(route, Route)
+            for method in route.methods or ()
+            if method != "HEAD"
+        }
+        assert set(path) == methods == {"get", "post"}
+        for method, op in path.items():
+            # The signed link is the credential: no scheme applies.
+            assert op["security"] == [], method
+            token = op["parameters"][0]
+            assert token["schema"]["pattern"] == unsubscribe.COMPACT_JWS_PATTERN
+            codes = _codes(op)
+            assert {"invalid_preferences_link", "unknown_user"} <= set(codes), method
+            # A refusal may be a page (for a browser) or JSON.
+            assert "text/html" in op["responses"]["400"]["content"]
+            assert "application/json" in op["responses"]["400"]["content"]
+        assert "text/html" in path["get"]["responses"]["200"]["content"]
+        assert "requestBody" not in path["get"]
+        post = path["post"]
+        assert set(post["responses"]) >= {"303", "400", "403", "404", "413", "415"}
+        codes = _codes(post)
+        assert codes["invalid_preferences_form"] == "403"
+        for code in ("transactional_category", "unknown_category", "invalid_quiet_hours"):
+            assert codes[code] == "400", code
+        media = post["requestBody"]["content"]
+        assert list(media) == ["application/x-www-form-urlencoded"]
+        assert media["application/x-www-form-urlencoded"]["schema"] == {
+            "$ref": "#/components/schemas/PreferenceForm"
+        }
+
+        # The served form schema names exactly this config's boxes and windows, and takes
+        # the body the page itself posts.
+        form = doc["components"]["schemas"]["PreferenceForm"]
+        fields = set(form["properties"])
+        assert fields == {"form_token", "action", "muted"} | {
+            f"on/{c}/{ch}" for c in config.categories for ch in config.channels
+        } | {f"quiet/{ch}/{end}" for ch in config.channels for end in ("start", "end")}
+        assert form["properties"]["on/account/email"]["enum"] == ["on"]
+        assert form["additionalProperties"] is False
+        validator = _validator(doc, "PreferenceForm")
+        key = auth(new_key(db_url))
+        assert (await api.put("/v1/users/anna", json={}, headers=key)).status_code == 201
+        link = "/v1/preferences/manage/" + preference_center.make_token(config.notify, "anna")
+        page = (await api.get(link)).text
+        posted = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
+        posted |= dict(re.findall(r'<input type="time" name="([^"]+)" value="([^"]*)">', page))
+        assert validator.is_valid(posted), posted
+        form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+        answer = await api.post(link, headers=form_type, data=posted)
+        assert answer.status_code == 303, answer.text
+        # What the schema refuses, the service refuses with a code documented for it.
+        json_answer = form_type | {"Accept": "application/json"}
+        wrong = {
+            "transactional_category": {"on/account/email": "off"},
+            "unknown_category": {"on/nope/email": "off"},
+            "invalid_body": {"colour": "red"},
+            "invalid_quiet_hours": {"quiet/email/start": "7:00", "quiet/email/end": "08:00"},
+        }
+        for code, fields_ in wrong.items():
+            assert not validator.is_valid(posted | fields_), code
+            answer = await api.post(link, headers=json_answer, data=posted | fields_)
+            assert _documented(post, answer) == code
+        del posted["form_token"]
+        assert not validator.is_valid(posted)
+        answer = await api.post(link, headers=json_answer, data=posted)
+        assert _documented(post, answer) == "invalid_preferences_form"

@@ -136,6 +136,7 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
             "dead": 1,
             "attempts": 2 + 1 + 2 + 1 + 1,  # with their rows, and inbox_aged's
             "digest_items": 1,
+            "inbox_changes": 0,
             "batches": groups,
             "days": 0,  # these rows are in no day partition (test_partitions.py has those)
         }
@@ -162,7 +163,7 @@ async def test_what_is_past_its_age_goes_and_the_rest_stays(db: Conn, driver: st
     # Nothing is left past its age: a second prune finds nothing.
     if driver == "python":
         assert await prune(db, DEFAULTS) == dict.fromkeys(
-            ["delivered", "dead", "attempts", "digest_items"], 0
+            ["delivered", "dead", "attempts", "digest_items", "inbox_changes"], 0
         ) | {"batches": groups, "days": 0}
 
 
@@ -278,3 +279,25 @@ async def test_prune_refuses_a_connection_inside_a_transaction(db: Conn, db_url:
         with pytest.raises(ValueError, match="autocommit"):
             await prune(conn, DEFAULTS)
     assert await scalar(db, "SELECT count(*) FROM outbox") == 1
+
+
+@pytest.mark.parametrize("driver", ["python", "procedure"])
+async def test_the_live_inboxs_change_log_is_kept_as_long_as_a_stream_may_resume(
+    db: Conn, driver: str
+) -> None:
+    await db.execute(
+        "INSERT INTO inbox_changes (user_id, item_id, change, created_at)"
+        " SELECT 'anna', n::text, 'seen', now() - interval '25 hours' - n * interval '1 second'"
+        " FROM generate_series(1, 25) AS n"
+    )
+    await db.execute(
+        "INSERT INTO inbox_changes (user_id, item_id, change, created_at)"
+        " VALUES ('anna', 'young', 'item', now() - interval '23 hours')"
+    )
+    small = RetentionSettings(batch_size=10)
+    if driver == "python":
+        assert (await prune(db, small))["inbox_changes"] == 25
+    else:
+        await call_procedure(db, small)
+    cur = await db.execute("SELECT item_id FROM inbox_changes")
+    assert await cur.fetchall() == [("young",)]

@@ -21,6 +21,7 @@ from dispatcher.transport_base import Delivery, Outcome
 from service.config.base import ConfigError
 from service.config.load import Config, parse_config
 from service.notify.catalog import sync_catalog
+from service.notify.preference_center import read_token as preference_link
 from service.notify.templates import load_templates
 from service.notify.unsubscribe import Unsubscribe, read_token
 from service.sql import q
@@ -136,6 +137,15 @@ async def test_a_notification_arrives_as_a_multipart_email_with_every_header() -
     token = url.rsplit("/", 1)[1]
     assert read_token(config.notify, token, environment="test") == Unsubscribe(
         "anna", "content", "email"
+    )
+    # The footer's other link: Anna's preference center, in the text and the HTML alike.
+    manage = re.search(r"Manage notifications: (\S+)", text.get_content())
+    assert manage is not None
+    prefix = "http://127.0.0.1:9/v1/preferences/manage/"
+    assert manage[1].startswith(prefix)
+    assert f'<a href="{manage[1]}">Manage notifications</a>' in html.get_content()
+    assert preference_link(config.notify, manage[1].removeprefix(prefix), environment="test") == (
+        "anna"
     )
 
 

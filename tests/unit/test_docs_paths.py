@@ -50,6 +50,7 @@ BUILTINS = set(dir(builtins)) | {
     "pg_notify",
     "pg_cancel_backend",
     "pg_terminate_backend",
+    "pg_current_snapshot",
     "date_trunc",
     "percentile_cont",
     "array_agg",

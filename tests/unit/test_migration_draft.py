@@ -68,7 +68,7 @@ def test_every_function_and_view_of_sql_matches_its_frozen_copy() -> None:
         return " ".join(strip_comments(d.created_or_replaced()).split())
 
     objects = schema_position(ROOT)
-    assert len(objects) == 53
+    assert len(objects) == 54
     for current in objects:
         before = previous_definition(ROOT, current.name)
         assert before is not None and code(before) == code(current), current.name
@@ -76,7 +76,7 @@ def test_every_function_and_view_of_sql_matches_its_frozen_copy() -> None:
 
 def test_previous_definition_is_the_latest_up_migration() -> None:
     before = previous_definition(ROOT, "notify_materialize_chunk")
-    assert before is not None and before.source == "sql/migrations/0012_fanout_pushdown.up.sql"
+    assert before is not None and before.source == "sql/migrations/0013_web_push.up.sql"
     earlier = previous_definition(ROOT, "quiet_hours_end")
     assert earlier is not None and earlier.source == "sql/migrations/0003_notify.up.sql"
     assert previous_definition(ROOT, "no_such_function") is None
@@ -84,7 +84,7 @@ def test_previous_definition_is_the_latest_up_migration() -> None:
 
 def test_one_file_per_function_named_after_it() -> None:
     files = [p for p in schema_files(SQL_DIR) if p.parent.name == "functions"]
-    assert len(files) == 44
+    assert len(files) == 45
     for path in files:
         statements = split_statements(path.read_text())
         assert len(statements) == 1, path

@@ -210,6 +210,7 @@ def test_event_data_is_rendered_as_text_never_evaluated(title: str, series: str)
     context = data | {
         "recipient": {"id": "u-1", "locale": "en"},
         "unsubscribe_url": "https://x/u",
+        "preferences_url": "https://x/p",
         "notification_id": "n",
         "event_id": "e",
     }

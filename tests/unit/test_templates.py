@@ -43,7 +43,7 @@ def test_the_shipped_types_compile_and_know_the_data_they_need() -> None:
 
 def test_locale_falls_back_to_the_language_then_the_default() -> None:
     episode = load_templates(config())["new_episode"]
-    context = EPISODE | {"unsubscribe_url": "https://u"}
+    context = EPISODE | {"unsubscribe_url": "https://u", "preferences_url": "https://p"}
     assert episode.render("push", "ru-RU", context)["title"] == "«Dark»: новая серия"
     assert episode.render("push", "ru", context)["title"] == "«Dark»: новая серия"
     assert episode.render("push", "de-AT", context)["title"] == "Dark: new episode"
@@ -52,7 +52,11 @@ def test_locale_falls_back_to_the_language_then_the_default() -> None:
 
 def test_template_code_in_data_is_text_and_html_is_escaped() -> None:
     episode = load_templates(config())["new_episode"]
-    hostile = EPISODE | {"title": "{{ 7*7 }}<script>x</script>", "unsubscribe_url": "https://u"}
+    hostile = EPISODE | {
+        "title": "{{ 7*7 }}<script>x</script>",
+        "unsubscribe_url": "https://u",
+        "preferences_url": "https://p",
+    }
     email = episode.render("email", "en", hostile)
     assert "{{ 7*7 }}" in email["subject"] and "49" not in email["subject"]
     assert "&lt;script&gt;" in email["html"] and "<script>" not in email["html"]
@@ -128,3 +132,43 @@ def test_a_transactional_type_cannot_offer_an_unsubscribe_link(tmp_path: Path) -
     cfg = config(receipt={"category": "billing", "channels": ["email"]})
     with pytest.raises(ConfigError, match="transactional and cannot be unsubscribed"):
         load_type(cfg, "receipt", tmp_path)
+
+
+@pytest.mark.parametrize("part", ["text", "html"])
+def test_a_non_transactional_email_must_link_to_the_preference_center(
+    tmp_path: Path, part: str
+) -> None:
+    parts = {"subject": "s", "text": "{{ preferences_url }}", "html": "{{ preferences_url }}"}
+    parts[part] = "{{ unsubscribe_url }}"
+    write(
+        tmp_path / "news",
+        "en.toml",
+        "[email]\n" + "".join(f'{k} = "{v}"\n' for k, v in parts.items()),
+    )
+    write(tmp_path / "news", "ru.toml", '[push]\ntitle = "t"\nbody = "b"\n')
+    cfg = config(news={"category": "content", "channels": ["email"]})
+    with pytest.raises(ConfigError, match=rf"news/en.toml: \[email\].{part} does not use pref"):
+        load_type(cfg, "news", tmp_path)
+    # A locale with no email of its own falls back to the default's, which is checked.
+    parts[part] = "{{ preferences_url }}"
+    write(
+        tmp_path / "news",
+        "en.toml",
+        "[email]\n" + "".join(f'{k} = "{v}"\n' for k, v in parts.items()),
+    )
+    assert load_type(cfg, "news", tmp_path).required_data == frozenset()
+
+
+def test_a_transactional_email_may_link_to_the_preference_center(tmp_path: Path) -> None:
+    write(tmp_path / "receipt", "en.toml", '[email]\nsubject = "s"\ntext = "t"\nhtml = "h"\n')
+    cfg = config(receipt={"category": "billing", "channels": ["email"]})
+    assert load_type(cfg, "receipt", tmp_path).required_data == frozenset()
+    write(
+        tmp_path / "receipt",
+        "en.toml",
+        '[email]\nsubject = "s"\ntext = "{{ preferences_url }}"\nhtml = "h"\n',
+    )
+    compiled = load_type(cfg, "receipt", tmp_path)
+    assert compiled.required_data == frozenset()
+    rendered = compiled.render("email", "en", {"preferences_url": "https://p"})
+    assert rendered["text"] == "https://p"

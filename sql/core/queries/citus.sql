@@ -8,7 +8,8 @@ SELECT extversion AS version FROM pg_extension WHERE extname = 'citus';
 -- purpose: where each table goes on a Citus cluster, the one list of it (docs/scaling.md),
 --   less the tables already placed. "reference": a copy on every node, read by the claims
 --   and the fan-out on the workers (the catalog, the controls, and the users with their
---   preferences, devices and topics: docs/scaling.md says what that costs);
+--   preferences, devices, Web Push subscriptions and topics: docs/scaling.md says what
+--   that costs);
 --   "distributed": hash-distributed on `bucket`, every one co-located with outbox, so
 --   that a subject's rows share a shard (`buckets`, a row per bucket, takes a statement
 --   over the users to every shard). Every other table stays on the coordinator.
@@ -23,6 +24,7 @@ FROM (VALUES
         (7, 'preferences', 'reference'),
         (8, 'push_devices', 'reference'),
         (9, 'user_topics', 'reference'),
+        (10, 'webpush_subscriptions', 'reference'),
         (11, 'outbox', 'distributed'),
         (12, 'delivery_attempts', 'distributed'),
         (13, 'seen_marks', 'distributed'),

@@ -238,9 +238,10 @@ ORDER BY consumer;
 -- returns: rows (id bigint, event_id text, ordering_key text, payload jsonb, attempts integer,
 --   created_at timestamptz, traceparent text), as claim_outbox; payload is what a channel transport needs:
 --   notification_id, event_id, type, category, transactional, user_id, locale, data, the
---   contact of the channel's kind (email, phone, or devices [{token, platform}]), and
---   providers_off: the names of the channel's providers an operator switched off
---   (provider_controls; sms and push only, else empty).
+--   contact of the channel's kind (email, phone, devices [{token, platform}], or
+--   subscriptions [{endpoint, p256dh, auth}] for webpush), expires_at (when the type's ttl
+--   ends; webpush's TTL header), and providers_off: the names of the channel's providers
+--   an operator switched off (provider_controls; sms and push only, else empty).
 -- purpose: claim_outbox for a notification channel (none while it is paused). Contacts
 --   are read now, not at the fan-out, so a changed address is used and an erased one is
 --   not; provider switches too, so transports need no database and a switch counts from
@@ -268,8 +269,9 @@ facts AS MATERIALIZED (
            coalesce(c.transactional, false) AS transactional,
            -- A digest's own data (see flush_digests()), else the event's.
            coalesce(n.data, e.data) AS data, u.locale, u.email,
-           u.phone, dev.devices, coalesce((o.payload ->> 'escalation')::boolean, false)
-               AS escalation,
+           u.phone, dev.devices, sub.subscriptions,
+           e.send_at + make_interval(secs => t.ttl_s) AS expires_at,
+           coalesce((o.payload ->> 'escalation')::boolean, false) AS escalation,
            CASE
                WHEN coalesce((o.payload ->> 'escalation')::boolean, false) AND EXISTS (
                         SELECT 1 FROM seen_marks AS m
@@ -283,6 +285,7 @@ facts AS MATERIALIZED (
                     OR (%(kind)s = 'email' AND u.email IS NULL)
                     OR (%(kind)s = 'sms' AND u.phone IS NULL)
                     OR (%(kind)s = 'push' AND dev.devices IS NULL)
+                    OR (%(kind)s = 'webpush' AND sub.subscriptions IS NULL)
                    THEN 'no_contact'
            END AS suppress
     FROM due
@@ -299,6 +302,13 @@ facts AS MATERIALIZED (
         FROM push_devices AS d
         WHERE %(kind)s = 'push' AND d.user_id = n.user_id
     ) AS dev ON true
+    LEFT JOIN LATERAL (
+        SELECT jsonb_agg(jsonb_build_object('endpoint', w.endpoint, 'p256dh', w.p256dh,
+                                            'auth', w.auth)
+                         ORDER BY w.created_at) AS subscriptions
+        FROM webpush_subscriptions AS w
+        WHERE %(kind)s = 'webpush' AND w.user_id = n.user_id
+    ) AS sub ON true
 ),
 suppressed AS (
     UPDATE outbox AS o
@@ -329,6 +339,7 @@ SELECT c.id, c.row_event_id, c.ordering_key,
            'email', CASE WHEN %(kind)s = 'email' THEN f.email END,
            'phone', CASE WHEN %(kind)s = 'sms' THEN f.phone END,
            'devices', f.devices,
+           'subscriptions', f.subscriptions, 'expires_at', f.expires_at,
            'providers_off', (SELECT coalesce(jsonb_agg(p.provider ORDER BY p.provider), '[]')
                              FROM provider_controls AS p
                              WHERE %(kind)s IN ('sms', 'push')
@@ -344,6 +355,19 @@ WITH gone AS (
     DELETE FROM push_devices AS d
     USING unnest(%(user_ids)s::text[], %(tokens)s::text[]) AS x(user_id, token)
     WHERE d.user_id = x.user_id AND d.token = x.token
+    RETURNING 1
+)
+SELECT count(*) AS removed FROM gone;
+
+-- name: remove_webpush_subscriptions
+-- returns: one row (removed bigint)
+-- purpose: forget Web Push subscriptions whose push service answered 404 or 410 (expired
+--   or unsubscribed), so no later notification is sent to them. Input arrays are parallel
+--   (user id, endpoint): an endpoint registered anew by another user meanwhile stays.
+WITH gone AS (
+    DELETE FROM webpush_subscriptions AS w
+    USING unnest(%(user_ids)s::text[], %(endpoints)s::text[]) AS x(user_id, endpoint)
+    WHERE w.endpoint = x.endpoint AND w.user_id = x.user_id
     RETURNING 1
 )
 SELECT count(*) AS removed FROM gone;

@@ -110,8 +110,14 @@ BEGIN
                    r.channel,
                    notify_suppression(c.transactional, p.muted, p.channels, c.defaults,
                                       t.category, r.channel, r.kind, u.email, u.phone,
-                                      EXISTS (SELECT 1 FROM push_devices AS pd
-                                              WHERE pd.user_id = g.user_id)) AS verdict,
+                                      CASE r.kind
+                                          WHEN 'push' THEN EXISTS (
+                                              SELECT 1 FROM push_devices AS pd
+                                              WHERE pd.user_id = g.user_id)
+                                          WHEN 'webpush' THEN EXISTS (
+                                              SELECT 1 FROM webpush_subscriptions AS ws
+                                              WHERE ws.user_id = g.user_id)
+                                      END) AS verdict,
                    jsonb_build_object(
                        'total', g.items,
                        'actor_count', g.actor_count,

@@ -91,8 +91,14 @@ BEGIN
                 SELECT a.bucket, a.id, r.channel,
                        notify_suppression($9, p.muted, p.channels, $10, $8, r.channel, r.kind,
                                           a.email, a.phone,
-                                          EXISTS (SELECT 1 FROM push_devices AS pd
-                                                  WHERE pd.user_id = a.id)) AS verdict
+                                          CASE r.kind
+                                              WHEN 'push' THEN EXISTS (
+                                                  SELECT 1 FROM push_devices AS pd
+                                                  WHERE pd.user_id = a.id)
+                                              WHEN 'webpush' THEN EXISTS (
+                                                  SELECT 1 FROM webpush_subscriptions AS ws
+                                                  WHERE ws.user_id = a.id)
+                                          END) AS verdict
                 FROM (SELECT b.bucket, u.id, u.email, u.phone FROM %s) AS a
                 LEFT JOIN preferences AS p ON p.user_id = a.id
                 CROSS JOIN unnest($11::text[], $12::text[]) AS r (channel, kind)

@@ -6,8 +6,9 @@
 -- Why one channel of a notification is not sent ('muted', 'preference', 'no_contact'), or
 -- NULL when it is: the user's mute and category switches (not for transactional
 -- categories; the switches' precedence is notify_preference_on()), then the contact the
--- channel's kind needs. has_device is evaluated only when the rules get that far (a push
--- channel whose other rules passed).
+-- channel's kind needs. has_device: the user has a device of the kind (a push device for
+-- push, a Web Push subscription for webpush), evaluated only when the rules get that far
+-- (a push or webpush channel whose other rules passed).
 CREATE FUNCTION notify_suppression(
     transactional boolean, muted boolean, switches jsonb, defaults jsonb, category text,
     channel text, kind text, email text, phone text, has_device boolean
@@ -19,7 +20,7 @@ LANGUAGE sql IMMUTABLE AS $$
             THEN 'preference'
         WHEN (kind = 'email' AND email IS NULL)
              OR (kind = 'sms' AND phone IS NULL)
-             OR (kind = 'push' AND NOT has_device)
+             OR (kind IN ('push', 'webpush') AND NOT has_device)
             THEN 'no_contact'
     END
 $$;

@@ -46,23 +46,22 @@ FROM unseen
 LEFT JOIN page ON true
 ORDER BY page.id DESC;
 
--- name: record_inbox_items
--- returns: nothing
--- purpose: the dispatcher, in the transaction that completes a batch of an inbox channel:
---   one inbox_changes row per delivered notification, and a NOTIFY per user on
---   `listen_channel` (PostgreSQL sends them at commit, one per user and transaction),
---   which wakes that user's live streams in every API process.
+-- name: record_inbox_changes
+-- returns: one row (notified bigint): the users woken
+-- purpose: the live inbox's change log, in the transaction that made the change: one
+--   inbox_changes row per (user, item) (`change`: 'item' when the dispatcher delivered it
+--   to an inbox channel, 'seen' when the seen path recorded a client's mark of the
+--   notification tag), and a NOTIFY per user on `listen_channel`, which PostgreSQL sends
+--   at commit, once per user and transaction; it wakes that user's streams in every API
+--   process. From arrays, never from a join: on Citus, a column default of an INSERT ...
+--   SELECT over distributed tables runs on the workers, and the xid must be this node's.
 WITH logged AS (
     INSERT INTO inbox_changes (user_id, item_id, change)
-    SELECT n.user_id, n.id::text, 'item'
-    FROM outbox AS o
-    JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
-    WHERE o.id = ANY(%(ids)s::bigint[])
-      AND (%(buckets)s::smallint[] IS NULL OR o.bucket = ANY(%(buckets)s::smallint[]))
-      AND o.status = 'delivered' AND n.user_id IS NOT NULL
+    SELECT t.user_id, t.item_id, %(change)s::text
+    FROM unnest(%(user_ids)s::text[], %(item_ids)s::text[]) AS t(user_id, item_id)
     RETURNING user_id
 )
-SELECT count(pg_notify(%(listen_channel)s::text, u.user_id))
+SELECT count(pg_notify(%(listen_channel)s::text, u.user_id)) AS notified
 FROM (SELECT DISTINCT user_id FROM logged) AS u;
 
 -- name: inbox_changes_since

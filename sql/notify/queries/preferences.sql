@@ -26,3 +26,16 @@ ON CONFLICT (user_id) DO UPDATE
         quiet_hours = excluded.quiet_hours, updated_at = excluded.updated_at
 RETURNING notify_effective_preferences(p.muted, p.channels, p.quiet_hours,
                                        %(categories)s::json, %(channels)s::text[]) AS preferences;
+
+-- name: preference_center_user
+-- returns: zero or one row (locale text, timezone text, switches jsonb): none when there
+--   is no such user; else the user's locale and time zone (NULL when unset) and the
+--   switches they have stored ({} when none).
+-- purpose: the preference center (service/notify/preference_center.py): the page's
+--   language and the time zone its quiet hours are in; on a save, the stored switches
+--   that the boxes left as shown keep, so a default the user never touched stays a
+--   default (the effective switches themselves come from get_preferences).
+SELECT u.locale, u.timezone, coalesce(p.channels, '{}'::jsonb) AS switches
+FROM users AS u
+LEFT JOIN preferences AS p ON p.user_id = u.id
+WHERE u.id = %(user_id)s;

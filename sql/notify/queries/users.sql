@@ -44,7 +44,8 @@ SELECT count(*) AS users, count(*) FILTER (WHERE created) AS created FROM upsert
 
 -- name: get_user
 -- returns: zero or one row (id, email, phone, locale, timezone text, devices jsonb
---   [{token, platform}], topics text[], created_at, updated_at timestamptz)
+--   [{token, platform}], topics text[], webpush_subscriptions jsonb [{endpoint,
+--   expiration_time, created_at}] newest first, created_at, updated_at timestamptz)
 -- purpose: GET /v1/users/{id}.
 SELECT u.id, u.email, u.phone, u.locale, u.timezone,
        coalesce((SELECT jsonb_agg(jsonb_build_object('token', d.token, 'platform', d.platform)
@@ -52,6 +53,12 @@ SELECT u.id, u.email, u.phone, u.locale, u.timezone,
                  FROM push_devices AS d WHERE d.user_id = u.id), '[]') AS devices,
        ARRAY(SELECT t.topic FROM user_topics AS t WHERE t.user_id = u.id ORDER BY t.topic)
            AS topics,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('endpoint', w.endpoint,
+                                                     'expiration_time', w.expires_at,
+                                                     'created_at', w.created_at)
+                                  ORDER BY w.created_at DESC, w.endpoint)
+                 FROM webpush_subscriptions AS w WHERE w.user_id = u.id), '[]')
+           AS webpush_subscriptions,
        u.created_at, u.updated_at
 FROM users AS u
 WHERE u.id = %(user_id)s;

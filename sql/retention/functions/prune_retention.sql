@@ -8,14 +8,15 @@
 --   SELECT cron.schedule('mark-notify-retention', '17 3 * * *',
 --       $$CALL prune_retention(delivered => '7 days', inbox => '90 days', dead => '30 days',
 --                              attempts => '30 days', digest_items => '7 days',
---                              batch_size => 250, pause => '10 milliseconds')$$);
+--                              inbox_changes => '1 day', batch_size => 250,
+--                              pause => '10 milliseconds')$$);
 -- The defaults are those of [retention] (service/config/schedule.py); the Procrastinate
 -- backend runs the same loop from Python (service/schedule/retention.py).
 CREATE PROCEDURE prune_retention(
     delivered interval DEFAULT '7 days', inbox interval DEFAULT '90 days',
     dead interval DEFAULT '30 days', attempts interval DEFAULT '30 days',
     digest_items interval DEFAULT '7 days', batch_size integer DEFAULT 250,
-    pause interval DEFAULT '10 milliseconds'
+    pause interval DEFAULT '10 milliseconds', inbox_changes interval DEFAULT '1 day'
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -28,6 +29,7 @@ DECLARE
     -- The groups as JSON arrays, read before the loop commits.
     groups jsonb := (SELECT jsonb_agg(to_jsonb(g)) FROM bucket_groups() AS g);
     scope smallint[];
+    pruned bigint;
 BEGIN
     PERFORM maintain_partitions();
     COMMIT;
@@ -67,6 +69,18 @@ BEGIN
                 PERFORM pg_sleep_for(pause);
             END IF;
         END LOOP;
+    END LOOP;
+    -- The live inbox's change log: a local table, on the coordinator too.
+    LOOP
+        pruned := prune_inbox_changes(inbox_changes, batch_size);
+        totals := totals || jsonb_build_object(
+            'inbox_changes', coalesce((totals ->> 'inbox_changes')::bigint, 0) + pruned);
+        batches := batches + 1;
+        COMMIT;
+        EXIT WHEN pruned < batch_size;
+        IF pause > interval '0' THEN
+            PERFORM pg_sleep_for(pause);
+        END IF;
     END LOOP;
     RAISE LOG 'prune_retention: dropped % days, pruned % in % batches', days, totals, batches;
 END

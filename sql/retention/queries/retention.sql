@@ -29,7 +29,14 @@ FROM prune_retention_batch(%(delivered)s::interval, %(inbox)s::interval, %(dead)
 CALL prune_retention(delivered => %(delivered)s::interval, inbox => %(inbox)s::interval,
                      dead => %(dead)s::interval, attempts => %(attempts)s::interval,
                      digest_items => %(digest_items)s::interval,
-                     batch_size => %(batch_size)s::integer, pause => %(pause)s::interval);
+                     batch_size => %(batch_size)s::integer, pause => %(pause)s::interval,
+                     inbox_changes => %(inbox_changes)s::interval);
+
+-- name: prune_inbox_changes
+-- returns: one row (pruned bigint)
+-- purpose: one batch of the live inbox's change log past `inbox_changes`
+--   (prune_inbox_changes()), on an autocommit connection: each batch commits alone.
+SELECT prune_inbox_changes(%(inbox_changes)s::interval, %(batch_size)s::integer) AS pruned;
 
 -- name: maintain_partitions
 -- returns: one row (made integer): the day partitions made

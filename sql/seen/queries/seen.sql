@@ -75,16 +75,3 @@ WITH doomed AS (
 )
 SELECT count(*) AS purged FROM gone;
 
--- name: record_inbox_seen
--- returns: nothing
--- purpose: the seen write path, in the transaction of record_seen_marks, for the new marks
---   of the notification tag by clients: one inbox_changes row each (the live inbox shows
---   them seen on every device) and a NOTIFY per user on `listen_channel`, sent at commit.
-WITH logged AS (
-    INSERT INTO inbox_changes (user_id, item_id, change)
-    SELECT t.user_id, t.item_id, 'seen'
-    FROM unnest(%(user_ids)s::text[], %(item_ids)s::text[]) AS t(user_id, item_id)
-    RETURNING user_id
-)
-SELECT count(pg_notify(%(listen_channel)s::text, u.user_id))
-FROM (SELECT DISTINCT user_id FROM logged) AS u;

@@ -22,9 +22,10 @@ EXPOSED = ("Retry-After", "X-Request-Id")
 PREFLIGHT_CACHE_S = 600
 
 
-def is_browser_path(path: str, prefixes: Sequence[str]) -> bool:
-    """Whether `path` is one of `prefixes` or below one."""
-    return any(path == p or path.startswith(f"{p}/") for p in prefixes)
+def is_browser_path(path: str, paths: Sequence[str]) -> bool:
+    """Whether `path` is one of `paths`, exactly: a new endpoint is not opened by being
+    below one."""
+    return path in paths
 
 
 def browser_cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from service.notify import inbox_stream
 from service.notify.embed import ROUTES as EMBED_ROUTES
 from service.notify.events import ROUTES as EVENT_ROUTES
 from service.notify.inbox import ROUTES as INBOX_ROUTES
@@ -26,5 +27,11 @@ ROUTES: list[BaseRoute] = [
     *STREAM_ROUTES,
     *EMBED_ROUTES,
 ]
-# The user's own endpoints, and every path below them (the inbox's stream).
-BROWSER_PATHS = ("/v1/inbox", "/v1/preferences")
+# The signed-in user's own endpoints, which the <mark-notify-inbox> element calls. Not the
+# preference center's pages: a form of this origin, under its own link.
+BROWSER_PATHS = (
+    "/v1/inbox",
+    "/v1/inbox/stream-token",
+    inbox_stream.PATH,
+    "/v1/preferences",
+)

@@ -103,9 +103,18 @@ async def test_configured_origins_may_call_the_browser_endpoints_only(db_url: st
         inbox = await api.get("/v1/inbox", headers=stranger | anna)
         assert inbox.status_code == 200 and "access-control-allow-origin" not in inbox.headers
 
-        # The producers' endpoints never, whatever the setting.
+        # The stream too: an EventSource of that page reads it.
+        stream = await api.get("/v1/inbox/stream", params={"token": "x.y.z"}, headers=origin)
+        assert_error(stream, 401, "invalid_stream_token")
+        assert stream.headers["access-control-allow-origin"] == APP
+
+        # The producers' endpoints never, whatever the setting; nor a path only below a
+        # listed one (the preference center's pages).
         preflight = await api.options("/v1/events", headers=PREFLIGHT)
         assert_error(preflight, 405, "method_not_allowed")
+        center = await api.options("/v1/preferences/manage/x.y.z", headers=PREFLIGHT)
+        assert center.status_code == 405
+        assert "access-control-allow-origin" not in center.headers
         users = await api.get("/v1/users/anna", headers=origin | key)
         assert users.status_code == 200 and "access-control-allow-origin" not in users.headers
 

@@ -18,7 +18,7 @@
       quiet: 'Quiet hours', from: 'From', to: 'To', tz: 'In your time zone.', saved: 'Saved',
       saveErr: 'Not saved:', always: 'always on', newOne: t => `New notification: ${t}`,
       newMany: n => `${n} new notifications`, unseenMark: 'Unseen',
-      ch: { email: 'Email', sms: 'SMS', push: 'Push', inbox: 'Inbox' },
+      ch: { email: 'Email', sms: 'SMS', push: 'Push', inbox: 'Inbox', webpush: 'Browser' },
     },
     ru: {
       title: 'Уведомления', bell: 'Уведомления', unseen: n => `Уведомления, непросмотренных: ${n}`,
@@ -31,7 +31,7 @@
       saved: 'Сохранено', saveErr: 'Не сохранено:', always: 'всегда включено',
       newOne: t => `Новое уведомление: ${t}`, newMany: n => `Новых уведомлений: ${n}`,
       unseenMark: 'Не просмотрено',
-      ch: { email: 'Эл. почта', sms: 'SMS', push: 'Push', inbox: 'Центр уведомлений' },
+      ch: { email: 'Эл. почта', sms: 'SMS', push: 'Push', inbox: 'Центр уведомлений', webpush: 'Браузер' },
     },
   };
 

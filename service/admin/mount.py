@@ -14,6 +14,7 @@ from service.admin.consumers import ROUTES as CONSUMER_ROUTES
 from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
 from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
 from service.admin.login import ROUTES as LOGIN_ROUTES
+from service.admin.mailing_preview import ROUTES as PREVIEW_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
 from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
 from service.admin.users_page import ROUTES as USER_ROUTES
@@ -25,6 +26,7 @@ ROUTES: list[BaseRoute] = [
     *DASHBOARD_ROUTES,
     *AUDIT_ROUTES,
     *MAILING_ROUTES,
+    *PREVIEW_ROUTES,
     *SCHEDULE_ROUTES,
     *USER_ROUTES,
     *DELIVERY_ROUTES,

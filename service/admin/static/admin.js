@@ -40,8 +40,24 @@ function checkAll(event) {
   }
 }
 
+// <iframe data-fit> (a same-origin frame whose document runs no script) is as tall as
+// its document, so the page scrolls and the frame never does.
+function fitFrame(frame) {
+  function fit() {
+    const doc = frame.contentDocument;
+    if (!doc || !doc.documentElement) return;
+    const border = frame.offsetHeight - frame.clientHeight;
+    const height = Math.ceil(doc.documentElement.getBoundingClientRect().height) + border;
+    if (Math.abs(frame.offsetHeight - height) > 1) frame.style.height = `${height}px`;
+  }
+  frame.addEventListener("load", fit);
+  new ResizeObserver(fit).observe(frame);
+  if (frame.contentDocument && frame.contentDocument.readyState === "complete") fit();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);
+  document.querySelectorAll("iframe[data-fit]").forEach(fitFrame);
   document.addEventListener("submit", guardConfirm, true);
   document.addEventListener("change", checkAll);
 });

@@ -55,7 +55,24 @@ function fitFrame(frame) {
   if (frame.contentDocument && frame.contentDocument.readyState === "complete") fit();
 }
 
+// On phones a table's rows are cards (phone.css): each cell is labelled with its column's
+// heading. Templates label the main lists themselves; this labels the rest.
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table.data")) {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.children].forEach((cell, i) => {
+        if (!cell.hasAttribute("data-label") && heads[i] && !cell.hasAttribute("colspan")) {
+          cell.setAttribute("data-label", heads[i]);
+        }
+      });
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  labelCells(document);
+  document.addEventListener("refreshed", (event) => labelCells(event.target));
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);
   document.querySelectorAll("iframe[data-fit]").forEach(fitFrame);
   document.addEventListener("submit", guardConfirm, true);

@@ -13,6 +13,7 @@ from service.admin.audit_page import ROUTES as AUDIT_ROUTES
 from service.admin.consumers import ROUTES as CONSUMER_ROUTES
 from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
 from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
+from service.admin.events_page import ROUTES as EVENT_ROUTES
 from service.admin.login import ROUTES as LOGIN_ROUTES
 from service.admin.mailing_preview import ROUTES as PREVIEW_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
@@ -30,6 +31,7 @@ ROUTES: list[BaseRoute] = [
     *SCHEDULE_ROUTES,
     *USER_ROUTES,
     *DELIVERY_ROUTES,
+    *EVENT_ROUTES,
     *CONSUMER_ROUTES,
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="admin-static"),
 ]

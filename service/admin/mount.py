@@ -15,6 +15,7 @@ from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
 from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
 from service.admin.events_page import ROUTES as EVENT_ROUTES
 from service.admin.login import ROUTES as LOGIN_ROUTES
+from service.admin.lookup import ROUTES as LOOKUP_ROUTES
 from service.admin.mailing_preview import ROUTES as PREVIEW_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
 from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
@@ -32,6 +33,7 @@ ROUTES: list[BaseRoute] = [
     *USER_ROUTES,
     *DELIVERY_ROUTES,
     *EVENT_ROUTES,
+    *LOOKUP_ROUTES,
     *CONSUMER_ROUTES,
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="admin-static"),
 ]

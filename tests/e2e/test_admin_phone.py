@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from playwright.async_api import Page
+from playwright.async_api import Page, ViewportSize
 
 from tests.admin_browser import AdminSite, admin_site
 from tests.e2e.test_admin_deliveries import dead_notification
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 # The cells of the first row whose label (the column's heading) matches, with where they
 # are and what label a person reads before them.

@@ -124,6 +124,9 @@ async def _numbers(request: Request) -> dict[str, Any]:
             "events": sum(events),
             "attempts": sum(int(r["attempts"]) for r in attempts),
             "delivered": sum(int(r["attempts"]) for r in attempts if r["outcome"] == "delivered"),
+            "failures": sum(
+                int(r["attempts"]) for r in attempts if r["outcome"] in ("failed", "dead")
+            ),
             "pending": sum(int(r["pending"]) for r in backlog_rows),
             "dead_letters": sum(int(r["failed"]) + int(r["dead"]) for r in backlog_rows),
             "oldest_pending_at": oldest_all,

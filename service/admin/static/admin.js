@@ -70,7 +70,53 @@ function labelCells(root) {
   }
 }
 
+// <time datetime="...Z"> comes in UTC; it is shown in the viewer's own zone (UTC stays
+// in its title, for a hover), and with data-relative as "3 min ago" (the moment itself
+// in the title). Without this script the UTC text stays.
+const pad = (n) => String(n).padStart(2, "0");
+
+function localText(date) {
+  const zone = new Intl.DateTimeFormat("en", { timeZoneName: "short" })
+    .formatToParts(date).find((part) => part.type === "timeZoneName");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}` +
+    (zone ? ` ${zone.value}` : "");
+}
+
+function relativeText(date, now) {
+  const seconds = Math.round((now - date) / 1000);
+  const size = Math.abs(seconds);
+  if (size < 45) return "just now";
+  for (const [unit, span] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (size >= span * 0.95 || unit === "min") {
+      const count = Math.max(1, Math.round(size / span));
+      return seconds > 0 ? `${count} ${unit} ago` : `in ${count} ${unit}`;
+    }
+  }
+  return "just now";
+}
+
+function localTimes(root) {
+  const now = Date.now();
+  for (const node of root.querySelectorAll("time[datetime]")) {
+    const date = new Date(node.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) continue;
+    if (!node.dataset.utc) node.dataset.utc = node.textContent.trim();
+    const local = localText(date);
+    if (node.hasAttribute("data-relative")) {
+      node.textContent = relativeText(date, now);
+      node.title = local === node.dataset.utc ? local : `${local} (${node.dataset.utc})`;
+    } else {
+      node.textContent = local;
+      node.title = node.dataset.utc;
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  setInterval(() => localTimes(document), 30000);
+  document.addEventListener("refreshed", (event) => localTimes(event.target));
   labelCells(document);
   document.addEventListener("refreshed", (event) => labelCells(event.target));
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);

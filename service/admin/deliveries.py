@@ -53,8 +53,8 @@ STATUS_LABELS = {
     "suppressed": "suppressed",
 }
 DEAD_LETTERS: tuple[redeliver.Status, ...] = ("failed", "dead")
-# Where a redeliver form may send the admin back to: this page or a row's page.
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+# Where a redeliver form may send the admin back to: this page or a row's page.
 _BACK = re.compile(r"^/admin/deliveries(/[0-9]+)?(\?[^#\\]*)?$")
 
 
@@ -112,14 +112,17 @@ class Filter:
             if ids[name] and not _UUID.match(ids[name]):
                 errors.append(f"{ids[name]!r} is not an {name} id: shown for any {name}.")
                 ids[name] = ""
-        if ids["notification"] and not ids["notification"].isdigit():
+        notification = ids["notification"]
+        if notification and not (
+            notification.isascii() and notification.isdigit() and len(notification) <= 18
+        ):
             errors.append(f"{ids['notification']!r} is not a notification id.")
             ids["notification"] = ""
         return cls(
             consumer=_text(params, "consumer"),
             event=ids["event"].lower(),
             webhook=ids["webhook"].lower(),
-            notification=ids["notification"][:18],
+            notification=ids["notification"],
             what=what,
             status=status,
             subject=_text(params, "subject"),

@@ -131,6 +131,13 @@ async def test_lookup_and_links_lead_from_an_event_to_its_deliveries_and_users(
         await page.wait_for_load_state()
         assert await listed_deliveries(page) == [("push", "dead")]
 
+        # Ids that are no ids are said so, and change nothing.
+        await page.goto("/admin/deliveries?event=nope&notification=123456789012345678901")
+        error = await page.locator("p.error").inner_text()
+        assert "'nope' is not an event id" in error and "is not a notification id" in error
+        answer = await page.goto("/admin/events/not-a-uuid")
+        assert answer is not None and answer.status == 404
+
         # The lookup box fits the header at both widths.
         for width in WIDTHS:
             await page.set_viewport_size({"width": width, "height": 844})

@@ -135,7 +135,7 @@ def time_series(
     for i, label in enumerate(labels):
         last = i == len(labels) - 1
         # A regular tick too close to the last label would be written over by it.
-        regular = i % tick_every == 0 and (len(labels) - 1 - i) * step_x >= 70
+        regular = i % tick_every == 0 and (len(labels) - 1 - i) * step_x >= 90
         if regular or last:
             # The last label ends at the chart's edge rather than running past it.
             anchor = "end" if last and len(labels) > 1 else "middle"

@@ -104,3 +104,8 @@ async def test_the_audit_log_shows_what_changed_and_stays_short(db_url: str, db:
                 "name — → Launch news, second take",
             ], diff
             assert height < 400 + rows * per_row, (width, height)
+        # An action that made something (no before) lists what it made.
+        page = await site.signed_in("manager")
+        await page.goto("/admin/audit?action=admin.create_user")
+        made = page.locator("#audit tbody tr", has_text="manager").locator(".audit-diff li")
+        assert await made.all_inner_texts() == ["role manager"]

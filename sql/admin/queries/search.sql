@@ -3,20 +3,21 @@
 -- purpose: the admin's user search: users whose id starts with `prefix`, or whose email
 --   does whatever its case, through users_id_prefix_idx and users_email_lower_idx
 --   (text_pattern_ops). LIKE's own characters in the prefix (% _ \) are matched as such.
-WITH pattern AS (
-    SELECT replace(replace(replace(%(prefix)s::text, '\', '\\'), '%%', '\%%'), '_', '\_')
-           || '%%' AS p
-),
-found AS (
-    (SELECT u.id FROM users AS u, pattern
-     WHERE u.id LIKE pattern.p ORDER BY u.id LIMIT %(limit)s)
-    UNION
-    (SELECT u.id FROM users AS u, pattern
-     WHERE lower(u.email) LIKE lower(pattern.p) ORDER BY lower(u.email) LIMIT %(limit)s)
-)
+--   The pattern is written out in each WHERE, not taken from a CTE: the planner turns a
+--   LIKE into an index range only for a pattern it knows when planning.
 SELECT u.id, u.email, u.updated_at
 FROM users AS u
-WHERE u.id IN (SELECT f.id FROM found AS f)
+WHERE u.id IN (
+    (SELECT p.id FROM users AS p
+     WHERE p.id LIKE replace(replace(replace(%(prefix)s::text, '\', '\\'), '%%', '\%%'), '_', '\_')
+                     || '%%'
+     ORDER BY p.id LIMIT %(limit)s)
+    UNION
+    (SELECT e.id FROM users AS e
+     WHERE lower(e.email) LIKE lower(replace(replace(replace(%(prefix)s::text, '\', '\\'),
+                                                     '%%', '\%%'), '_', '\_')) || '%%'
+     ORDER BY lower(e.email) LIMIT %(limit)s)
+)
 ORDER BY u.id
 LIMIT %(limit)s;
 

@@ -270,3 +270,21 @@ WHERE id = ANY(%(ids)s::bigint[]);
 -- returns: rows (pid int): one per server process connected to the database
 -- purpose: bench/interleave.py adds up the CPU time the database spent for one API under test.
 SELECT pid FROM pg_stat_activity WHERE datname = %(dbname)s;
+
+-- name: stream_seed_users
+-- returns: nothing
+-- purpose: bench/inbox_stream.py's users: user-0 ... user-(N-1), the subjects of the client
+--   tokens of bench.harness.tokens_file.
+INSERT INTO users (id, locale)
+SELECT 'user-' || n, 'en' FROM generate_series(0, %(users)s - 1) AS n;
+
+-- name: stream_pending_inbox
+-- returns: rows (outbox_id bigint, notification_id bigint, event_id uuid): the pending
+--   deliveries of inbox channel `channel`
+-- purpose: what bench/inbox_stream.py delivers through the dispatcher's own calls: the
+--   seeded pages before the streams open, then the changes it times.
+SELECT o.id, n.id, n.event_id
+FROM outbox AS o
+JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
+WHERE o.status = 'pending' AND o.consumer = %(channel)s
+ORDER BY o.id;

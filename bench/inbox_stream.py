@@ -1,0 +1,576 @@
+"""The live inbox stream against polling, in the same run: commit → client latency, the
+memory an open stream costs, and the requests and CPU the stream saves.
+
+    .venv/bin/python -m bench.inbox_stream --streams 1000 [--runs 3] [--rate 20]
+        [--duration 30] [--burst 500] [--items 20] [--workers 2] [--quick]
+
+A template database is seeded once: N users (user-0 ...), each with --items notifications
+already in their inbox, and enough pending inbox deliveries for the changes the runs time.
+Every deliverable row goes through the dispatcher's own calls (dispatcher/outbox.py:
+claim_ids, then complete, which writes the change log and the NOTIFY in the delivering
+transaction). Each variant of each run gets a fresh copy and a fresh API (uvicorn
+service.asgi:app, --workers, the bounded protocol production runs), and the clients run
+in their own process (bench/inbox_clients.py), one keep-alive connection each:
+
+- **stream**: N clients hold `GET /v1/inbox/stream` open (each traded its JWT for a stream
+  token first). The API's memory is taken with 0 and with N streams open.
+- **poll**: N clients `GET /v1/inbox` every --interval seconds (1 s: the same freshness
+  as the stream's retry), each at its own phase, one request in flight at most.
+
+While all N clients are connected, a writer delivers --rate changes/s, each one new
+inbox item for a user picked at random (one transaction per item, as the dispatcher
+completes a batch of one), for --duration seconds: the CPU window of both variants. Then
+a burst: --burst users' items in one transaction (a dispatcher batch of a fan-out).
+Latency is from just after the writer's COMMIT returned to the moment the client process
+parsed the message (stream) or the first page (poll) that holds the item. Every change
+must reach its client exactly once; one that did not within the deadline is counted.
+
+CPU is the API processes' (psutil, the uvicorn tree) and the PostgreSQL backends' of the
+run's database (those connected at the window's end, from their CPU at its start), over
+the steady window. The server is DATABASE_URL, else the embedded one in .data/pg-bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from bench.fanout import copy_of
+from bench.harness import (
+    JWT_SECRET,
+    PYTHON,
+    Figure,
+    Service,
+    drop_database,
+    fresh_database,
+    median,
+    print_table,
+    run_api,
+    server_url,
+    tempdir,
+    tokens_file,
+)
+from bench.inbox_clients import raise_fd_limit
+from bench.loadgen import percentile
+from bench.sql import bq
+from dispatcher.inbox_transport import InboxTransport
+from dispatcher.outbox import Completion, claim_ids, complete
+from dispatcher.transport_base import Delivery
+from service.config.load import Config, load_config
+from service.config.notify import Channel
+from service.database import CONNECTION_OPTIONS
+from service.notify.catalog import catalog_params
+from service.notify.fanout import materialize_parallel
+from service.notify.templates import load_templates
+from service.sql import q
+
+CHANNEL = "inbox"
+DISPATCHER = "bench-inbox-stream"
+EPISODE = {"series": "Dark", "episode": 3, "title": "Past and Present", "url": "https://x/3"}
+# After the writer stops: how long a change may take to reach its client before it is
+# counted missed (polling that falls behind needs the longer one).
+DEADLINE_S = {"stream": 10.0, "poll": 30.0}
+# After the clients are ready: memory settles, polls spread over their phases.
+SETTLE_S = 5.0
+SEED_BATCH = 500
+
+
+def config_text(pool_max: int) -> str:
+    return f"""
+environment = "test"
+[database]
+pool_max = {pool_max}
+[identity.jwt]
+secret = "{JWT_SECRET}"
+audience = "mark-notify"
+issuer = "bench"
+[tags.notifications]
+event_type = "client"
+remember_for = "P365D"
+[notify]
+seen_tag = "notifications"
+unsubscribe_secret = "bench-unsubscribe-secret-0123456789abcdef"
+[channels.{CHANNEL}]
+kind = "inbox"
+transport = "inbox"
+[categories.content]
+defaults = {{ inbox = true }}
+[event_types.new_episode]
+category = "content"
+channels = ["{CHANNEL}"]
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    outbox_id: int
+    notification_id: str
+
+
+# --- the dispatcher's calls ----------------------------------------------------------------
+
+
+def writer_pool(url: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url, min_size=1, max_size=2, kwargs={"options": CONNECTION_OPTIONS}, open=False
+    )
+
+
+async def claim(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, Delivery]:
+    claimed = await claim_ids(pool, CHANNEL, list(ids), lease_s=3600.0, dispatcher=DISPATCHER)
+    if len(claimed) != len(ids):
+        raise SystemExit(f"claimed {len(claimed)} of {len(ids)} inbox rows")
+    return {d.outbox_id: d for d in claimed}
+
+
+async def deliver(pool: AsyncConnectionPool, channel: Channel, batch: list[Delivery]) -> float:
+    """The inbox transport and the completion of `batch`, as the dispatcher's loop does;
+    the time just after its COMMIT returned."""
+    outcomes = {o.outbox_id: o for o in await InboxTransport().deliver(CHANNEL, batch)}
+    completions = [Completion(outcomes[d.outbox_id], d.attempt) for d in batch]
+    recorded = await complete(
+        pool, CHANNEL, channel, completions, dispatcher=DISPATCHER, buckets=None
+    )
+    committed = time.time()
+    if sum(r.applied and r.outcome == "delivered" for r in recorded) != len(batch):
+        raise SystemExit(f"a batch of {len(batch)} was not all recorded delivered: {recorded}")
+    return committed
+
+
+async def pending(url: str) -> list[tuple[int, str, str]]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(bq("stream_pending_inbox"), {"channel": CHANNEL})
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+
+
+# --- the template ----------------------------------------------------------------------
+
+
+def seed_template(server: str, config: Config, args: argparse.Namespace) -> str:
+    url = fresh_database(server, "inbox_tpl")
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(q("sync_notify_config"), catalog_params(config, load_templates(config)))
+        conn.execute(bq("stream_seed_users"), {"users": args.streams})
+        events = [_accept_event(conn) for _ in range(args.items + changes_events(args))]
+    asyncio.run(_seed(url, config, events, args.items))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(
+        f"seeded {args.streams:,} users with {args.items} items each and "
+        f"{changes_events(args)} pending per user in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return url
+
+
+def changes_events(args: argparse.Namespace) -> int:
+    """Pending deliveries per user: enough for a run's steady changes and its burst."""
+    changes = math.ceil(float(args.rate) * float(args.duration)) + int(args.burst)
+    return math.ceil(changes / int(args.streams))
+
+
+def _accept_event(conn: psycopg.Connection[Any]) -> str:
+    params = {
+        "producer": "bench",
+        "idempotency_key": uuid.uuid4().hex,
+        "type": "new_episode",
+        "recipients": json.dumps({"all": True}),
+        "data": json.dumps(EPISODE),
+        "send_at": None,
+        "chunk": 50_000,
+    }
+    row = conn.execute(q("accept_event"), params).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def _seed(url: str, config: Config, events: list[str], items: int) -> None:
+    for event_id in events:
+        _, done = await materialize_parallel(url, event_id, 50_000)
+        assert done, event_id
+    seeded = set(events[:items])
+    ids = [outbox for outbox, _, event in await pending(url) if event in seeded]
+    async with writer_pool(url) as pool:
+        for start in range(0, len(ids), SEED_BATCH):
+            batch = await claim(pool, ids[start : start + SEED_BATCH])
+            await deliver(pool, config_channel(config), list(batch.values()))
+
+
+def config_channel(config: Config) -> Channel:
+    channel = config.channels[CHANNEL]
+    assert isinstance(channel, Channel)
+    return channel
+
+
+# --- the clients' process ------------------------------------------------------------------
+
+
+class Clients:
+    """bench/inbox_clients.py, driven line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str, tokens: Path, mode: str, interval: float) -> Clients:
+        argv = ["-m", "bench.inbox_clients", "--url", url, "--tokens", str(tokens)]
+        argv += ["--mode", mode, "--interval", str(interval)]
+        process = await asyncio.create_subprocess_exec(
+            PYTHON,
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**28,
+        )
+        return cls(process)
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+        line = await self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the clients' process ended (on {command!r})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"quit\n")
+        await self.process.stdin.drain()
+        try:
+            await asyncio.wait_for(self.process.wait(), 30)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+def api_rss_mb(api: Service) -> float:
+    """Resident memory of the uvicorn tree (its workers and the parent), MB."""
+    proc = psutil.Process(api.process.pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
+def backends(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to the run's database."""
+    dbname = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute(bq("backend_pids"), {"dbname": dbname})]
+    cpu: dict[int, float] = {}
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        cpu[pid] = t.user + t.system
+    return cpu
+
+
+def db_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    # A backend that connected within the window counts from zero.
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+async def wait_arrivals(
+    clients: Clients, got: dict[str, float], want: set[str], deadline_s: float
+) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        got |= (await clients.ask("arrivals"))["arrivals"]
+        if want <= got.keys() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)
+
+
+def latencies_ms(commits: dict[str, float], got: dict[str, float]) -> list[float]:
+    return [1000 * (got[i] - at) for i, at in commits.items() if i in got]
+
+
+async def one_run(
+    db: str, config_file: Path, tokens: Path, args: argparse.Namespace, mode: str, run: int
+) -> dict[str, float]:
+    config = load_config(config_file)
+    channel = config_channel(config)
+    rows = [(o, n) for o, n, _ in await pending(db)]
+    random.Random(run).shuffle(rows)
+    steady_n = math.ceil(args.rate * args.duration)
+    steady_rows, burst_rows = rows[:steady_n], rows[steady_n : steady_n + args.burst]
+    figures: dict[str, float] = {}
+    async with writer_pool(db) as pool:
+        claimed = await claim(pool, [o for o, _ in steady_rows + burst_rows])
+        with run_api(config_file, db, workers=args.workers, log=args.log) as api:
+            clients = await Clients.start(api.url, tokens, mode, args.interval)
+            try:
+                if mode == "stream":
+                    # Both workers have served streams and started their listeners.
+                    warm = await clients.ask(f"open {min(args.streams, 8 * args.workers)}")
+                    assert warm["failed"] == 0, warm
+                    await clients.ask("close")
+                    await asyncio.sleep(SETTLE_S)
+                rss0, conns0 = api_rss_mb(api), len(backends(db))
+                opened = await clients.ask(f"open {args.streams}")
+                if opened["failed"]:
+                    raise SystemExit(f"{mode}: {opened['failed']} clients failed: {opened}")
+                await asyncio.sleep(SETTLE_S)
+                rss1, conns1 = api_rss_mb(api), len(backends(db))
+                ready = (await clients.ask("stats"))["ready"]
+                print(
+                    f"{mode}: {args.streams:,} clients opened in {opened['seconds']:.1f} s, "
+                    f"{ready:,} with their first {'message' if mode == 'stream' else 'page'} "
+                    f"{SETTLE_S:g} s later; "
+                    f"API RSS {rss0:.0f} -> {rss1:.0f} MB, database backends "
+                    f"{conns0} -> {conns1}",
+                    flush=True,
+                )
+                figures |= {"rss0": rss0, "rss": rss1}
+                if mode == "stream":
+                    figures["per_1000"] = (rss1 - rss0) / (args.streams / 1000)
+                figures |= await steady(
+                    api, db, clients, pool, channel, claimed, steady_rows, args, mode
+                )
+                figures |= await burst(clients, pool, channel, claimed, burst_rows, mode)
+                figures["load"] = os.getloadavg()[0]
+            finally:
+                await clients.stop()
+    return figures
+
+
+async def steady(
+    api: Service,
+    db: str,
+    clients: Clients,
+    pool: AsyncConnectionPool,
+    channel: Channel,
+    claimed: dict[int, Delivery],
+    rows: list[tuple[int, str]],
+    args: argparse.Namespace,
+    mode: str,
+) -> dict[str, float]:
+    await clients.ask("arrivals")
+    stats0 = await clients.ask("stats")
+    api0, db0 = api.cpu_s(), backends(db)
+    commits: dict[str, float] = {}
+    start = time.monotonic()
+    for n, (outbox_id, notification_id) in enumerate(rows):
+        delay = start + n / args.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        commits[notification_id] = await deliver(pool, channel, [claimed[outbox_id]])
+    window = time.monotonic() - start
+    api1, db1 = api.cpu_s(), backends(db)
+    stats1 = await clients.ask("stats")
+    got: dict[str, float] = {}
+    await wait_arrivals(clients, got, set(commits), DEADLINE_S[mode])
+    lat = latencies_ms(commits, got)
+    counted = {k: n - stats0["messages"].get(k, 0) for k, n in stats1["messages"].items()}
+    ok = counted.get("200", 0)
+    # Pages refused (a 503 when the pool had no connection for 3 s) or dropped connections.
+    refused = sum(n for k, n in counted.items() if k not in ("200", "ready", "changes", "comment"))
+    page_ms = [1000 * x for x in stats1["latencies"]]
+    pushed = sum(counted.values())
+    print(
+        f"{mode}: {len(commits)} changes in {window:.1f} s; reached {len(lat)}, "
+        f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms; "
+        f"API CPU {100 * (api1 - api0) / window:.0f} %, database "
+        f"{100 * db_cpu_between(db0, db1) / window:.0f} %; "
+        + (
+            f"{ok / window:,.0f} pages/s, {refused / window:,.0f}/s refused or dropped, "
+            f"page p50 {percentile(page_ms, 0.5):.0f} ms, p99 {percentile(page_ms, 0.99):.0f} ms"
+            if mode == "poll"
+            else f"{pushed / window:,.0f} messages/s"
+        ),
+        flush=True,
+    )
+    return {
+        "p50": percentile(lat, 0.5),
+        "p99": percentile(lat, 0.99),
+        "missed": float(len(commits) - len(lat) + stats1["duplicates"] - stats0["duplicates"]),
+        "rps": ok / window if mode == "poll" else 0.0,
+        "refused": refused / window if mode == "poll" else 0.0,
+        "per_client": ok / window / args.streams if mode == "poll" else 0.0,
+        "page_p99": percentile(page_ms, 0.99) if mode == "poll" else math.nan,
+        "api_cpu": 100 * (api1 - api0) / window,
+        "db_cpu": 100 * db_cpu_between(db0, db1) / window,
+        "clients_cpu": 100 * (stats1["cpu_s"] - stats0["cpu_s"]) / window,
+        "changes": len(commits) / window,
+    }
+
+
+async def burst(
+    clients: Clients,
+    pool: AsyncConnectionPool,
+    channel: Channel,
+    claimed: dict[int, Delivery],
+    rows: list[tuple[int, str]],
+    mode: str,
+) -> dict[str, float]:
+    if not rows:
+        return {}
+    await clients.ask("arrivals")
+    committed = await deliver(pool, channel, [claimed[o] for o, _ in rows])
+    commits = {notification_id: committed for _, notification_id in rows}
+    got: dict[str, float] = {}
+    await wait_arrivals(clients, got, set(commits), DEADLINE_S[mode])
+    lat = latencies_ms(commits, got)
+    print(
+        f"{mode}: burst of {len(rows)} users in one transaction: reached {len(lat)}, "
+        f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, "
+        f"last {max(lat, default=0):.1f} ms",
+        flush=True,
+    )
+    return {
+        "burst_p50": percentile(lat, 0.5),
+        "burst_max": max(lat, default=math.nan),
+        "burst_missed": float(len(rows) - len(lat)),
+    }
+
+
+# --- the report ----------------------------------------------------------------------------
+
+COLUMNS = [
+    ("p50", "commit → client p50", "ms"),
+    ("p99", "p99", "ms"),
+    ("burst_p50", "burst p50", "ms"),
+    ("burst_max", "burst last", "ms"),
+    ("rps", "requests", "1/s"),
+    ("api_cpu", "API CPU", "%"),
+    ("db_cpu", "database CPU", "%"),
+    ("clients_cpu", "clients CPU", "%"),
+    ("rss", "API RSS", "MB"),
+]
+
+
+def spread(values: Sequence[float], fmt: str = "{:,.1f}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    names = {
+        "stream": f"stream, {args.streams:,} open",
+        "poll": f"poll every {args.interval:g} s, {args.streams:,} clients",
+    }
+    print_table(
+        f"The live inbox, {args.streams:,} clients, {args.workers} uvicorn workers; "
+        f"{args.rate:g} changes/s for {args.duration:g} s, then a burst of {args.burst}; "
+        f"median (min-max) of {args.runs}",
+        [
+            (names[mode], [Figure(title, unit, [r[k] for r in rows]) for k, title, unit in COLUMNS])
+            for mode, rows in results.items()
+        ],
+    )
+    for mode, rows in results.items():
+        missed = sum(r["missed"] + r.get("burst_missed", 0) for r in rows)
+        print(f"{mode}: changes that did not reach their client once (missed or twice): {missed:g}")
+    stream, poll = results.get("stream", []), results.get("poll", [])
+    if stream:
+        print(
+            f"stream: API memory per 1,000 open streams: {spread([r['per_1000'] for r in stream])} "
+            f"MB (RSS of the uvicorn tree with 0 streams "
+            f"{spread([r['rss0'] for r in stream], '{:,.0f}')} MB)"
+        )
+    if poll:
+        print(
+            f"poll: pages/s per client {spread([r['per_client'] for r in poll], '{:.2f}')} "
+            f"(asked: {1 / args.interval:g}), refused or dropped "
+            f"{spread([r['refused'] for r in poll], '{:,.0f}')}/s, page p99 "
+            f"{spread([r['page_p99'] for r in poll], '{:,.0f}')} ms"
+        )
+    if stream and poll:
+        pairs = list(zip(stream, poll, strict=False))
+        cpu = [(p["api_cpu"] + p["db_cpu"]) / (s["api_cpu"] + s["db_cpu"]) for s, p in pairs]
+        saved_cpu = [(p["api_cpu"] + p["db_cpu"]) - (s["api_cpu"] + s["db_cpu"]) for s, p in pairs]
+        saved_rps = [p["rps"] - s["rps"] for s, p in pairs]
+        print(
+            f"poll / stream API+database CPU: {median(cpu):.1f}x "
+            f"(per run {min(cpu):.1f}-{max(cpu):.1f})"
+        )
+        print(f"API+database CPU the stream saves, % of a core: {spread(saved_cpu, '{:,.0f}')}")
+        print(f"requests/s the stream saves: {spread(saved_rps, '{:,.0f}')}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=1000, help="clients (users)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=20.0, help="changes/s, steady")
+    parser.add_argument("--duration", type=float, default=30.0, help="steady seconds")
+    parser.add_argument("--burst", type=int, default=500, help="users in the burst")
+    parser.add_argument("--items", type=int, default=20, help="inbox items per user")
+    parser.add_argument("--interval", type=float, default=1.0, help="poll: seconds")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    parser.add_argument("--pool-max", type=int, default=16, help="per API process")
+    parser.add_argument("--variants", default="stream,poll")
+    parser.add_argument("--log", type=Path, help="the API's output (default: a temporary file)")
+    parser.add_argument("--quick", action="store_true", help="200 clients, 5 s, 1 run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.streams, args.runs, args.duration = min(args.streams, 200), 1, 5.0
+        args.burst = min(args.burst, 100)
+    args.burst = min(args.burst, args.streams)
+    modes = [m for m in ("stream", "poll") if m in args.variants.split(",")]
+    raise_fd_limit()
+    server = server_url()
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    with tempdir() as tmp:
+        args.log = args.log or Path(tmp) / "api.log"
+        config_file = Path(tmp) / "inbox.toml"
+        config_file.write_text(config_text(args.pool_max))
+        tokens = tokens_file(Path(tmp), args.streams)
+        template = seed_template(server, load_config(config_file), args)
+        try:
+            for run in range(args.runs):
+                # The variants take turns going first.
+                for mode in modes if run % 2 == 0 else modes[::-1]:
+                    with copy_of(server, template, "inbox") as db:
+                        figures = asyncio.run(one_run(db, config_file, tokens, args, mode, run))
+                    results[mode].append(figures)
+        finally:
+            drop_database(server, template)
+            complaints = api_complaints(args.log)
+    report(results, args)
+    print("API output above INFO:", *(complaints[:8] or ["none"]), sep="\n  ")
+
+
+def api_complaints(log: Path) -> list[str]:
+    """The API's lines above INFO (its request lines are INFO), counted by kind."""
+    if not log.exists():
+        return []
+    kinds: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = {"level": "?", "message": line}
+        if not isinstance(record, dict) or record.get("level") == "INFO":
+            continue
+        exc = str(record.get("exc", "")).strip().splitlines()
+        # Request lines by route and status, not by their duration.
+        message = re.sub(r"[\d.]+ ms", "... ms", str(record.get("message", "")))
+        message = re.sub(r"0x[0-9a-f]+", "0x...", message)
+        kind = f"{record.get('level')} {record.get('logger', '')}: {message}"
+        kind = kind.strip()[:100] + (f" ({exc[-1][:100]})" if exc else "")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return [f"{n:,} x {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1])]

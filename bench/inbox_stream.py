@@ -574,3 +574,7 @@ def api_complaints(log: Path) -> list[str]:
         kind = kind.strip()[:100] + (f" ({exc[-1][:100]})" if exc else "")
         kinds[kind] = kinds.get(kind, 0) + 1
     return [f"{n:,} x {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1])]
+
+
+if __name__ == "__main__":
+    main()

@@ -180,9 +180,26 @@ def seed_template(server: str, config: Config, args: argparse.Namespace) -> str:
 
 
 def changes_events(args: argparse.Namespace) -> int:
-    """Pending deliveries per user: enough for a run's steady changes and its burst."""
-    changes = math.ceil(float(args.rate) * float(args.duration)) + int(args.burst)
-    return math.ceil(changes / int(args.streams))
+    """Pending deliveries per user: enough for a run's steady changes, and one for the
+    burst."""
+    steady = math.ceil(float(args.rate) * float(args.duration))
+    return math.ceil(steady / int(args.streams)) + 1
+
+
+def changes(
+    rows: list[tuple[int, str, str]], args: argparse.Namespace, rng: random.Random
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(outbox id, notification id) of the steady changes and of the burst. One pending
+    event each user gets after another, users in a random order in each; the last event
+    is the burst's, so that its users are all different."""
+    events: dict[str, list[tuple[int, str]]] = {}
+    for outbox_id, notification_id, event_id in rows:
+        events.setdefault(event_id, []).append((outbox_id, notification_id))
+    rounds = sorted(events.values(), key=lambda r: min(r))
+    for r in rounds:
+        rng.shuffle(r)
+    steady = [row for r in rounds[:-1] for row in r]
+    return steady[: math.ceil(args.rate * args.duration)], rounds[-1][: args.burst]
 
 
 def _accept_event(conn: psycopg.Connection[Any]) -> str:
@@ -310,10 +327,7 @@ async def one_run(
 ) -> dict[str, float]:
     config = load_config(config_file)
     channel = config_channel(config)
-    rows = [(o, n) for o, n, _ in await pending(db)]
-    random.Random(run).shuffle(rows)
-    steady_n = math.ceil(args.rate * args.duration)
-    steady_rows, burst_rows = rows[:steady_n], rows[steady_n : steady_n + args.burst]
+    steady_rows, burst_rows = changes(await pending(db), args, random.Random(run))
     figures: dict[str, float] = {}
     async with writer_pool(db) as pool:
         claimed = await claim(pool, [o for o, _ in steady_rows + burst_rows])
@@ -347,7 +361,9 @@ async def one_run(
                 figures |= await steady(
                     api, db, clients, pool, channel, claimed, steady_rows, args, mode
                 )
-                figures |= await burst(clients, pool, channel, claimed, burst_rows, mode)
+                figures |= await burst(
+                    api, db, clients, pool, channel, claimed, burst_rows, args.batch, mode
+                )
                 figures["load"] = os.getloadavg()[0]
             finally:
                 await clients.stop()
@@ -416,28 +432,43 @@ async def steady(
 
 
 async def burst(
+    api: Service,
+    db: str,
     clients: Clients,
     pool: AsyncConnectionPool,
     channel: Channel,
     claimed: dict[int, Delivery],
     rows: list[tuple[int, str]],
+    batch: int,
     mode: str,
 ) -> dict[str, float]:
     if not rows:
         return {}
     await clients.ask("arrivals")
-    committed = await deliver(pool, channel, [claimed[o] for o, _ in rows])
-    commits = {notification_id: committed for _, notification_id in rows}
+    api0, db0 = api.cpu_s(), backends(db)
+    commits: dict[str, float] = {}
+    # Back to back, as the dispatcher completes a fan-out's batches.
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        committed = await deliver(pool, channel, [claimed[o] for o, _ in chunk])
+        commits |= {notification_id: committed for _, notification_id in chunk}
     got: dict[str, float] = {}
     await wait_arrivals(clients, got, set(commits), DEADLINE_S[mode])
+    # Until the last arrival (and the next look at the arrivals, within 0.2 s): for the
+    # stream, what the burst's reads cost; for polling, the polls meanwhile.
+    api_ms = 1000 * (api.cpu_s() - api0) / len(rows)
+    db_ms = 1000 * db_cpu_between(db0, backends(db)) / len(rows)
     lat = latencies_ms(commits, got)
     print(
-        f"{mode}: burst of {len(rows)} users in one transaction: reached {len(lat)}, "
+        f"{mode}: burst of {len(rows)} users in transactions of {batch}: reached {len(lat)}, "
         f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms, "
-        f"last {max(lat, default=0):.1f} ms",
+        f"last {max(lat, default=0):.1f} ms; CPU per change until then: API {api_ms:.2f} ms, "
+        f"database {db_ms:.2f} ms",
         flush=True,
     )
     return {
+        "burst_api_ms": api_ms,
+        "burst_db_ms": db_ms,
         "burst_p50": percentile(lat, 0.5),
         "burst_max": max(lat, default=math.nan),
         "burst_missed": float(len(rows) - len(lat)),
@@ -460,6 +491,8 @@ COLUMNS = [
 
 
 def spread(values: Sequence[float], fmt: str = "{:,.1f}") -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
@@ -472,7 +505,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     }
     print_table(
         f"The live inbox, {args.streams:,} clients, {args.workers} uvicorn workers; "
-        f"{args.rate:g} changes/s for {args.duration:g} s, then a burst of {args.burst}; "
+        f"{args.rate:g} changes/s for {args.duration:g} s, then a burst of {args.burst:,} "
+        f"(transactions of {args.batch}); "
         f"median (min-max) of {args.runs}",
         [
             (names[mode], [Figure(title, unit, [r[k] for r in rows]) for k, title, unit in COLUMNS])
@@ -489,12 +523,27 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"MB (RSS of the uvicorn tree with 0 streams "
             f"{spread([r['rss0'] for r in stream], '{:,.0f}')} MB)"
         )
+        print(
+            f"stream: the burst's CPU per change, API "
+            f"{spread([r['burst_api_ms'] for r in stream], '{:.2f}')} ms, database "
+            f"{spread([r['burst_db_ms'] for r in stream], '{:.2f}')} ms"
+        )
     if poll:
         print(
             f"poll: pages/s per client {spread([r['per_client'] for r in poll], '{:.2f}')} "
             f"(asked: {1 / args.interval:g}), refused or dropped "
             f"{spread([r['refused'] for r in poll], '{:,.0f}')}/s, page p99 "
             f"{spread([r['page_p99'] for r in poll], '{:,.0f}')} ms"
+        )
+        api_us = [10_000 * r["api_cpu"] / r["rps"] for r in poll if r["rps"]]
+        db_us = [10_000 * r["db_cpu"] / r["rps"] for r in poll if r["rps"]]
+        cores = [
+            (a + d) * args.streams / args.interval / 1e6 for a, d in zip(api_us, db_us, strict=True)
+        ]
+        print(
+            f"poll: CPU per page served, API {spread(api_us, '{:,.0f}')} µs, database "
+            f"{spread(db_us, '{:,.0f}')} µs: {args.streams:,} clients every "
+            f"{args.interval:g} s would take {spread(cores, '{:.1f}')} cores"
         )
     if stream and poll:
         pairs = list(zip(stream, poll, strict=False))
@@ -518,6 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="changes/s, steady")
     parser.add_argument("--duration", type=float, default=30.0, help="steady seconds")
     parser.add_argument("--burst", type=int, default=500, help="users in the burst")
+    parser.add_argument("--batch", type=int, default=500, help="the burst's transactions")
     parser.add_argument("--items", type=int, default=20, help="inbox items per user")
     parser.add_argument("--interval", type=float, default=1.0, help="poll: seconds")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")

@@ -40,9 +40,7 @@ import os
 import random
 import re
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +50,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.fanout import copy_of
 from bench.harness import (
-    JWT_SECRET,
     PYTHON,
     Figure,
     Service,
     drop_database,
-    fresh_database,
     median,
     print_table,
     run_api,
@@ -66,173 +62,30 @@ from bench.harness import (
     tokens_file,
 )
 from bench.inbox_clients import raise_fd_limit
+from bench.inbox_seed import (
+    changes,
+    claim,
+    config_channel,
+    config_text,
+    deliver,
+    pending,
+    seed_template,
+    writer_pool,
+)
 from bench.loadgen import percentile
 from bench.sql import bq
-from dispatcher.inbox_transport import InboxTransport
-from dispatcher.outbox import Completion, claim_ids, complete
 from dispatcher.transport_base import Delivery
-from service.config.load import Config, load_config
+from service.config.load import load_config
 from service.config.notify import Channel
-from service.database import CONNECTION_OPTIONS
-from service.notify.catalog import catalog_params
-from service.notify.fanout import materialize_parallel
-from service.notify.templates import load_templates
-from service.sql import q
 
-CHANNEL = "inbox"
-DISPATCHER = "bench-inbox-stream"
-EPISODE = {"series": "Dark", "episode": 3, "title": "Past and Present", "url": "https://x/3"}
 # After the writer stops: how long a change may take to reach its client before it is
 # counted missed (polling that falls behind needs the longer one).
 DEADLINE_S = {"stream": 10.0, "poll": 30.0}
 # After the clients are ready: memory settles, polls spread over their phases.
 SETTLE_S = 5.0
-SEED_BATCH = 500
-
-
-def config_text(pool_max: int) -> str:
-    return f"""
-environment = "test"
-[database]
-pool_max = {pool_max}
-[identity.jwt]
-secret = "{JWT_SECRET}"
-audience = "mark-notify"
-issuer = "bench"
-[tags.notifications]
-event_type = "client"
-remember_for = "P365D"
-[notify]
-seen_tag = "notifications"
-unsubscribe_secret = "bench-unsubscribe-secret-0123456789abcdef"
-[channels.{CHANNEL}]
-kind = "inbox"
-transport = "inbox"
-[categories.content]
-defaults = {{ inbox = true }}
-[event_types.new_episode]
-category = "content"
-channels = ["{CHANNEL}"]
-"""
-
-
-@dataclass(frozen=True)
-class Row:
-    outbox_id: int
-    notification_id: str
-
-
-# --- the dispatcher's calls ----------------------------------------------------------------
-
-
-def writer_pool(url: str) -> AsyncConnectionPool:
-    return AsyncConnectionPool(
-        url, min_size=1, max_size=2, kwargs={"options": CONNECTION_OPTIONS}, open=False
-    )
-
-
-async def claim(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, Delivery]:
-    claimed = await claim_ids(pool, CHANNEL, list(ids), lease_s=3600.0, dispatcher=DISPATCHER)
-    if len(claimed) != len(ids):
-        raise SystemExit(f"claimed {len(claimed)} of {len(ids)} inbox rows")
-    return {d.outbox_id: d for d in claimed}
-
-
-async def deliver(pool: AsyncConnectionPool, channel: Channel, batch: list[Delivery]) -> float:
-    """The inbox transport and the completion of `batch`, as the dispatcher's loop does;
-    the time just after its COMMIT returned."""
-    outcomes = {o.outbox_id: o for o in await InboxTransport().deliver(CHANNEL, batch)}
-    completions = [Completion(outcomes[d.outbox_id], d.attempt) for d in batch]
-    recorded = await complete(
-        pool, CHANNEL, channel, completions, dispatcher=DISPATCHER, buckets=None
-    )
-    committed = time.time()
-    if sum(r.applied and r.outcome == "delivered" for r in recorded) != len(batch):
-        raise SystemExit(f"a batch of {len(batch)} was not all recorded delivered: {recorded}")
-    return committed
-
-
-async def pending(url: str) -> list[tuple[int, str, str]]:
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        cur = await conn.execute(bq("stream_pending_inbox"), {"channel": CHANNEL})
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
-
-
-# --- the template ----------------------------------------------------------------------
-
-
-def seed_template(server: str, config: Config, args: argparse.Namespace) -> str:
-    url = fresh_database(server, "inbox_tpl")
-    t0 = time.perf_counter()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(q("sync_notify_config"), catalog_params(config, load_templates(config)))
-        conn.execute(bq("stream_seed_users"), {"users": args.streams})
-        events = [_accept_event(conn) for _ in range(args.items + changes_events(args))]
-    asyncio.run(_seed(url, config, events, args.items))
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE")
-    print(
-        f"seeded {args.streams:,} users with {args.items} items each and "
-        f"{changes_events(args)} pending per user in {time.perf_counter() - t0:.1f} s",
-        flush=True,
-    )
-    return url
-
-
-def changes_events(args: argparse.Namespace) -> int:
-    """Pending deliveries per user: enough for a run's steady changes, and one for the
-    burst."""
-    steady = math.ceil(float(args.rate) * float(args.duration))
-    return math.ceil(steady / int(args.streams)) + 1
-
-
-def changes(
-    rows: list[tuple[int, str, str]], args: argparse.Namespace, rng: random.Random
-) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """(outbox id, notification id) of the steady changes and of the burst. One pending
-    event each user gets after another, users in a random order in each; the last event
-    is the burst's, so that its users are all different."""
-    events: dict[str, list[tuple[int, str]]] = {}
-    for outbox_id, notification_id, event_id in rows:
-        events.setdefault(event_id, []).append((outbox_id, notification_id))
-    rounds = sorted(events.values(), key=lambda r: min(r))
-    for r in rounds:
-        rng.shuffle(r)
-    steady = [row for r in rounds[:-1] for row in r]
-    return steady[: math.ceil(args.rate * args.duration)], rounds[-1][: args.burst]
-
-
-def _accept_event(conn: psycopg.Connection[Any]) -> str:
-    params = {
-        "producer": "bench",
-        "idempotency_key": uuid.uuid4().hex,
-        "type": "new_episode",
-        "recipients": json.dumps({"all": True}),
-        "data": json.dumps(EPISODE),
-        "send_at": None,
-        "chunk": 50_000,
-    }
-    row = conn.execute(q("accept_event"), params).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-async def _seed(url: str, config: Config, events: list[str], items: int) -> None:
-    for event_id in events:
-        _, done = await materialize_parallel(url, event_id, 50_000)
-        assert done, event_id
-    seeded = set(events[:items])
-    ids = [outbox for outbox, _, event in await pending(url) if event in seeded]
-    async with writer_pool(url) as pool:
-        for start in range(0, len(ids), SEED_BATCH):
-            batch = await claim(pool, ids[start : start + SEED_BATCH])
-            await deliver(pool, config_channel(config), list(batch.values()))
-
-
-def config_channel(config: Config) -> Channel:
-    channel = config.channels[CHANNEL]
-    assert isinstance(channel, Channel)
-    return channel
+# --reconnect: how long the catch-up is watched (its CPU counted).
+RECONNECT_WINDOW_S = 20.0
+READ_FAILED = "inbox stream: a read failed"
 
 
 # --- the clients' process ------------------------------------------------------------------
@@ -327,10 +180,10 @@ async def one_run(
 ) -> dict[str, float]:
     config = load_config(config_file)
     channel = config_channel(config)
-    steady_rows, burst_rows = changes(await pending(db), args, random.Random(run))
+    steady_rows, burst_rows, again = changes(await pending(db), args, random.Random(run))
     figures: dict[str, float] = {}
     async with writer_pool(db) as pool:
-        claimed = await claim(pool, [o for o, _ in steady_rows + burst_rows])
+        claimed = await claim(pool, [o for o, _ in steady_rows + burst_rows + again])
         with run_api(config_file, db, workers=args.workers, log=args.log) as api:
             clients = await Clients.start(api.url, tokens, mode, args.interval)
             try:
@@ -364,6 +217,10 @@ async def one_run(
                 figures |= await burst(
                     api, db, clients, pool, channel, claimed, burst_rows, args.batch, mode
                 )
+                if mode == "stream" and again:
+                    figures |= await reconnect(
+                        api, db, clients, pool, channel, claimed, again, args
+                    )
                 figures["load"] = os.getloadavg()[0]
             finally:
                 await clients.stop()
@@ -475,6 +332,62 @@ async def burst(
     }
 
 
+async def reconnect(
+    api: Service,
+    db: str,
+    clients: Clients,
+    pool: AsyncConnectionPool,
+    channel: Channel,
+    claimed: dict[int, Delivery],
+    rows: list[tuple[int, str]],
+    args: argparse.Namespace,
+) -> dict[str, float]:
+    """The listeners' connections cut (as a database restart or a network fault would):
+    each comes back and wakes every stream of its process, which all read at once. Changes
+    committed meanwhile (their NOTIFYs lost) reach their clients by that catch-up."""
+    await asyncio.sleep(SETTLE_S)
+    api0, db0, t0 = api.cpu_s(), backends(db), time.monotonic()
+    await asyncio.sleep(RECONNECT_WINDOW_S / 4)
+    # What the open streams cost with nothing to send (heartbeats), per second.
+    idle = (api.cpu_s() - api0 + db_cpu_between(db0, backends(db))) / (time.monotonic() - t0)
+    failed0 = args.log.read_text(errors="replace").count(READ_FAILED)
+    with psycopg.connect(db, autocommit=True) as conn:
+        cut = [r[0] for r in conn.execute(bq("stream_listeners"))]
+        api0, db0, t0 = api.cpu_s(), backends(db), time.monotonic()
+        for pid in cut:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        committed = await deliver(pool, channel, [claimed[o] for o, _ in rows])
+        commits = {notification_id: committed for _, notification_id in rows}
+        back = math.nan
+        while time.monotonic() - t0 < RECONNECT_WINDOW_S:
+            listening = [r[0] for r in conn.execute(bq("stream_listeners"))]
+            if math.isnan(back) and len(listening) >= len(cut) and not set(listening) & set(cut):
+                back = time.monotonic() - t0
+            await asyncio.sleep(0.1)
+    window = time.monotonic() - t0
+    catch_up = api.cpu_s() - api0 + db_cpu_between(db0, backends(db)) - idle * window
+    got: dict[str, float] = {}
+    await wait_arrivals(clients, got, set(commits), DEADLINE_S["stream"])
+    lat = latencies_ms(commits, got)
+    failed = args.log.read_text(errors="replace").count(READ_FAILED) - failed0
+    print(
+        f"stream: listeners cut, back after {back:.1f} s; {len(lat)} of {len(rows)} changes "
+        f"made meanwhile reached their client, p50 {percentile(lat, 0.5):,.0f} ms, last "
+        f"{max(lat, default=math.nan):,.0f} ms; the catch-up took {catch_up:.1f} s of CPU "
+        f"(API and database, over idle: {100 * idle:.0f} % of a core); {failed:,} reads "
+        "failed (no pool connection within its timeout) and were retried",
+        flush=True,
+    )
+    return {
+        "re_p50": percentile(lat, 0.5),
+        "re_max": max(lat, default=math.nan),
+        "re_cpu": catch_up,
+        "re_failed": float(failed),
+        "idle_cpu": 100 * idle,
+        "re_missed": float(len(rows) - len(lat)),
+    }
+
+
 # --- the report ----------------------------------------------------------------------------
 
 COLUMNS = [
@@ -512,7 +425,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
         ],
     )
     for mode, rows in results.items():
-        missed = sum(r["missed"] + r.get("burst_missed", 0) for r in rows)
+        missed = sum(r["missed"] + r.get("burst_missed", 0) + r.get("re_missed", 0) for r in rows)
         print(f"{mode}: changes that did not reach their client once (missed or twice): {missed:g}")
     stream, poll = results.get("stream", []), results.get("poll", [])
     if stream:
@@ -521,6 +434,16 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"MB (RSS of the uvicorn tree with 0 streams "
             f"{spread([r['rss0'] for r in stream], '{:,.0f}')} MB)"
         )
+        if "re_cpu" in stream[0]:
+            print(
+                f"stream: {args.streams:,} open streams idle (heartbeats): "
+                f"{spread([r['idle_cpu'] for r in stream])} % of a core; the listeners' "
+                f"reconnect: catch-up {spread([r['re_cpu'] for r in stream])} s of CPU, "
+                f"{spread([r['re_failed'] for r in stream], '{:,.0f}')} reads failed and "
+                f"retried; changes made meanwhile reached their client after "
+                f"{spread([r['re_p50'] for r in stream], '{:,.0f}')} ms (p50), the last "
+                f"{spread([r['re_max'] for r in stream], '{:,.0f}')} ms"
+            )
         print(
             f"stream: the burst's CPU per change, API "
             f"{spread([r['burst_api_ms'] for r in stream], '{:.2f}')} ms, database "
@@ -533,8 +456,11 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"{spread([r['refused'] for r in poll], '{:,.0f}')}/s, page p99 "
             f"{spread([r['page_p99'] for r in poll], '{:,.0f}')} ms"
         )
-        api_us = [10_000 * r["api_cpu"] / r["rps"] for r in poll if r["rps"]]
-        db_us = [10_000 * r["db_cpu"] / r["rps"] for r in poll if r["rps"]]
+        # Per page only where pages were all the CPU went to: an overloaded API spends it on
+        # refusals (503s and their tracebacks) and on reconnects.
+        served = [r for r in poll if r["rps"] and r["refused"] < 0.01 * r["rps"]]
+        api_us = [10_000 * r["api_cpu"] / r["rps"] for r in served]
+        db_us = [10_000 * r["db_cpu"] / r["rps"] for r in served]
         cores = [
             (a + d) * args.streams / args.interval / 1e6 for a, d in zip(api_us, db_us, strict=True)
         ]
@@ -542,6 +468,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"poll: CPU per page served, API {spread(api_us, '{:,.0f}')} µs, database "
             f"{spread(db_us, '{:,.0f}')} µs: {args.streams:,} clients every "
             f"{args.interval:g} s would take {spread(cores, '{:.1f}')} cores"
+            + ("" if served else " (overloaded: pages were refused)")
         )
     if stream and poll:
         pairs = list(zip(stream, poll, strict=False))
@@ -574,6 +501,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     parser.add_argument("--pool-max", type=int, default=16, help="per API process")
     parser.add_argument("--variants", default="stream,poll")
+    parser.add_argument(
+        "--reconnect",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="stream: then cut the listeners, with a change for USERS users meanwhile",
+    )
     parser.add_argument("--log", type=Path, help="the API's output (default: a temporary file)")
     parser.add_argument("--quick", action="store_true", help="200 clients, 5 s, 1 run")
     args = parser.parse_args(argv)

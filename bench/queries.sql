@@ -288,3 +288,9 @@ FROM outbox AS o
 JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
 WHERE o.status = 'pending' AND o.consumer = %(channel)s
 ORDER BY o.id;
+
+-- name: stream_listeners
+-- returns: rows (pid int): the API processes' inbox listeners on this database
+-- purpose: bench/inbox_stream.py --reconnect: cut them, and see them back.
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'mark-notify-inbox-listener';

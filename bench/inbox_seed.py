@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -74,18 +75,30 @@ def writer_pool(url: str) -> AsyncConnectionPool:
     )
 
 
-async def claim(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, Delivery]:
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed inbox row, and the (user id, notification id) its change names."""
+
+    delivery: Delivery
+    item: tuple[str, str]
+
+
+async def claim(pool: AsyncConnectionPool, ids: Sequence[int]) -> dict[int, Claimed]:
     claimed = await claim_ids(pool, CHANNEL, list(ids), lease_s=3600.0, dispatcher=DISPATCHER)
     if len(claimed) != len(ids):
         raise SystemExit(f"claimed {len(claimed)} of {len(ids)} inbox rows")
-    return {d.outbox_id: d for d in claimed}
+    async with pool.connection() as conn:
+        cur = await conn.execute(bq("stream_inbox_items"), {"ids": list(ids)})
+        items = {int(r[0]): (str(r[1]), str(r[2])) for r in await cur.fetchall()}
+    return {d.outbox_id: Claimed(d, items[d.outbox_id]) for d in claimed}
 
 
-async def deliver(pool: AsyncConnectionPool, channel: Channel, batch: list[Delivery]) -> float:
+async def deliver(pool: AsyncConnectionPool, channel: Channel, batch: list[Claimed]) -> float:
     """The inbox transport and the completion of `batch`, as the dispatcher's loop does;
     the time just after its COMMIT returned."""
-    outcomes = {o.outbox_id: o for o in await InboxTransport().deliver(CHANNEL, batch)}
-    completions = [Completion(outcomes[d.outbox_id], d.attempt) for d in batch]
+    deliveries = [c.delivery for c in batch]
+    outcomes = {o.outbox_id: o for o in await InboxTransport().deliver(CHANNEL, deliveries)}
+    completions = [Completion(outcomes[c.delivery.outbox_id], c.delivery.attempt) for c in batch]
     recorded = await complete(
         pool, CHANNEL, channel, completions, dispatcher=DISPATCHER, buckets=None
     )

@@ -63,6 +63,7 @@ from bench.harness import (
 )
 from bench.inbox_clients import raise_fd_limit
 from bench.inbox_seed import (
+    Claimed,
     changes,
     claim,
     config_channel,
@@ -74,7 +75,6 @@ from bench.inbox_seed import (
 )
 from bench.loadgen import percentile
 from bench.sql import bq
-from dispatcher.transport_base import Delivery
 from service.config.load import load_config
 from service.config.notify import Channel
 
@@ -233,7 +233,7 @@ async def steady(
     clients: Clients,
     pool: AsyncConnectionPool,
     channel: Channel,
-    claimed: dict[int, Delivery],
+    claimed: dict[int, Claimed],
     rows: list[tuple[int, str]],
     args: argparse.Namespace,
     mode: str,
@@ -294,7 +294,7 @@ async def burst(
     clients: Clients,
     pool: AsyncConnectionPool,
     channel: Channel,
-    claimed: dict[int, Delivery],
+    claimed: dict[int, Claimed],
     rows: list[tuple[int, str]],
     batch: int,
     mode: str,
@@ -338,7 +338,7 @@ async def reconnect(
     clients: Clients,
     pool: AsyncConnectionPool,
     channel: Channel,
-    claimed: dict[int, Delivery],
+    claimed: dict[int, Claimed],
     rows: list[tuple[int, str]],
     args: argparse.Namespace,
 ) -> dict[str, float]:

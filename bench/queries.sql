@@ -294,3 +294,11 @@ ORDER BY o.id;
 -- purpose: bench/inbox_stream.py --reconnect: cut them, and see them back.
 SELECT pid FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'mark-notify-inbox-listener';
+
+-- name: stream_inbox_items
+-- returns: rows (outbox_id bigint, user_id text, notification_id bigint): of outbox rows `ids`
+-- purpose: what each inbox delivery of bench/inbox_stream.py logs for the live inbox.
+SELECT o.id, n.user_id, n.id
+FROM outbox AS o
+JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
+WHERE o.id = ANY(%(ids)s::bigint[]);

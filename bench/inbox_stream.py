@@ -2,7 +2,7 @@
 memory an open stream costs, and the requests and CPU the stream saves.
 
     .venv/bin/python -m bench.inbox_stream --streams 1000 [--runs 3] [--rate 20]
-        [--duration 30] [--burst 500] [--items 20] [--workers 2] [--quick]
+        [--duration 30] [--burst 500] [--items 20] [--workers 2] [--reconnect 100] [--quick]
 
 A template database is seeded once: N users (user-0 ...), each with --items notifications
 already in their inbox, and enough pending inbox deliveries for the changes the runs time.
@@ -20,7 +20,10 @@ in their own process (bench/inbox_clients.py), one keep-alive connection each:
 While all N clients are connected, a writer delivers --rate changes/s, each one new
 inbox item for a user picked at random (one transaction per item, as the dispatcher
 completes a batch of one), for --duration seconds: the CPU window of both variants. Then
-a burst: --burst users' items in one transaction (a dispatcher batch of a fan-out).
+a burst: --burst users' items in transactions of --batch (the dispatcher's batches of a
+fan-out). With --reconnect, the stream variant then cuts the API's listeners (as a
+database restart would) and commits a change for that many users while nobody listens:
+every stream reads again when its listener is back, and the catch-up is measured.
 Latency is from just after the writer's COMMIT returned to the moment the client process
 parsed the message (stream) or the first page (poll) that holds the item. Every change
 must reach its client exactly once; one that did not within the deadline is counted.

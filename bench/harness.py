@@ -152,8 +152,11 @@ def run_api(
     app: str = "service.asgi:app",
     workers: int = 2,
     http: str = BOUNDED_HTTP,
+    log: Path | None = None,
 ) -> Iterator[Service]:
+    """`log`: a file for its output (request lines, warnings) instead of ours."""
     port = free_port()
+    output = open(log, "ab") if log else None
     env = os.environ | {"DATABASE_URL": db_url, "MARK_NOTIFY_CONFIG": str(config)}
     process = subprocess.Popen(
         [
@@ -176,6 +179,8 @@ def run_api(
         ],
         cwd=ROOT,
         env=env,
+        stdout=output,
+        stderr=output,
     )
     service = Service(process, f"http://127.0.0.1:{port}")
     try:
@@ -183,6 +188,8 @@ def run_api(
         yield service
     finally:
         stop(process)
+        if output is not None:
+            output.close()
 
 
 @contextmanager

@@ -270,3 +270,35 @@ WHERE id = ANY(%(ids)s::bigint[]);
 -- returns: rows (pid int): one per server process connected to the database
 -- purpose: bench/interleave.py adds up the CPU time the database spent for one API under test.
 SELECT pid FROM pg_stat_activity WHERE datname = %(dbname)s;
+
+-- name: stream_seed_users
+-- returns: nothing
+-- purpose: bench/inbox_stream.py's users: user-0 ... user-(N-1), the subjects of the client
+--   tokens of bench.harness.tokens_file.
+INSERT INTO users (id, locale)
+SELECT 'user-' || n, 'en' FROM generate_series(0, %(users)s - 1) AS n;
+
+-- name: stream_pending_inbox
+-- returns: rows (outbox_id bigint, notification_id bigint, event_id uuid): the pending
+--   deliveries of inbox channel `channel`
+-- purpose: what bench/inbox_stream.py delivers through the dispatcher's own calls: the
+--   seeded pages before the streams open, then the changes it times.
+SELECT o.id, n.id, n.event_id
+FROM outbox AS o
+JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
+WHERE o.status = 'pending' AND o.consumer = %(channel)s
+ORDER BY o.id;
+
+-- name: stream_listeners
+-- returns: rows (pid int): the API processes' inbox listeners on this database
+-- purpose: bench/inbox_stream.py --reconnect: cut them, and see them back.
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'mark-notify-inbox-listener';
+
+-- name: stream_inbox_items
+-- returns: rows (outbox_id bigint, user_id text, notification_id bigint): of outbox rows `ids`
+-- purpose: what each inbox delivery of bench/inbox_stream.py logs for the live inbox.
+SELECT o.id, n.user_id, n.id
+FROM outbox AS o
+JOIN notifications AS n ON n.id = o.notification_id AND n.bucket = o.bucket
+WHERE o.id = ANY(%(ids)s::bigint[]);

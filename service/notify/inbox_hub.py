@@ -85,11 +85,16 @@ class InboxHub:
 
     def server_stopping(self) -> None:
         """uvicorn is shutting down (service/http_limits.py): streams end now."""
+        # Once: uvicorn tells every connection, and so calls this once per connection.
+        if self.closing.is_set():
+            return
         self.closing.set()
+        # Woken, each stream sees `closing` and ends.
+        self._wake_all()
 
     async def stop(self) -> None:
         """End every stream (they say goodbye) and the listener."""
-        self.closing.set()
+        self.server_stopping()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -20,6 +20,7 @@ connection of their own; a read borrows a pool connection for two queries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -217,10 +218,10 @@ async def _events(
                 # The database is away: the stream stays open and reads again once it is
                 # back (the listener's reconnect wakes every stream).
                 log.info("inbox stream: a read failed (%s); retrying", exc)
-                await _wait(stream, hub, READ_RETRY_S)
+                await _wait(stream, READ_RETRY_S)
                 continue
             while not stream.wake.is_set():
-                if not await _wait(stream, hub, heartbeat):
+                if not await _wait(stream, heartbeat):
                     if hub.closing.is_set() or time.monotonic() >= ends_at:
                         break
                     count_stream_message("ping")
@@ -229,15 +230,13 @@ async def _events(
         hub.close(stream)
 
 
-async def _wait(stream: Stream, hub: InboxHub, seconds: float) -> bool:
-    """Until the stream is woken (True), the hub closes or `seconds` pass."""
-    woken = asyncio.create_task(stream.wake.wait())
-    closing = asyncio.create_task(hub.closing.wait())
-    try:
-        await asyncio.wait({woken, closing}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
-        closing.cancel()
+async def _wait(stream: Stream, seconds: float) -> bool:
+    """Until the stream is woken (True: a NOTIFY, a reconnect of the listener, or the hub
+    closing wakes it) or `seconds` pass. Only the stream's own event: no task, and no
+    waiter on an event every stream shares."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stream.wake.wait()
     return stream.wake.is_set()
 
 

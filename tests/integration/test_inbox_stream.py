@@ -4,19 +4,24 @@ receives (another user's items, a change twice)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+import uvicorn
 
+from service.app import create_app
 from service.errors import ERROR_CODES
+from service.http_limits import BoundedHttpToolsProtocol
 from service.inbox_signal import LISTEN_CHANNEL
 from service.notify import signed_tokens
 from service.notify.inbox_stream import AUDIENCE
 from service.notify.unsubscribe import make_token
-from tests.consumers import running, wait_until
+from tests.consumers import patience, running, wait_until
 from tests.notify_api import EPISODE, assert_error, auth, new_key, running_api
 from tests.sse import EventStream, Message, open_stream, stream_token
 from tests.support import bearer, client_token, make_config, notify_data
@@ -274,3 +279,43 @@ async def test_streams_per_user_are_bounded(db_url: str) -> None:
         # The place is given back when a stream ends.
         async with open_stream(api, token) as tab:
             assert (await tab.next()).event == "ready"
+
+
+async def test_open_streams_end_as_soon_as_the_server_stops(db_url: str) -> None:
+    """uvicorn's graceful shutdown (its SIGTERM) waits for every response to end: open
+    streams end at once, not at their next heartbeat (an hour away here)."""
+    notify = notify_data()["notify"] | {"inbox_stream": {"heartbeat": "PT1H"}}
+    config = uvicorn.Config(
+        create_app(make_config(db_url, notify=notify)),
+        http=BoundedHttpToolsProtocol,  # as production runs it: it tells the streams
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: _started(server), 10, "uvicorn to start")
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as api:
+            token = await stream_token(api, client("anna"))
+            other = await stream_token(api, client("ben"))
+            async with open_stream(api, token) as tab, open_stream(api, other) as bens:
+                for stream in (tab, bens):
+                    assert (await stream.next()).event == "ready"
+                server.should_exit = True
+                for stream in (tab, bens):
+                    with pytest.raises(EOFError):
+                        await stream.next()
+        await asyncio.wait_for(asyncio.shield(serving), patience(10))
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started

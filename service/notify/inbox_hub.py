@@ -20,6 +20,7 @@ from psycopg import sql
 
 from service.inbox_signal import LISTEN_CHANNEL
 from service.metrics import count_listener_connect, count_stream
+from service.sql import q
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class InboxHub:
         # Set while the LISTEN is up; `connects` counts (re)connects (tests, /metrics).
         self.listening = asyncio.Event()
         self.connects = 0
+        # The snapshot by which every NOTIFY had been heard: taken at each probe of the
+        # listener's connection (None until the first).
+        self._heard: str | None = None
         self.closing = asyncio.Event()
 
     @property
@@ -108,6 +112,23 @@ class InboxHub:
             for stream in streams:
                 stream.wake.set()
 
+    async def _catch_up(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Wake the streams whose user had changes while nobody listened: those not visible
+        in the last snapshot of the lost connection (all streams, failing that)."""
+        heard, self._heard = self._heard, await _snapshot(conn)
+        if heard is None:
+            self._wake_all()
+            return
+        try:
+            cur = await conn.execute(q("inbox_users_changed_since"), {"since": heard})
+            users = [str(row[0]) for row in await cur.fetchall()]
+        except psycopg.DatabaseError as exc:
+            log.warning("inbox listener: catch-up query failed (%s); waking every stream", exc)
+            self._wake_all()
+            return
+        for user_id in users:
+            self._wake(user_id)
+
     async def _listen(self) -> None:
         backoff = 0.2
         while not self.closing.is_set():
@@ -118,16 +139,21 @@ class InboxHub:
                     self.connects += 1
                     count_listener_connect()
                     self.listening.set()
-                    # Whatever was sent while nobody listened: every stream re-reads.
-                    self._wake_all()
+                    await self._catch_up(conn)
                     backoff = 0.2
                     while True:
                         async for notice in conn.notifies(timeout=PROBE_S):
                             self._wake(notice.payload)
-                        await conn.execute("SELECT 1")
+                        self._heard = await _snapshot(conn)
             except (psycopg.Error, OSError) as exc:
                 if self.listening.is_set():
                     log.warning("inbox listener lost its connection (%s); reconnecting", exc)
             self.listening.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+async def _snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
+    cur = await conn.execute(q("inbox_heard"))
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""

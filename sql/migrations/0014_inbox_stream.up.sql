@@ -11,6 +11,7 @@ CREATE TABLE inbox_changes (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX inbox_changes_user_idx ON inbox_changes (user_id, xid);
+CREATE INDEX inbox_changes_xid_idx ON inbox_changes (xid);
 CREATE INDEX inbox_changes_created_at_idx ON inbox_changes (created_at);
 
 -- From sql/retention/functions/prune_inbox_changes.sql.

@@ -200,4 +200,6 @@ CREATE TABLE inbox_changes (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX inbox_changes_user_idx ON inbox_changes (user_id, xid);
+-- A listener that reconnects wakes only the users with changes it may have missed.
+CREATE INDEX inbox_changes_xid_idx ON inbox_changes (xid);
 CREATE INDEX inbox_changes_created_at_idx ON inbox_changes (created_at);

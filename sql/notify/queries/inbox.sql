@@ -82,6 +82,21 @@ LEFT JOIN LATERAL (
 ) AS c ON true
 ORDER BY c.xid, c.created_at;
 
+-- name: inbox_users_changed_since
+-- returns: rows (user_id text): the users with changes not visible in the snapshot `since`
+-- purpose: an API process's listener that lost its connection wakes only the streams of
+--   these users when it is back (`since`: the last snapshot taken on the lost connection,
+--   by which every NOTIFY before it had been heard), not every stream it holds.
+SELECT DISTINCT user_id FROM inbox_changes
+WHERE xid >= pg_snapshot_xmin(%(since)s::pg_snapshot)
+  AND NOT pg_visible_in_snapshot(xid, %(since)s::pg_snapshot);
+
+-- name: inbox_heard
+-- returns: one row (position text): the snapshot now, on the listener's own connection
+-- purpose: the listener's probe: proves the connection alive, and marks that every NOTIFY
+--   of a transaction visible in it has been heard (PostgreSQL sends them before it answers).
+SELECT pg_current_snapshot()::text AS position;
+
 -- name: inbox_position
 -- returns: one row (position text): the snapshot now.
 -- purpose: where a new live stream starts: every change after it is sent.

@@ -3,8 +3,9 @@
 
 A wake is a flag, not a message: a stream re-reads the change log from its position
 (service/notify/inbox_stream.py), so a burst of NOTIFYs for one user costs one read, and a
-NOTIFY lost while the listener was down costs nothing: on every (re)connect the hub wakes
-every stream, which catch up from their positions.
+NOTIFY lost while the listener was down costs nothing: back, the hub wakes the streams of
+the users with changes not visible in its last probe's snapshot, which catch up from their
+positions (all streams on a first connect, or if that query fails).
 """
 
 from __future__ import annotations

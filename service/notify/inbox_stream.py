@@ -216,7 +216,7 @@ async def _events(
                     since = None
             except (PoolTimeout, psycopg.OperationalError) as exc:
                 # The database is away: the stream stays open and reads again once it is
-                # back (the listener's reconnect wakes every stream).
+                # back (a second later, or sooner if woken).
                 log.info("inbox stream: a read failed (%s); retrying", exc)
                 await _wait(stream, READ_RETRY_S)
                 continue

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from service.admin.health import health_rows
 from service.admin.sessions import Session
-from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
+from service.admin.web import action, client_ip, page, pool_of, redirect, refuse, render
 from service.config.base import DeliveryPolicy
 from service.config.load import Config
 from service.errors import unknown_name
@@ -159,7 +159,7 @@ async def _switch(request: Request, who: Session, form: FormData, pause: bool) -
     if not _known(request, name):
         config = state_of(request).config
         known = [*config.consumers, *config.channels]
-        return problem(
+        return await refuse(
             request, who, 404, f"There is {unknown_name('consumer or channel', name, known)}."
         )
     change = controls.pause if pause else controls.resume
@@ -189,12 +189,12 @@ async def _provider(request: Request, who: Session, enabled: bool) -> Response:
     channel = state_of(request).config.channels.get(channel_name)
     if channel is None:
         channels = state_of(request).config.channels
-        return problem(
+        return await refuse(
             request, who, 404, f"There is {unknown_name('channel', channel_name, channels)}."
         )
     if provider not in {p.name for p in channel.providers}:
         names = [p.name for p in channel.providers]
-        return problem(
+        return await refuse(
             request,
             who,
             404,

@@ -24,7 +24,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.admin.sessions import Session
-from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
+from service.admin.web import (
+    action,
+    client_ip,
+    page,
+    pool_of,
+    problem,
+    redirect,
+    refuse,
+    render,
+)
 from service.config.load import Config
 from service.ops import redeliver
 from service.sql import q
@@ -151,9 +160,10 @@ class Filter:
         }
 
     def redeliverable(self) -> redeliver.RedeliverFilter | None:
-        """The same selection in bin/redeliver's terms, if it has them: dead letters only,
-        and no subject (the shared selection has no subject filter)."""
-        if self.subject or self.status not in ("", "dead_letters", "failed", "dead"):
+        """The same selection in bin/redeliver's terms, if it has them: only under a
+        dead-letter status filter (an unfiltered list never offers to requeue every
+        consumer's dead letters at once), and no subject (the shared selection has none)."""
+        if self.subject or self.status not in ("dead_letters", "failed", "dead"):
             return None
         statuses = DEAD_LETTERS
         if self.status == "failed":
@@ -237,8 +247,12 @@ async def deliveries(request: Request, who: Session) -> Response:
         await cur.execute(q("admin_deliveries_page"), flt.params(before, PAGE_SIZE + 1))
         rows = await cur.fetchall()
         matching = None
+        per_consumer: dict[str, int] = {}
         if shared is not None:
-            matching = len(await redeliver.candidates(conn, shared, limit=COUNT_CAP + 1))
+            found = await redeliver.candidates(conn, shared, limit=COUNT_CAP + 1)
+            matching = len(found)
+            for candidate in found:
+                per_consumer[candidate.consumer] = per_consumer.get(candidate.consumer, 0) + 1
     older = rows[PAGE_SIZE - 1]["id"] if len(rows) > PAGE_SIZE else None
     notice, error = _notice(request.query_params)
     errors = [*flt.errors, *([error] if error else [])]
@@ -253,6 +267,7 @@ async def deliveries(request: Request, who: Session) -> Response:
         "back": f"/admin/deliveries?{flt.query()}",
         "matching": matching,
         "matching_label": _dead_letters(matching),
+        "matching_consumers": ", ".join(f"{n}: {c:,}" for n, c in sorted(per_consumer.items())),
         "dead_letters": DEAD_LETTERS,
         "notice": notice,
         "error": " ".join(errors) or None,
@@ -312,7 +327,13 @@ async def redeliver_selected(request: Request, who: Session, form: FormData) -> 
     if not ids:
         return redirect(_back(form, done="none"))
     if len(ids) > MAX_SELECTED:
-        return problem(request, who, 400, f"Select at most {MAX_SELECTED} rows at a time.")
+        return await refuse(
+            request,
+            who,
+            400,
+            f"Select at most {MAX_SELECTED} rows at a time.",
+            f"more than {MAX_SELECTED} rows ticked",
+        )
     async with pool_of(request).connection() as conn:
         done = await redeliver.requeue(
             conn,
@@ -329,12 +350,13 @@ async def redeliver_matching(request: Request, who: Session, form: FormData) -> 
     flt = Filter.parse(form)
     shared = flt.redeliverable()
     if flt.errors or shared is None:
-        return problem(
+        return await refuse(
             request,
             who,
             400,
-            "Only dead letters can be redelivered, and without a subject filter: "
-            "tick the rows instead.",
+            "Redeliver all matching needs the list filtered to dead letters (status failed, "
+            "dead or dead letters) and no subject filter: filter first, or tick the rows.",
+            "bulk redeliver without a dead-letter filter",
         )
     async with pool_of(request).connection() as conn:
         ids = [c.id for c in await redeliver.candidates(conn, shared)]

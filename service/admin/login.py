@@ -18,11 +18,13 @@ from service.admin import sessions
 from service.admin.passwords import HASHER, needs_rehash, verify_password
 from service.admin.sessions import Session
 from service.admin.web import (
+    ANONYMOUS,
+    REFUSED,
     client_ip,
     current_session,
     pool_of,
-    problem,
     redirect,
+    refuse,
     render,
     settings_of,
 )
@@ -85,6 +87,15 @@ async def login(request: Request) -> Response:
         target = _next(form.get("next"))
     if who is None or who.logged_in or not hmac.compare_digest(csrf, who.csrf_token):
         # No anonymous session, or not its token: a stale or forged form.
+        async with pool_of(request).connection() as conn:
+            await audit.record(
+                conn,
+                username or ANONYMOUS,
+                REFUSED,
+                "POST /admin/login",
+                after={"outcome": REFUSED, "status": 403, "why": "missing or wrong CSRF token"},
+                client_ip=client_ip(request),
+            )
         return _form(request, await _anonymous(request), 403, error="The form expired; try again.")
     async with pool_of(request).connection() as conn:
         cur = await conn.execute(q("admin_login_locked"), {"username": username})
@@ -153,7 +164,13 @@ async def logout(request: Request) -> Response:
         return redirect("/admin/login")
     if not hmac.compare_digest(csrf, who.csrf_token):
         # A forged sign-out (another site's form) ends nothing.
-        return problem(request, who, 403, "The form has expired; reload the page.")
+        return await refuse(
+            request,
+            who,
+            403,
+            "The form has expired; reload the page.",
+            "missing or wrong CSRF token",
+        )
     async with pool_of(request).connection() as conn, conn.transaction():
         await sessions.delete(conn, who.token)
         await audit.record(

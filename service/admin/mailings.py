@@ -34,7 +34,7 @@ from service.admin.mailing_forms import (
     read_draft,
 )
 from service.admin.sessions import Session
-from service.admin.web import action, page, pool_of, problem, record, redirect, render
+from service.admin.web import action, page, pool_of, problem, record, redirect, refuse, render
 from service.event_intake import IntakeRefused, accept_event, event_status
 from service.sql import q
 from service.state import RenderError, state_of
@@ -218,16 +218,16 @@ async def edit_mailing(request: Request, who: Session) -> Response:
 async def update_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     state = state_of(request)
     async with pool_of(request).connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
         row = await cur.fetchone()
         if row is None:
-            return problem(request, who, 404, "No such mailing.")
+            return await refuse(request, who, 404, "No such mailing.")
         if row["status"] != "draft":
-            return problem(
+            return await refuse(
                 request, who, 409, f"This mailing was {row['status']}: it can no longer change."
             )
         before = draft_of(row)
@@ -373,7 +373,7 @@ async def mailing_progress(request: Request, who: Session) -> Response:
 async def send_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     state = state_of(request)
     if not state.catalog_synced:
         return problem(request, who, 503, "The database is not ready yet; try again shortly.")
@@ -384,7 +384,7 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
             await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
             row = await cur.fetchone()
             if row is None:
-                return problem(request, who, 404, "No such mailing.")
+                return await refuse(request, who, 404, "No such mailing.")
             if row["status"] != "draft":
                 # A second click, or a reload of the POST: the first one sent it.
                 return redirect(f"/admin/mailings/{mailing_id}")
@@ -431,14 +431,14 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
 async def cancel_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     async with pool_of(request).connection() as conn:
         async with conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
             row = await cur.fetchone()
             if row is None:
-                return problem(request, who, 404, "No such mailing.")
+                return await refuse(request, who, 404, "No such mailing.")
             if row["status"] == "cancelled":
                 return redirect(f"/admin/mailings/{mailing_id}")
             after: dict[str, Any] = {"status": "cancelled"}

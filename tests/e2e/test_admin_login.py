@@ -75,7 +75,8 @@ async def test_a_form_without_its_csrf_token_is_refused(db_url: str, db: Conn) -
         )
         assert response.status == 403
         assert "expired" in await response.text()
-    assert await audit_actions(db, "manager") == ["login"]
+    # Nothing happened, and both refusals are on record.
+    assert await audit_actions(db, "manager") == ["login", "refused", "refused"]
 
 
 async def test_wrong_passwords_lock_the_account(db_url: str, db: Conn) -> None:

@@ -121,7 +121,11 @@ async def test_bulk_redeliver_only_under_a_dead_letter_filter(db_url: str, db: C
         # The server holds the same line: no dead-letter filter, no bulk redelivery.
         csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
         assert csrf
-        for form in ({"csrf": csrf}, {"csrf": csrf, "consumer": "promotions"}):
+        forms: list[dict[str, str | float | bool]] = [
+            {"csrf": csrf},
+            {"csrf": csrf, "consumer": "promotions"},
+        ]
+        for form in forms:
             refused = await page.request.post("/admin/deliveries/redeliver-all", form=form)
             assert refused.status == 400
             assert "filtered to dead letters" in await refused.text()

@@ -55,17 +55,22 @@ def _id(request: Request) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
-def percent(event_status: str | None, deliveries: int, finished: int) -> int | None:
+def percent(
+    event_status: str | None, deliveries: int, finished: int, fanout: int | None = None
+) -> int | None:
     """How much of a sent mailing is done: deliveries no longer pending, out of those
-    queued; 100 only once the fan-out is over too. None before it is sent."""
+    queued; 100 only once the fan-out is over too. While the fan-out runs it is at most
+    the fan-out's own share (`fanout`: chunks done of chunks, 0 when unknown), so a
+    mailing with nothing queued yet never reads as nearly done. None before it is sent."""
     if event_status is None:
         return None
     if event_status == "scheduled":
         return 0
-    share = 100 if deliveries == 0 else finished * 100 // deliveries
     if event_status == "materializing":
-        return min(share, 99)
-    return share
+        cap = fanout if fanout is not None else (99 if deliveries else 0)
+        share = finished * 100 // deliveries if deliveries else cap
+        return min(share, cap, 99)
+    return 100 if deliveries == 0 else finished * 100 // deliveries
 
 
 def audience_text(row: Mapping[str, Any]) -> str:
@@ -267,6 +272,7 @@ async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
         event = await event_status(conn, row["event_id"], PRODUCER, seen_tag)
     if event is None:
         return {"sent": False}
+    fanout = await _fanout(request, row["event_id"]) if event.status == "materializing" else None
     channels = []
     totals = {"queued": 0, "sent": 0, "failed": 0, "suppressed": 0, "seen": 0}
     for name, counts in sorted(event.channels.items()):
@@ -290,8 +296,50 @@ async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
         "event": event,
         "channels": channels,
         "totals": totals,
-        "percent": percent(event.status, decided, decided - totals["queued"]),
+        "percent": percent(
+            event.status, decided, decided - totals["queued"], fanout["share"] if fanout else None
+        ),
         "pending": totals["queued"],
+        "decided": decided,
+        "fanout": fanout,
+    }
+
+
+def _live(row: Mapping[str, Any], progress: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the progress still changes (so the page refreshes it), and whether there is
+    anything left to cancel: nothing once every delivery has gone out."""
+    live = bool(progress.get("sent") and row["status"] == "sent" and progress["percent"] != 100)
+    cancellable = row["status"] == "draft" or bool(
+        row["status"] == "sent"
+        and progress.get("sent")
+        and (progress["event"].status != "done" or progress["pending"] > 0)
+    )
+    return live, cancellable
+
+
+async def _fanout(request: Request, event_id: Any) -> dict[str, int] | None:
+    """The fan-out's own progress: chunks materialized of the chunks there will be (those
+    claimed, and what the audience left after the cursor will make), users covered."""
+    chunk = state_of(request).config.notify.chunk_size
+    async with pool_of(request).connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q("admin_mailing_fanout"), {"event_id": event_id})
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute(
+            q("admin_audience_left"),
+            {"recipients": _encode(row["recipients"]).decode(), "after": row["cursor"] or ""},
+        )
+        left = await cur.fetchone()
+    unclaimed = int(left["users"]) if left else 0
+    chunks = int(row["chunks"]) + -(-unclaimed // chunk)
+    done = int(row["chunks_done"])
+    return {
+        "chunks": max(chunks, 1),
+        "done": done,
+        "covered": int(row["covered"]),
+        "share": done * 100 // max(chunks, 1),
     }
 
 
@@ -324,12 +372,7 @@ async def _detail(
             counted = await cur.fetchone()
             size = int(counted[0]) if counted else 0
     progress = await _progress(request, row)
-    live = progress.get("sent") and row["status"] == "sent" and progress["percent"] != 100
-    cancellable = row["status"] == "draft" or (
-        row["status"] == "sent"
-        and progress.get("sent")
-        and (progress["event"].status != "done" or progress["pending"] > 0)
-    )
+    live, cancellable = _live(row, progress)
     templates = state.templates.get(draft.event_type)
     context = {
         "title": f"Mailing: {row['name']}",
@@ -366,7 +409,9 @@ async def mailing_progress(request: Request, who: Session) -> Response:
     if row is None:
         return problem(request, who, 404, "No such mailing.")
     progress = await _progress(request, row)
-    return render(request, who, "mailing_progress.html", {"progress": progress, "m": row})
+    live, cancellable = _live(row, progress)
+    context = {"progress": progress, "m": row, "live": live, "cancellable": cancellable}
+    return render(request, who, "mailing_progress.html", context)
 
 
 @action("manager")

@@ -12,6 +12,8 @@ function startRefresh(node) {
       if (response.ok) {
         node.innerHTML = await response.text();
         node.dispatchEvent(new CustomEvent("refreshed", { bubbles: true }));
+        // A part that says it is final (a mailing at 100 %) is not fetched again.
+        if (node.querySelector("[data-refresh-stop]")) return;
       }
     } catch (_) {
       // A missed refresh is retried on the next tick.

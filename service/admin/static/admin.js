@@ -7,6 +7,11 @@ function startRefresh(node) {
   const url = node.getAttribute("data-refresh");
   const every = Math.max(1, Number(node.getAttribute("data-every") || "5")) * 1000;
   async function tick() {
+    // A ticked box or a focused field in the part would be lost: wait for the next tick.
+    if (node.querySelector("input:checked") || node.contains(document.activeElement)) {
+      setTimeout(tick, every);
+      return;
+    }
     try {
       const response = await fetch(url, { headers: { "X-Fragment": "1" }, credentials: "same-origin" });
       if (response.ok) {

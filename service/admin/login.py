@@ -28,9 +28,17 @@ from service.admin.web import (
     render,
     settings_of,
 )
+from service.config.admin import AdminSettings
 from service.sql import q
 
 WRONG = "Wrong username or password."
+# Why the sign-in form is shown, by the `why` a redirect gives: fixed texts only, so a
+# crafted link cannot put words on the page.
+WHY = {
+    "signed_out": "You have signed out.",
+    "expired": "Your session has ended (it was idle too long, or reached its time limit): "
+    "sign in again.",
+}
 
 
 def locked(until: datetime) -> str:
@@ -42,6 +50,16 @@ def locked(until: datetime) -> str:
         f"minute{'s' if minutes != 1 else ''}, until {until.astimezone(UTC):%H:%M} UTC. "
         "Try again then, or have it unlocked with bin/admin unlock."
     )
+
+
+def wrong(failures: int, settings: AdminSettings) -> str:
+    """A wrong password's answer, with what the next failures bring: a lock, and for how
+    long (the same for every name, known or not)."""
+    left = max(settings.max_failures - failures, 1)
+    minutes = max(1, math.ceil(settings.lockout.total_seconds() / 60))
+    tries = f"{left} more failed sign-in" + ("s lock" if left != 1 else " locks")
+    span = f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{WRONG} {tries} this name for {span}."
 
 
 def _next(value: Any) -> str:
@@ -74,7 +92,12 @@ async def login_form(request: Request) -> Response:
     who = await current_session(request)
     if who is not None and who.logged_in:
         return redirect(_next(request.query_params.get("next")))
-    return _form(request, await _anonymous(request), next=_next(request.query_params.get("next")))
+    return _form(
+        request,
+        await _anonymous(request),
+        next=_next(request.query_params.get("next")),
+        notice=WHY.get(request.query_params.get("why") or ""),
+    )
 
 
 async def login(request: Request) -> Response:
@@ -147,7 +170,7 @@ async def login(request: Request) -> Response:
     if not good or account is None:
         delay = settings.failure_delay.total_seconds() * 2 ** (failures - 1)
         await asyncio.sleep(min(delay, settings.max_delay.total_seconds()))
-        message = locked(locked_until) if locked_until is not None else WRONG
+        message = locked(locked_until) if locked_until is not None else wrong(failures, settings)
         status = 429 if locked_until is not None else 401
         return _form(request, who, status, error=message, username=username, next=target)
     response = redirect(target)
@@ -161,7 +184,7 @@ async def logout(request: Request) -> Response:
     async with request.form(max_files=0, max_fields=10) as form:
         csrf = str(form.get("csrf") or "")
     if who is None or not who.logged_in:
-        return redirect("/admin/login")
+        return redirect("/admin/login?why=expired")
     if not hmac.compare_digest(csrf, who.csrf_token):
         # A forged sign-out (another site's form) ends nothing.
         return await refuse(
@@ -176,7 +199,7 @@ async def logout(request: Request) -> Response:
         await audit.record(
             conn, who.username or "?", "logout", who.username, client_ip=client_ip(request)
         )
-    response = redirect("/admin/login")
+    response = redirect("/admin/login?why=signed_out")
     sessions.clear_cookie(response, settings)
     return response
 

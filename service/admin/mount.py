@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -17,6 +18,7 @@ from service.admin.login import ROUTES as LOGIN_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
 from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
 from service.admin.users_page import ROUTES as USER_ROUTES
+from service.admin.web import current_session, problem
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -33,11 +35,21 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """An unknown /admin path: the panel's own page (with its navigation when signed in),
+    not the API's JSON."""
+    request = Request(scope, receive)
+    who = await current_session(request)
+    signed_in = who if who is not None and who.logged_in else None
+    response = problem(request, signed_in, 404, f"There is no page {request.url.path} here.")
+    await response(scope, receive, send)
+
+
 class _Gate:
     """The panel's routes, or a 404 for all of them when [admin].enabled is off."""
 
     def __init__(self) -> None:
-        self.router = Router(routes=ROUTES)
+        self.router = Router(routes=ROUTES, default=_not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state.mn

@@ -185,7 +185,10 @@ def page(role: str) -> Callable[[PageHandler], Callable[[Request], Awaitable[Res
             who = await current_session(request)
             if who is None or not who.logged_in:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return redirect(f"/admin/login?next={quote(target, safe='')}")
+                # A cookie naming no session: it ended (timed out, or its account disabled).
+                ended = who is None and sessions.token_of(request, settings_of(request))
+                why = "&why=expired" if ended else ""
+                return redirect(f"/admin/login?next={quote(target, safe='')}{why}")
             if not allowed(who, role):
                 return problem(request, who, 403, "This page is for operators.")
             return await handler(request, who)

@@ -52,7 +52,7 @@ async def test_sign_in_and_out_with_a_fresh_session_each_time(db_url: str, db: C
             assert "frame-ancestors 'none'" in signed_in.headers["content-security-policy"]
 
         await page.click("text=Sign out")
-        await page.wait_for_url("**/admin/login")
+        await page.wait_for_url("**/admin/login?why=signed_out")
         async with httpx.AsyncClient(base_url=site.base) as client:
             gone = await client.get("/admin/", headers=session(after["__Host-mn_admin"]))
             assert gone.status_code == 303

@@ -220,10 +220,15 @@ def _requeued_at(params: Mapping[str, Any]) -> datetime | None:
 
 
 async def _notice(
-    conn: AsyncConnection[Any], params: Mapping[str, Any], ids: list[int] | None = None
+    conn: AsyncConnection[Any],
+    params: Mapping[str, Any],
+    ids: list[int] | None = None,
+    *,
+    live: bool = False,
 ) -> tuple[str | None, str | None]:
     """The notice after a redelivery, while it has news: how many of the requeued rows are
-    still pending; gone once none is (delivered, or failed again: then it says so)."""
+    still pending, or failed again. Once all are delivered the page says so as it opens
+    (the answer to the press), and the live refresh drops the notice."""
     done = _text(params, "done")
     try:
         count = int(_text(params, "n") or "0")
@@ -239,7 +244,7 @@ async def _notice(
         cur = await conn.execute(q("admin_requeued_since"), {"since": since, "ids": ids})
         pending, delivered, failed = await cur.fetchone() or (0, 0, 0)
         if not pending and not failed:
-            return None, None
+            return (None if live else f"Requeued {count} {rows}: all delivered."), None
         parts = [f"{pending} still pending"]
         parts += [f"{delivered} delivered"] if delivered else []
         parts += [f"{failed} failed again"] if failed else []
@@ -287,7 +292,8 @@ async def _list(request: Request, who: Session) -> dict[str, Any]:
             matching = len(found)
             for candidate in found:
                 per_consumer[candidate.consumer] = per_consumer.get(candidate.consumer, 0) + 1
-        notice, error = await _notice(conn, request.query_params)
+        live = request.url.path.endswith("/live")
+        notice, error = await _notice(conn, request.query_params, live=live)
     older = rows[PAGE_SIZE - 1]["id"] if len(rows) > PAGE_SIZE else None
     errors = [*flt.errors, *([error] if error else [])]
     context = {

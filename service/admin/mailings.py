@@ -33,15 +33,16 @@ from service.admin.mailing_forms import (
     locales_of,
     read_draft,
 )
+from service.admin.mailing_progress import PRODUCER, live_state, percent, progress_of
 from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, refuse, render
-from service.event_intake import IntakeRefused, accept_event, event_status
+from service.event_intake import IntakeRefused, accept_event
 from service.sql import q
 from service.state import RenderError, state_of
 
-PRODUCER = "admin"
 LIST_LIMIT = 200
 REFRESH_SECONDS = 2
+LIST_REFRESH_SECONDS = 5
 TOPIC_SUGGESTIONS = 200
 _encode = msgspec.json.Encoder().encode
 
@@ -53,24 +54,6 @@ def _key(mailing_id: int) -> str:
 def _id(request: Request) -> int | None:
     raw: str = request.path_params["mailing_id"]
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
-
-
-def percent(
-    event_status: str | None, deliveries: int, finished: int, fanout: int | None = None
-) -> int | None:
-    """How much of a sent mailing is done: deliveries no longer pending, out of those
-    queued; 100 only once the fan-out is over too. While the fan-out runs it is at most
-    the fan-out's own share (`fanout`: chunks done of chunks, 0 when unknown), so a
-    mailing with nothing queued yet never reads as nearly done. None before it is sent."""
-    if event_status is None:
-        return None
-    if event_status == "scheduled":
-        return 0
-    if event_status == "materializing":
-        cap = fanout if fanout is not None else (99 if deliveries else 0)
-        share = finished * 100 // deliveries if deliveries else cap
-        return min(share, cap, 99)
-    return 100 if deliveries == 0 else finished * 100 // deliveries
 
 
 def audience_text(row: Mapping[str, Any]) -> str:
@@ -100,6 +83,16 @@ async def _get(request: Request, mailing_id: int) -> dict[str, Any] | None:
 
 @page("manager")
 async def list_mailings(request: Request, who: Session) -> Response:
+    context = {"title": "Mailings", "refresh": LIST_REFRESH_SECONDS} | await _rows(request)
+    return render(request, who, "mailings.html", context)
+
+
+@page("manager")
+async def list_live(request: Request, who: Session) -> Response:
+    return render(request, who, "mailings_live.html", await _rows(request))
+
+
+async def _rows(request: Request) -> dict[str, Any]:
     async with pool_of(request).connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("admin_mailings_list"), {"limit": LIST_LIMIT})
@@ -107,8 +100,7 @@ async def list_mailings(request: Request, who: Session) -> Response:
     for row in rows:
         row["audience_text"] = audience_text(row)
         row["percent"] = percent(row["event_status"], row["deliveries"], row["finished"])
-    context = {"title": "Mailings", "rows": rows, "one_off": ONE_OFF}
-    return render(request, who, "mailings.html", context)
+    return {"rows": rows, "one_off": ONE_OFF}
 
 
 async def _form(
@@ -262,87 +254,6 @@ async def update_mailing(request: Request, who: Session, form: FormData) -> Resp
     return redirect(f"/admin/mailings/{mailing_id}")
 
 
-async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The mailing's event as GET /v1/events/{id} reads it (event_status()), its channels'
-    counts shown as queued / sent / failed / suppressed / seen, and how much is done."""
-    if row["event_id"] is None:
-        return {"sent": False}
-    seen_tag = state_of(request).config.notify.seen_tag
-    async with pool_of(request).connection() as conn:
-        event = await event_status(conn, row["event_id"], PRODUCER, seen_tag)
-    if event is None:
-        return {"sent": False}
-    fanout = await _fanout(request, row["event_id"]) if event.status == "materializing" else None
-    channels = []
-    totals = {"queued": 0, "sent": 0, "failed": 0, "suppressed": 0, "seen": 0}
-    for name, counts in sorted(event.channels.items()):
-        reasons = {k: v for k, v in msgspec.structs.asdict(counts.suppressed).items() if v}
-        numbers = {
-            "queued": counts.queued + counts.held,
-            "sent": counts.sent,
-            # Refused for good, or out of attempts: either way it did not arrive.
-            "failed": counts.failed + counts.dead,
-            "suppressed": sum(reasons.values()),
-            "seen": counts.seen,
-        }
-        channels.append({"channel": name, "reasons": reasons, **numbers})
-        for key, number in numbers.items():
-            totals[key] += number
-    # Every delivery decided so far: suppressed ones (at the fan-out or later) are done
-    # with, as are the sent and failed; what is queued or held is still to go.
-    decided = totals["queued"] + totals["sent"] + totals["failed"] + totals["suppressed"]
-    return {
-        "sent": True,
-        "event": event,
-        "channels": channels,
-        "totals": totals,
-        "percent": percent(
-            event.status, decided, decided - totals["queued"], fanout["share"] if fanout else None
-        ),
-        "pending": totals["queued"],
-        "decided": decided,
-        "fanout": fanout,
-    }
-
-
-def _live(row: Mapping[str, Any], progress: Mapping[str, Any]) -> tuple[bool, bool]:
-    """Whether the progress still changes (so the page refreshes it), and whether there is
-    anything left to cancel: nothing once every delivery has gone out."""
-    live = bool(progress.get("sent") and row["status"] == "sent" and progress["percent"] != 100)
-    cancellable = row["status"] == "draft" or bool(
-        row["status"] == "sent"
-        and progress.get("sent")
-        and (progress["event"].status != "done" or progress["pending"] > 0)
-    )
-    return live, cancellable
-
-
-async def _fanout(request: Request, event_id: Any) -> dict[str, int] | None:
-    """The fan-out's own progress: chunks materialized of the chunks there will be (those
-    claimed, and what the audience left after the cursor will make), users covered."""
-    chunk = state_of(request).config.notify.chunk_size
-    async with pool_of(request).connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("admin_mailing_fanout"), {"event_id": event_id})
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute(
-            q("admin_audience_left"),
-            {"recipients": _encode(row["recipients"]).decode(), "after": row["cursor"] or ""},
-        )
-        left = await cur.fetchone()
-    unclaimed = int(left["users"]) if left else 0
-    chunks = int(row["chunks"]) + -(-unclaimed // chunk)
-    done = int(row["chunks_done"])
-    return {
-        "chunks": max(chunks, 1),
-        "done": done,
-        "covered": int(row["covered"]),
-        "share": done * 100 // max(chunks, 1),
-    }
-
-
 @page("manager")
 async def show_mailing(request: Request, who: Session) -> Response:
     mailing_id = _id(request)
@@ -371,8 +282,8 @@ async def _detail(
             )
             counted = await cur.fetchone()
             size = int(counted[0]) if counted else 0
-    progress = await _progress(request, row)
-    live, cancellable = _live(row, progress)
+    progress = await progress_of(request, row)
+    live, cancellable = live_state(row, progress)
     templates = state.templates.get(draft.event_type)
     context = {
         "title": f"Mailing: {row['name']}",
@@ -408,8 +319,8 @@ async def mailing_progress(request: Request, who: Session) -> Response:
     row = await _get(request, mailing_id) if mailing_id is not None else None
     if row is None:
         return problem(request, who, 404, "No such mailing.")
-    progress = await _progress(request, row)
-    live, cancellable = _live(row, progress)
+    progress = await progress_of(request, row)
+    live, cancellable = live_state(row, progress)
     context = {"progress": progress, "m": row, "live": live, "cancellable": cancellable}
     return render(request, who, "mailing_progress.html", context)
 
@@ -575,6 +486,7 @@ ROUTES = [
     Route("/mailings", list_mailings, methods=["GET"]),
     Route("/mailings", create_mailing, methods=["POST"]),
     Route("/mailings/new", new_mailing, methods=["GET"]),
+    Route("/mailings/live", list_live, methods=["GET"]),
     Route("/mailings/{mailing_id}", show_mailing, methods=["GET"]),
     Route("/mailings/{mailing_id}", update_mailing, methods=["POST"]),
     Route("/mailings/{mailing_id}/edit", edit_mailing, methods=["GET"]),

@@ -77,6 +77,13 @@ async def test_progress_shows_the_fan_out_until_deliveries_exist(db_url: str, db
                 "50 % done · fanning out: 1 of 2 chunks done, 100 users covered", timeout=10_000
             )
 
+        # The list of mailings follows too.
+        listing = await site.signed_in("manager", 390)
+        await listing.goto("/admin/mailings")
+        cell = listing.locator("tbody tr", has_text="All hands").locator(".mailing-progress-cell")
+        assert "100 %" not in await cell.inner_text()
+        await listing.evaluate("window.plantedBeforeRefresh = 42")
+
         # A dispatcher takes the rest: the fan-out ends, the inbox items go, 100 %.
         config = make_config(db_url, **overrides)
         async with running(config, db_url):
@@ -88,4 +95,6 @@ async def test_progress_shows_the_fan_out_until_deliveries_exist(db_url: str, db
                 await expect(shown.locator("#cancel")).to_have_count(0)
                 await expect(shown.locator("[data-refresh-stop]")).to_have_count(1)
                 assert "150 users notified" in await progress_words(shown)
+            await expect(cell).to_contain_text("100 %", timeout=15_000)
+            assert await listing.evaluate("window.plantedBeforeRefresh") == 42  # no reload
         await site.check_page(page, "mailing-progress-done")

@@ -18,7 +18,7 @@ from service.admin.login import ROUTES as LOGIN_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
 from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
 from service.admin.users_page import ROUTES as USER_ROUTES
-from service.admin.web import current_session, problem
+from service.admin.web import current_session, problem, refuse
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -35,14 +35,26 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    """An unknown /admin path: the panel's own page (with its navigation when signed in),
-    not the API's JSON."""
+MESSAGES = {404: "There is no page {path} here.", 405: "{path} takes no {method} here."}
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, status: int) -> None:
+    """An unknown /admin path (404) or method (405): the panel's own page, with its
+    navigation when signed in, not the API's JSON; a signed-in admin's POST is a refused
+    action, audited as such."""
     request = Request(scope, receive)
     who = await current_session(request)
     signed_in = who if who is not None and who.logged_in else None
-    response = problem(request, signed_in, 404, f"There is no page {request.url.path} here.")
+    message = MESSAGES[status].format(path=request.url.path, method=request.method)
+    if signed_in is not None and request.method == "POST":
+        response = await refuse(request, signed_in, status, message, f"HTTP {status}")
+    else:
+        response = problem(request, signed_in, status, message)
     await response(scope, receive, send)
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    await _answer(scope, receive, send, 404)
 
 
 class _Gate:
@@ -55,7 +67,13 @@ class _Gate:
         state = scope["app"].state.mn
         if not state.config.admin.enabled:
             raise HTTPException(404, "Not Found")
-        await self.router(scope, receive, send)
+        try:
+            await self.router(scope, receive, send)
+        except HTTPException as exc:
+            # A known path with another method (405), or a static file that is not there.
+            if exc.status_code not in MESSAGES:
+                raise
+            await _answer(scope, receive, send, exc.status_code)
 
 
 def admin_mount() -> Mount:

@@ -60,6 +60,20 @@ async def test_not_found_sign_out_ended_session_and_lockout(db_url: str, db: Con
             await page.wait_for_url("**/admin/deliveries?status=dead")
             await site.check_page(page, "wayfinding-back")
 
+        # A form posted where the panel takes none: its own page, and a refused row.
+        page = await site.signed_in("manager")
+        csrf = await page.locator("input[name=csrf]").first.input_value()
+        wrong_method = await page.request.post("/admin/audit", form={"csrf": csrf})
+        assert wrong_method.status == 405
+        assert wrong_method.headers["content-type"].startswith("text/html")
+        assert "/admin/audit takes no POST here." in await wrong_method.text()
+        cur = await db.execute(
+            "SELECT actor, target, after ->> 'why' FROM audit_log WHERE action = 'refused'"
+        )
+        assert await cur.fetchall() == [("manager", "POST /admin/audit", "HTTP 405")]
+        missing = await page.request.get("/admin/static/nothing.css")
+        assert missing.status == 404 and "text/html" in missing.headers["content-type"]
+
         async with httpx.AsyncClient(base_url=site.base) as anonymous:
             lost = await anonymous.get("/admin/nothing/here")
             assert lost.status_code == 404

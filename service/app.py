@@ -22,12 +22,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import metrics, openapi
 from service.admin.mount import admin_mount
 from service.config.load import Config, load_config
+from service.cors import browser_cors, is_browser_path
 from service.database import database_unreachable, make_pool, resolve_url
+from service.dev.demo_page import demo_mount
 from service.errors import ApiError, api_error
 from service.http import error_response, json_response, serve_logged
 from service.http_limits import headers_too_large, refuse_headers
-from service.notify import notify_openapi
+from service.notify import embed, notify_openapi
 from service.notify.catalog import sync_catalog_soon
+from service.notify.routes import BROWSER_PATHS as NOTIFY_BROWSER_PATHS
 from service.notify.routes import ROUTES as NOTIFY_ROUTES
 from service.notify.templates import load_templates
 from service.schedule.actions import PoolScheduleActions
@@ -42,7 +45,14 @@ from service.wire import Health, Index, Readiness, SchedulerHealth
 log = logging.getLogger(__name__)
 
 # The documented API: the core's paths and those of every capability mounted below.
-OPENAPI_SECTIONS = (seen_openapi.SECTION, notify_openapi.SECTION, metrics.OPENAPI_SECTION)
+OPENAPI_SECTIONS = (
+    seen_openapi.SECTION,
+    notify_openapi.SECTION,
+    embed.OPENAPI_SECTION,
+    metrics.OPENAPI_SECTION,
+)
+# What a signed-in user's browser calls, from another site's page too (service/cors.py).
+BROWSER_PATHS = ("/v1/seen", *NOTIFY_BROWSER_PATHS)
 
 
 class _AsgiEndpoint:
@@ -65,6 +75,22 @@ class MarkNotifyApp(Starlette):
         if scope["type"] == "http" and headers_too_large(scope):
             await refuse_headers(send)
             return
+        if scope["type"] == "http" and is_browser_path(scope["path"], BROWSER_PATHS):
+            cors = self._cors()
+            if cors is not None:
+                await cors(scope, receive, send)
+                return
+        await self._route(scope, receive, send)
+
+    def _cors(self) -> ASGIApp | None:
+        # Built on first use: the config is the lifespan's.
+        if not hasattr(self.state, "cors"):
+            origins = self.state.mn.config.api.cors_origins
+            self.state.cors = browser_cors(self._route, origins)
+        cors: ASGIApp | None = self.state.cors
+        return cors
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/seen" and scope["method"] == "POST":
             scope["app"] = self
             await post_seen(scope, receive, send)
@@ -194,7 +220,7 @@ def create_app(config: Config | None = None, writer: WriterFactory = group_commi
         Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
         *NOTIFY_ROUTES,
     ]
-    routes.append(admin_mount())
+    routes += [admin_mount(), demo_mount()]
     handlers: dict[Any, Any] = {
         ApiError: on_api_error,
         HTTPException: on_http_error,

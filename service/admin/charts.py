@@ -10,7 +10,7 @@ the tests read. Colours are SVG presentation attributes, which the panel's CSP a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -135,7 +135,7 @@ def time_series(
     for i, label in enumerate(labels):
         last = i == len(labels) - 1
         # A regular tick too close to the last label would be written over by it.
-        regular = i % tick_every == 0 and (len(labels) - 1 - i) * step_x >= 70
+        regular = i % tick_every == 0 and (len(labels) - 1 - i) * step_x >= 90
         if regular or last:
             # The last label ends at the chart's edge rather than running past it.
             anchor = "end" if last and len(labels) > 1 else "middle"
@@ -167,11 +167,16 @@ def stacked_bars(
     rows: Sequence[tuple[str, Mapping[str, float]]],
     keys: Sequence[str],
     colours: Mapping[str, str] | None = None,
+    *,
+    link: Callable[[int, str | None], str | None] | None = None,
+    empty: str = "No data",
 ) -> Markup:
     """A horizontal bar per row, its segments the row's value per key in `keys` order,
     all bars on one scale (the largest row total). The row's label and total are written
     above its bar, so long names fit a phone's width. Each segment has a <title>
-    "label · key: value"."""
+    "label · key: value". `link(row index, key)` is where a segment leads (key None:
+    the row's label), e.g. the deliveries it counts; `empty` is said when there are no
+    rows."""
     palette = {k: (colours or {}).get(k, PALETTE[i % len(PALETTE)]) for i, k in enumerate(keys)}
     height = 24 + max(len(rows), 1) * ROW_HEIGHT + 6
     out = [
@@ -182,15 +187,21 @@ def stacked_bars(
     out += _legend([(k, palette[k]) for k in keys], 12)
     if not rows:
         out.append(
-            f'<text x="{WIDTH / 2}" y="{24 + ROW_HEIGHT / 2}" text-anchor="middle">No data</text>'
+            f'<text x="{WIDTH / 2}" y="{24 + ROW_HEIGHT / 2}" text-anchor="middle">'
+            f"{_e(empty)}</text>"
         )
         return _done(out)
+
+    def linked(part: str, n: int, key: str | None) -> str:
+        href = link(n, key) if link else None
+        return f'<a href="{_e(href)}">{part}</a>' if href else part
+
     biggest = max(sum(max(values.get(k, 0), 0) for k in keys) for _, values in rows)
     scale = (WIDTH - 2) / biggest if biggest > 0 else 0.0
     for n, (label, values) in enumerate(rows):
         y = 24 + n * ROW_HEIGHT
         total = sum(max(values.get(k, 0), 0) for k in keys)
-        out.append(f'<text x="0" y="{y + 13}">{_e(label)} · {_num(total)}</text>')
+        out.append(linked(f'<text x="0" y="{y + 13}">{_e(label)} · {_num(total)}</text>', n, None))
         out.append(
             f'<rect x="0" y="{y + 18}" width="{WIDTH}" height="{BAR_HEIGHT}" fill="#f1f4f8"/>'
         )
@@ -200,10 +211,11 @@ def stacked_bars(
             if not value:
                 continue
             width = value * scale
-            out.append(
+            segment = (
                 f'<rect x="{_coord(x)}" y="{y + 18}" width="{_coord(max(width, 1))}"'
                 f' height="{BAR_HEIGHT}" fill="{palette[key]}"><title>{_e(label)} · {_e(key)}:'
                 f" {_num(value)}</title></rect>"
             )
+            out.append(linked(segment, n, key))
             x += width
     return _done(out)

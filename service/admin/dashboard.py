@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from psycopg.rows import dict_row
 from starlette.requests import Request
@@ -27,6 +28,23 @@ from service.state import state_of
 REFRESH_SECONDS = 5
 OUTCOMES = ("delivered", "retry", "failed", "dead")
 OUTBOX_STATES = ("pending", "failed", "dead")
+
+
+# A bar segment's outcome or state as the deliveries list's status filter: an attempt to
+# be retried belongs to a row still pending.
+STATUS_OF = {
+    "delivered": "delivered",
+    "retry": "pending",
+    "pending": "pending",
+    "failed": "failed",
+    "dead": "dead",
+}
+
+
+def deliveries_url(consumer: str, key: str | None) -> str:
+    """The deliveries a dashboard bar (key None) or segment counts."""
+    query = {"consumer": consumer} | ({"status": STATUS_OF[key]} if key in STATUS_OF else {})
+    return f"/admin/deliveries?{urlencode(query)}"
 
 
 def _kind(name: str, channels: Any, consumers: Any) -> str:
@@ -63,15 +81,18 @@ async def _numbers(request: Request) -> dict[str, Any]:
     per_consumer: dict[str, dict[str, float]] = defaultdict(dict)
     for row in attempts:
         per_consumer[row["consumer"]][row["outcome"]] = int(row["attempts"])
+    names = sorted(per_consumer)
     delivery_rows = [
-        (f"{name} ({_kind(name, config.channels, config.consumers)})", values)
-        for name, values in sorted(per_consumer.items())
+        (f"{name} ({_kind(name, config.channels, config.consumers)})", per_consumer[name])
+        for name in names
     ]
     deliveries = stacked_bars(
         "Delivery attempts per consumer and channel by outcome, last hour",
         delivery_rows,
         OUTCOMES,
         OUTCOME_COLOURS,
+        link=lambda n, key: deliveries_url(names[n], key),
+        empty="No delivery attempts in the last hour",
     )
 
     now = datetime.now(UTC)
@@ -93,6 +114,8 @@ async def _numbers(request: Request) -> dict[str, Any]:
         ],
         OUTBOX_STATES,
         OUTCOME_COLOURS,
+        link=lambda n, key: deliveries_url(backlog_rows[n]["consumer"], key),
+        empty="Nothing waiting and no dead letters",
     )
     lags = [h.lag_s for h in health if h.lag_s is not None and h.word != "paused"]
     dead_letters = sum(int(r["failed"]) + int(r["dead"]) for r in backlog_rows)
@@ -109,6 +132,9 @@ async def _numbers(request: Request) -> dict[str, Any]:
             "events": sum(events),
             "attempts": sum(int(r["attempts"]) for r in attempts),
             "delivered": sum(int(r["attempts"]) for r in attempts if r["outcome"] == "delivered"),
+            "failures": sum(
+                int(r["attempts"]) for r in attempts if r["outcome"] in ("failed", "dead")
+            ),
             "pending": sum(int(r["pending"]) for r in backlog_rows),
             "dead_letters": dead_letters,
             "oldest_pending_at": oldest_all,

@@ -66,6 +66,7 @@ STATUS_LABELS = {
     "suppressed": "suppressed",
 }
 DEAD_LETTERS: tuple[redeliver.Status, ...] = ("failed", "dead")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 # Where a redeliver form may send the admin back to: this page or a row's page.
 _BACK = re.compile(r"^/admin/deliveries(/[0-9]+)?(\?[^#\\]*)?$")
 
@@ -92,6 +93,10 @@ class Filter:
     subject: str = ""
     since_raw: str = ""
     until_raw: str = ""
+    # One event's (its id), one webhook's (the webhook-id) or one notification's rows.
+    event: str = ""
+    webhook: str = ""
+    notification: str = ""
     since: datetime | None = None
     until: datetime | None = None
     errors: tuple[str, ...] = field(default=())
@@ -115,8 +120,22 @@ class Filter:
             except ValueError:
                 errors.append(f"{label}: {raw!r} is not a date and time.")
                 moments[name] = None
+        ids = {name: _text(params, name) for name in ("event", "webhook", "notification")}
+        for name in ("event", "webhook"):
+            if ids[name] and not _UUID.match(ids[name]):
+                errors.append(f"{ids[name]!r} is not an {name} id: shown for any {name}.")
+                ids[name] = ""
+        notification = ids["notification"]
+        if notification and not (
+            notification.isascii() and notification.isdigit() and len(notification) <= 18
+        ):
+            errors.append(f"{ids['notification']!r} is not a notification id.")
+            ids["notification"] = ""
         return cls(
             consumer=_text(params, "consumer"),
+            event=ids["event"].lower(),
+            webhook=ids["webhook"].lower(),
+            notification=ids["notification"],
             what=what,
             status=status,
             subject=_text(params, "subject"),
@@ -144,6 +163,9 @@ class Filter:
             "subject": self.subject,
             "from": self.since_raw,
             "to": self.until_raw,
+            "event": self.event,
+            "webhook": self.webhook,
+            "notification": self.notification,
         }
         return {k: v for k, v in pairs.items() if v}
 
@@ -160,6 +182,9 @@ class Filter:
             "subject": self.subject or None,
             "since": self.since,
             "until": self.until,
+            "event": self.event or None,
+            "webhook": self.webhook or None,
+            "notification": int(self.notification) if self.notification else None,
             "limit": limit,
         }
 
@@ -167,6 +192,8 @@ class Filter:
         """The same selection in bin/redeliver's terms, if it has them: only under a
         dead-letter status filter (an unfiltered list never offers to requeue every
         consumer's dead letters at once), and no subject (the shared selection has none)."""
+        if self.event or self.webhook or self.notification:
+            return None
         if self.subject or self.status not in ("dead_letters", "failed", "dead"):
             return None
         statuses = DEAD_LETTERS

@@ -38,7 +38,7 @@ from service.admin.sessions import Session
 from service.admin.web import action, page, pool_of, problem, record, redirect, refuse, render
 from service.event_intake import IntakeRefused, accept_event
 from service.sql import q
-from service.state import RenderError, state_of
+from service.state import state_of
 
 LIST_LIMIT = 200
 REFRESH_SECONDS = 2
@@ -426,62 +426,6 @@ async def cancel_mailing(request: Request, who: Session, form: FormData) -> Resp
     return redirect(f"/admin/mailings/{mailing_id}?done=cancelled")
 
 
-@page("manager")
-async def preview_mailing(request: Request, who: Session) -> Response:
-    mailing_id = _id(request)
-    row = await _get(request, mailing_id) if mailing_id is not None else None
-    if row is None:
-        return problem(request, who, 404, "No such mailing.")
-    state = state_of(request)
-    config = state.config
-    draft = draft_of(row)
-    templates = state.templates.get(draft.event_type)
-    settings = config.event_types.get(draft.event_type)
-    if templates is None or settings is None:
-        return problem(request, who, 409, f"The type {draft.event_type} is no longer configured.")
-    user_id = (request.query_params.get("user") or "").strip()[:128]
-    locale = (request.query_params.get("locale") or "").strip()[:35] or None
-    note = None
-    if user_id:
-        async with pool_of(request).connection() as conn:
-            cur = await conn.execute(q("admin_preview_user"), {"id": user_id})
-            user = await cur.fetchone()
-        if user is None:
-            note = f"{user_id} is not a known user: the preview shows what they would get."
-        elif locale is None:
-            locale = user[1]
-    context: dict[str, Any] = dict(draft.event_data())
-    context |= {
-        "recipient": {"id": user_id or "preview-user", "locale": locale},
-        "notification_id": "preview",
-        "event_id": str(row["event_id"] or "preview"),
-    }
-    # Not working links: a preview must not hand out a real user's signed tokens.
-    public_url = config.notify.public_url.rstrip("/")
-    context["preferences_url"] = f"{public_url}/v1/preferences/manage/…"
-    if not config.categories[settings.category].transactional:
-        context["unsubscribe_url"] = f"{public_url}/v1/unsubscribe/…"
-    channels = []
-    for channel in settings.channels:
-        kind = config.channels[channel].kind
-        chosen = getattr(templates, "pick_locale", lambda _l, _k: None)(locale, kind)
-        try:
-            parts = templates.render(kind, locale, context)
-            channels.append({"channel": channel, "kind": kind, "locale": chosen, "parts": parts})
-        except (RenderError, KeyError) as exc:
-            channels.append({"channel": channel, "kind": kind, "locale": chosen, "error": str(exc)})
-    page_context = {
-        "title": f"Preview: {row['name']}",
-        "m": row,
-        "user_id": user_id,
-        "locale": locale or "",
-        "locales": locales_of(templates),
-        "note": note,
-        "channels": channels,
-    }
-    return render(request, who, "mailing_preview.html", page_context)
-
-
 ROUTES = [
     Route("/mailings", list_mailings, methods=["GET"]),
     Route("/mailings", create_mailing, methods=["POST"]),
@@ -490,7 +434,6 @@ ROUTES = [
     Route("/mailings/{mailing_id}", show_mailing, methods=["GET"]),
     Route("/mailings/{mailing_id}", update_mailing, methods=["POST"]),
     Route("/mailings/{mailing_id}/edit", edit_mailing, methods=["GET"]),
-    Route("/mailings/{mailing_id}/preview", preview_mailing, methods=["GET"]),
     Route("/mailings/{mailing_id}/progress", mailing_progress, methods=["GET"]),
     Route("/mailings/{mailing_id}/send", send_mailing, methods=["POST"]),
     Route("/mailings/{mailing_id}/cancel", cancel_mailing, methods=["POST"]),

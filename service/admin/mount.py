@@ -14,7 +14,10 @@ from service.admin.audit_page import ROUTES as AUDIT_ROUTES
 from service.admin.consumers import ROUTES as CONSUMER_ROUTES
 from service.admin.dashboard import ROUTES as DASHBOARD_ROUTES
 from service.admin.deliveries import ROUTES as DELIVERY_ROUTES
+from service.admin.events_page import ROUTES as EVENT_ROUTES
 from service.admin.login import ROUTES as LOGIN_ROUTES
+from service.admin.lookup import ROUTES as LOOKUP_ROUTES
+from service.admin.mailing_preview import ROUTES as PREVIEW_ROUTES
 from service.admin.mailings import ROUTES as MAILING_ROUTES
 from service.admin.schedules import ROUTES as SCHEDULE_ROUTES
 from service.admin.users_page import ROUTES as USER_ROUTES
@@ -27,9 +30,12 @@ ROUTES: list[BaseRoute] = [
     *DASHBOARD_ROUTES,
     *AUDIT_ROUTES,
     *MAILING_ROUTES,
+    *PREVIEW_ROUTES,
     *SCHEDULE_ROUTES,
     *USER_ROUTES,
     *DELIVERY_ROUTES,
+    *EVENT_ROUTES,
+    *LOOKUP_ROUTES,
     *CONSUMER_ROUTES,
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="admin-static"),
 ]

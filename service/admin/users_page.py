@@ -1,9 +1,10 @@
 """Users in the admin: one user's contacts, preferences, topics, inbox, notifications and
 seen marks, looked up by id. Read-only.
 
-Lookup is by id only: users has no index on email or phone, and a scan of every user per
-lookup is not something a page should do. Seen marks are by the user's subject key and
-bounded by time (see admin_user_seen_marks).
+Lookup is by id; a text that is no user's id lists the users whose id or email starts
+with it (users_id_prefix_idx, users_email_lower_idx), and no text lists the users changed
+last. Seen marks are by the user's subject key and bounded by time (see
+admin_user_seen_marks).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 NOTIFICATIONS = 25
 INBOX = 20
 MARKS = 50
+LISTED = 25
 MARKS_SINCE = timedelta(days=7)
 # Enough of a push token to match it with a provider's log, not enough to push with it.
 TOKEN_SHOWN = 12
@@ -120,13 +122,25 @@ async def users_page(request: Request, who: Session) -> Response:
     user_id = (request.query_params.get("id") or "").strip()
     context: dict[str, Any] = {"title": "Users", "user_id": user_id, "looked_up": bool(user_id)}
     status = 200
+    state = state_of(request)
     if user_id:
-        context |= await _lookup(state_of(request), user_id)
+        context |= await _lookup(state, user_id)
         if context["user"] is None:
-            status = 404
-            context["error"] = f"No user with id {user_id!r}."
+            async with state.pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(q("admin_users_search"), {"prefix": user_id, "limit": LISTED})
+                context["listed"] = await cur.fetchall()
+            if not context["listed"]:
+                status = 404
+                context["error"] = f"No user with id {user_id!r}, nor one starting so."
         else:
             context["title"] = f"User {user_id}"
+    else:
+        async with state.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q("admin_users_recent"), {"limit": LISTED})
+            context["listed"] = await cur.fetchall()
+            context["recent"] = True
     return render(request, who, "users.html", context, status=status)
 
 

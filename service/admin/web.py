@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from starlette.datastructures import FormData
@@ -52,10 +53,26 @@ SECURITY_HEADERS = {
 }
 
 
-def _when(value: datetime | None) -> str:
+def _utc(value: datetime | None) -> str:
+    """A moment as text, in UTC (for attributes and confirmations)."""
     if value is None:
         return "—"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _when(value: datetime | None, relative: str = "") -> Markup:
+    """A moment as a <time> element: UTC as served, which admin.js turns into the viewer's
+    own zone (or, with `relative`, "3 min ago") and keeps UTC on hover."""
+    if value is None:
+        return Markup("—")
+    utc = value.astimezone(UTC)
+    shown = _utc(utc)
+    extra = " data-relative" if relative else ""
+    # Safe to mark: digits and fixed text only.
+    return Markup(  # noqa: S704
+        f'<time datetime="{utc.strftime("%Y-%m-%dT%H:%M:%SZ")}" title="{shown}"{extra}>'
+        f"{shown}</time>"
+    )
 
 
 def _ago(value: datetime | None) -> str:
@@ -75,6 +92,7 @@ ENV = Environment(
     lstrip_blocks=True,
 )
 ENV.filters["when"] = _when
+ENV.filters["utc"] = _utc
 ENV.filters["ago"] = _ago
 
 

@@ -72,10 +72,19 @@ class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     acquire_timeout: timedelta = timedelta(seconds=3)
 
 
+# An origin as a browser sends it: scheme, host, port; no path, lowercase.
+ORIGIN_PATTERN = r"^https?://([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?$(?!\n)"
+
+
 class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     max_body_bytes: Positive = 64 * 1024
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     retry_after_s: Positive = 2
+    # Other sites whose pages may call the browser-facing endpoints (service/cors.py);
+    # none by default: same-origin only. "*" is any site, written out on purpose.
+    cors_origins: list[Annotated[str, msgspec.Meta(pattern=rf"{ORIGIN_PATTERN}|^\*$(?!\n)")]] = (
+        msgspec.field(default_factory=list)
+    )
 
 
 class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -6,7 +6,8 @@ else the config's, else an embedded PostgreSQL in .data/pg-dev), says which data
 bin/sql, psql or any client can be pointed at it), migrates it to head, then runs the
 API (uvicorn, one worker per core) and the dispatcher as child processes, with stand-ins
 for the config's loopback peers (service/dev/peers.py: SMTP, HTTP providers and consumers,
-a Kafka broker) wherever their ports are free; MARK_NOTIFY_DEV_PEERS=0 runs none. A
+a Kafka broker) wherever their ports are free; MARK_NOTIFY_DEV_PEERS=0 runs none. The API
+serves the inbox element's demo page at /dev/inbox (service/dev/demo_page.py). A
 loopback [notify].public_url becomes this API's own address, so mailed links lead here. Ctrl-C
 (or SIGTERM) stops them all; a child that dies takes the rest down, so a half-running
 service never hides behind a healthy-looking terminal.
@@ -256,6 +257,8 @@ def main() -> int:
     _say(f"API        {base_url}  (workers: {workers})")
     _say(f"OpenAPI    {base_url}/openapi.json")
     _say(f"health     {base_url}/healthz  {base_url}/readyz")
+    if config.environment == "development":
+        _say(f"inbox demo {base_url}/dev/inbox  (the <mark-notify-inbox> element, docs/inbox.md)")
     if config.dispatcher.metrics_port:
         exporter = f"http://{config.dispatcher.metrics_host}:{config.dispatcher.metrics_port}"
         _say(f"metrics    {base_url}/metrics  dispatcher {exporter}/metrics")

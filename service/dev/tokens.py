@@ -8,12 +8,13 @@ import time
 
 import jwt
 
-from service.config.load import load_config
+from service.config.load import Config, load_config
 from service.ops import cli
 
 
-def mint(claims: dict[str, object], *, ttl_s: int = 3600) -> str:
-    config = load_config()
+def mint(claims: dict[str, object], *, ttl_s: int = 3600, config: Config | None = None) -> str:
+    """A JWT of the config's dev secret (default: MARK_NOTIFY_CONFIG's) with these claims."""
+    config = config or load_config()
     settings = config.identity.jwt
     if config.environment != "development":
         raise SystemExit("bin/token works only with environment = development")

@@ -63,6 +63,11 @@ CREATE INDEX users_updated_at_idx ON users (updated_at);
 -- A bucket's users in id order: the fan-out reads them bucket by bucket (on Citus, each
 -- shard its own buckets' from its copy of users: notify_audience_sql()).
 CREATE INDEX users_bucket_idx ON users (user_bucket(id), id);
+-- The admin's user search (sql/admin/queries/search.sql): an id by its start, an email
+-- whatever its case, exactly or by its start (text_pattern_ops: LIKE 'x%' under any
+-- collation).
+CREATE INDEX users_id_prefix_idx ON users (id text_pattern_ops);
+CREATE INDEX users_email_lower_idx ON users (lower(email) text_pattern_ops);
 
 CREATE TABLE push_devices (
     user_id    text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,

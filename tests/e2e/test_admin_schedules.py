@@ -127,7 +127,7 @@ async def test_create_edit_switch_and_run_a_schedule(db_url: str, db: Conn) -> N
             (
                 "mark-notify:schedules",
                 {"topic": "newsletter"},
-                f"schedule:monday-news:{run[0].replace(' ', 'T')}+00:00",
+                f"schedule:monday-news:{run[0].removesuffix(' UTC').replace(' ', 'T')}+00:00",
             )
         ]
 

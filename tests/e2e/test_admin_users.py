@@ -132,7 +132,9 @@ async def test_a_user_is_shown_whole_and_an_unknown_one_is_not_found(db_url: str
         await site.check_page(page, "user")
 
         await look_up(page, "ghost")
-        assert await page.locator("p.error").inner_text() == "No user with id 'ghost'."
+        assert await page.locator("p.error").inner_text() == (
+            "No user with id 'ghost', nor one starting so."
+        )
         assert await page.locator("#contacts").count() == 0
         assert "No seen marks by this user" in await section(page, "marks")
         await site.check_page(page, "user-unknown")

@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import psycopg
+from playwright.sync_api import expect, sync_playwright
 
 from service.config.base import ROOT
 from service.config.load import load_config
+from tests.admin_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support import free_port
 
 EXAMPLE = ROOT / "config" / "example.toml"
@@ -207,6 +209,31 @@ def http_consumer(port: int) -> Iterator[list[str]]:
         thread.join()
 
 
+def demo_page_shows_the_inbox(base: str) -> None:
+    """bin/dev's /dev/inbox in Chromium: the element shows user-1's notification, and the
+    page's button sends another, which arrives while the page is open (the stream)."""
+    if not (Path(CHROMIUM).exists() or os.environ.get("CI")):
+        return  # no browser on this machine; CI has one (tests/admin_browser.py)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base}/dev/inbox")
+            bell = page.get_by_role("button", name="Notifications, 1 unseen")
+            bell.click()
+            titles = page.locator("mark-notify-inbox .item .t")
+            expect(titles).to_have_text(["New episode of Dark"])
+            page.wait_for_function("document.querySelector('mark-notify-inbox').live")
+            # A click outside the element closes it.
+            page.get_by_role("button", name="Send a test event").click()
+            expect(page.locator("#sent")).to_contain_text("sent")
+            expect(page.locator("mark-notify-inbox .badge")).to_have_text("2", timeout=30_000)
+            page.get_by_role("button", name="Notifications, 2 unseen").click()
+            expect(titles).to_have_count(2)
+        finally:
+            browser.close()
+
+
 def test_bin_dev_serves_seen_then_stops_cleanly(embedded_tmp_path: Path) -> None:
     tmp_path = embedded_tmp_path
     port = free_port()
@@ -309,6 +336,7 @@ def test_bin_dev_serves_seen_then_stops_cleanly(embedded_tmp_path: Path) -> None
         inbox = httpx.get(f"{base}/v1/inbox", headers={"Authorization": f"Bearer {user_token}"})
         assert inbox.status_code == 200, inbox.text
         assert [i["title"] for i in inbox.json()["items"]] == ["New episode of Dark"]
+        demo_page_shows_the_inbox(base)
 
         # The email is kept as a file, whose path and links bin/dev prints.
         out.wait_for("[dev peers]   link https://example.com/dark/3", 30)
@@ -348,6 +376,7 @@ def test_bin_dev_serves_seen_then_stops_cleanly(embedded_tmp_path: Path) -> None
     assert f"stand-in   HTTP 127.0.0.1:{peer_ports['http']} for provider sms-primary" in output
     assert f"stand-in   Kafka 127.0.0.1:{peer_ports['kafka']} for consumer cashback" in output
     assert "127.0.0.1:8001" not in output and "127.0.0.1:8025" not in output, output
+    assert f"inbox demo {base}/dev/inbox" in output, output
     with httpx.Client() as client:
         try:
             client.get(f"http://127.0.0.1:{port}/healthz", timeout=1)

@@ -139,7 +139,7 @@ async def test_a_full_run_logs_no_secret_and_no_contact(
         "contact: phone digits": PHONE.lstrip("+"),
         "contact: push token": PUSH_TOKEN,
         "API key": key,
-        "API key's secret part": key.rsplit("_", 1)[1],
+        "API key's secret part": key.split("_", 2)[2],
         "unknown API key": bad_key,
         "client JWT": token,
         "JWT signing secret": JWT_SECRET,

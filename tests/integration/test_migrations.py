@@ -164,6 +164,7 @@ REVISIONS = [
     "0012_fanout_pushdown",
     "0013_web_push",
     "0014_inbox_stream",
+    "0016_admin_search",
 ]
 
 

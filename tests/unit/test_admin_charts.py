@@ -111,3 +111,20 @@ def test_stacked_bars_share_one_scale_and_keep_the_key_order() -> None:
     assert x2 == pytest.approx(w1, abs=0.1) and w2 == pytest.approx(full * 2 / 8, abs=0.1)
     assert x3 == 0 and w3 == pytest.approx(full * 4 / 8, abs=0.1)  # half the longest bar
     assert "email · 8" in texts(root) and "push · 4" in texts(root)  # keys not listed: left out
+
+
+def test_bars_link_to_what_they_count_and_an_empty_chart_says_what_is_true() -> None:
+    svg = stacked_bars(
+        "Dead letters",
+        [("sms", {"failed": 1, "dead": 2})],
+        ["failed", "dead"],
+        link=lambda n, key: f"/admin/deliveries?row={n}&status={key}",
+    )
+    hrefs = [a.get("href") for a in parse(svg).iter(f"{SVG}a")]
+    assert hrefs == [
+        "/admin/deliveries?row=0&status=None",
+        "/admin/deliveries?row=0&status=failed",
+        "/admin/deliveries?row=0&status=dead",
+    ]
+    calm = parse(stacked_bars("Dead letters", [], ["dead"], empty="No dead letters"))
+    assert "No dead letters" in texts(calm) and "No data" not in texts(calm)

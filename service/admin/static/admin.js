@@ -46,8 +46,87 @@ function checkAll(event) {
   }
 }
 
+// <iframe data-fit> (a same-origin frame whose document runs no script) is as tall as
+// its document, so the page scrolls and the frame never does.
+function fitFrame(frame) {
+  function fit() {
+    const doc = frame.contentDocument;
+    if (!doc || !doc.documentElement) return;
+    const border = frame.offsetHeight - frame.clientHeight;
+    const height = Math.ceil(doc.documentElement.getBoundingClientRect().height) + border;
+    if (Math.abs(frame.offsetHeight - height) > 1) frame.style.height = `${height}px`;
+  }
+  frame.addEventListener("load", fit);
+  new ResizeObserver(fit).observe(frame);
+  if (frame.contentDocument && frame.contentDocument.readyState === "complete") fit();
+}
+
+// On phones a table's rows are cards (phone.css): each cell is labelled with its column's
+// heading. Templates label the main lists themselves; this labels the rest.
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table.data")) {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.children].forEach((cell, i) => {
+        if (!cell.hasAttribute("data-label") && heads[i] && !cell.hasAttribute("colspan")) {
+          cell.setAttribute("data-label", heads[i]);
+        }
+      });
+    }
+  }
+}
+
+// <time datetime="...Z"> comes in UTC; it is shown in the viewer's own zone (UTC stays
+// in its title, for a hover), and with data-relative as "3 min ago" (the moment itself
+// in the title). Without this script the UTC text stays.
+const pad = (n) => String(n).padStart(2, "0");
+
+function localText(date) {
+  const zone = new Intl.DateTimeFormat("en", { timeZoneName: "short" })
+    .formatToParts(date).find((part) => part.type === "timeZoneName");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}` +
+    (zone ? ` ${zone.value}` : "");
+}
+
+function relativeText(date, now) {
+  const seconds = Math.round((now - date) / 1000);
+  const size = Math.abs(seconds);
+  if (size < 45) return "just now";
+  for (const [unit, span] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (size >= span * 0.95 || unit === "min") {
+      const count = Math.max(1, Math.round(size / span));
+      return seconds > 0 ? `${count} ${unit} ago` : `in ${count} ${unit}`;
+    }
+  }
+  return "just now";
+}
+
+function localTimes(root) {
+  const now = Date.now();
+  for (const node of root.querySelectorAll("time[datetime]")) {
+    const date = new Date(node.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) continue;
+    if (!node.dataset.utc) node.dataset.utc = node.textContent.trim();
+    const local = localText(date);
+    if (node.hasAttribute("data-relative")) {
+      node.textContent = relativeText(date, now);
+      node.title = local === node.dataset.utc ? local : `${local} (${node.dataset.utc})`;
+    } else {
+      node.textContent = local;
+      node.title = node.dataset.utc;
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  setInterval(() => localTimes(document), 30000);
+  document.addEventListener("refreshed", (event) => localTimes(event.target));
+  labelCells(document);
+  document.addEventListener("refreshed", (event) => labelCells(event.target));
   document.querySelectorAll("[data-refresh]").forEach(startRefresh);
+  document.querySelectorAll("iframe[data-fit]").forEach(fitFrame);
   document.addEventListener("submit", guardConfirm, true);
   document.addEventListener("change", checkAll);
 });

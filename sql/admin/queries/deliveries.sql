@@ -13,7 +13,9 @@
 --   which outbox_updated_at_idx serves; created_at itself has no index. subject is the
 --   ordering key: a seen mark's subject key, a notification's user id. The time bounds
 --   and the tag / event type match the selection of service/ops/redeliver.py, so "redeliver
---   all matching" takes what the list shows.
+--   all matching" takes what the list shows. `event` (an event's id), `webhook` (the
+--   webhook-id a consumer got: outbox.event_id) and `notification` narrow it to one
+--   event's, one webhook's or one notification's rows.
 SELECT o.id, o.kind, o.consumer, o.ordering_key AS subject, o.status, o.reason,
        o.attempts, o.last_error, o.created_at, o.updated_at, o.next_attempt_at,
        o.payload ->> 'tag' AS tag, n.type AS event_type, n.user_id
@@ -26,6 +28,12 @@ WHERE (%(before)s::bigint IS NULL OR o.id < %(before)s::bigint)
   AND (%(tag)s::text IS NULL OR o.payload ->> 'tag' = %(tag)s::text)
   AND (%(event_type)s::text IS NULL OR n.type = %(event_type)s::text)
   AND (%(subject)s::text IS NULL OR o.ordering_key = %(subject)s::text)
+  -- An event's deliveries, through its notifications (notifications' unique (event_id,
+  -- user_id, bucket), then outbox_notification_idx); a webhook id is the row's own.
+  AND (%(event)s::uuid IS NULL OR o.notification_id = ANY(ARRAY(
+           SELECT e.id FROM notifications AS e WHERE e.event_id = %(event)s::uuid)))
+  AND (%(webhook)s::uuid IS NULL OR o.event_id = %(webhook)s::uuid)
+  AND (%(notification)s::bigint IS NULL OR o.notification_id = %(notification)s::bigint)
   AND (%(since)s::timestamptz IS NULL
        OR (o.created_at >= %(since)s::timestamptz AND o.updated_at >= %(since)s::timestamptz))
   AND (%(until)s::timestamptz IS NULL OR o.created_at < %(until)s::timestamptz)

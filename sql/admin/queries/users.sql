@@ -34,12 +34,13 @@ FROM recent AS r
 ORDER BY r.id DESC;
 
 -- name: admin_user_seen_marks
--- returns: rows (tag, item_id text, seen_at, expires_at timestamptz, outbox_status text:
---   the mark's delivery to its consumer, NULL for a tag without one), newest first
+-- returns: rows (tag, item_id text, seen_at, expires_at timestamptz, outbox_id bigint,
+--   outbox_status text: the mark's delivery to its consumer, NULL for a tag without one),
+--   newest first
 -- purpose: a user's page in the admin: the user's recent seen marks (subject_key
 --   'client:<user id>'). seen_marks has no index on subject_key, so the read is bounded
 --   by time through seen_marks_updated_at_idx (`since`, an interval) and by `limit`.
-SELECT m.tag, m.item_id, m.seen_at, m.expires_at, o.status AS outbox_status
+SELECT m.tag, m.item_id, m.seen_at, m.expires_at, o.id AS outbox_id, o.status AS outbox_status
 FROM seen_marks AS m
 LEFT JOIN outbox AS o ON o.id = m.outbox_id AND o.bucket = m.bucket
 WHERE m.subject_key = %(subject_key)s AND m.bucket = subject_bucket(%(subject_key)s)

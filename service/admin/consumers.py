@@ -8,24 +8,22 @@ the same transaction as the change; the dispatchers read the same tables at each
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from psycopg.rows import dict_row
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.admin.health import health_rows
 from service.admin.sessions import Session
-from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
+from service.admin.web import action, client_ip, page, pool_of, redirect, refuse, render
 from service.config.base import DeliveryPolicy
 from service.config.load import Config
 from service.errors import unknown_name
 from service.ops import controls
-from service.sql import q
 from service.state import state_of
 
 REFRESH_SECONDS = 5
@@ -36,14 +34,6 @@ DONE = {
     "enabled": "Switched on {name}: it takes its turn in the failover order again.",
     "disabled": "Switched off {name}: the channel fails over past it from the next batch.",
 }
-
-
-def _kind(name: str, config: Config) -> str:
-    if name in config.consumers:
-        return "consumer"
-    if name in config.channels:
-        return "channel"
-    return "not configured"
 
 
 def _safe_url(url: str | None) -> str | None:
@@ -75,81 +65,9 @@ def _duration(value: timedelta) -> str:
     return f"{seconds:g} s"
 
 
-@dataclass(frozen=True)
-class Health:
-    """One consumer's or channel's row in the live table."""
-
-    name: str
-    kind: str
-    paused: bool
-    status: str | None
-    breaker: str
-    consecutive_failures: int
-    opened_at: datetime | None
-    attempts: int
-    delivered: int
-    success: float | None
-    last_error: str | None
-    last_error_at: datetime | None
-    last_error_code: int | None
-    pending: int
-    due: int
-    in_flight: int
-    oldest_pending_at: datetime | None
-    failed: int
-    dead: int
-
-    @property
-    def dead_letters(self) -> int:
-        return self.failed + self.dead
-
-
 async def _health(request: Request) -> dict[str, Any]:
-    config = state_of(request).config
     async with pool_of(request).connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("admin_consumers_state"))
-        states = {r["consumer"]: r for r in await cur.fetchall()}
-        await cur.execute(q("admin_outbox_backlog"))
-        backlog = {r["consumer"]: r for r in await cur.fetchall()}
-        # Configured first, then whatever the tables know of that the config does not.
-        names = [*sorted(config.consumers), *sorted(config.channels)]
-        names += sorted((set(states) | set(backlog)) - set(names))
-        attempts = {}
-        for name in names:
-            await cur.execute(q("admin_consumer_attempts"), {"consumer": name})
-            attempts[name] = await cur.fetchone() or {}
-        paused = await controls.paused_consumers(conn)
-    rows = []
-    for name in names:
-        state = states.get(name) or {}
-        left = backlog.get(name) or {}
-        tried = attempts.get(name) or {}
-        total = int(tried.get("attempts") or 0)
-        delivered = int(tried.get("delivered") or 0)
-        rows.append(
-            Health(
-                name=name,
-                kind=_kind(name, config),
-                paused=name in paused,
-                status=state.get("status"),
-                breaker=state.get("breaker") or "closed",
-                consecutive_failures=int(state.get("consecutive_failures") or 0),
-                opened_at=state.get("opened_at"),
-                attempts=total,
-                delivered=delivered,
-                success=delivered / total if total else None,
-                last_error=tried.get("last_error") or state.get("last_error"),
-                last_error_at=tried.get("last_error_at") if tried.get("last_error") else None,
-                last_error_code=tried.get("last_error_code"),
-                pending=int(left.get("pending") or 0),
-                due=int(left.get("due") or 0),
-                in_flight=int(left.get("in_flight") or 0),
-                oldest_pending_at=left.get("oldest_pending_at"),
-                failed=int(left.get("failed") or 0),
-                dead=int(left.get("dead") or 0),
-            )
-        )
+        rows = await health_rows(conn, state_of(request).config)
     return {"health": rows, "updated_at": datetime.now(UTC)}
 
 
@@ -241,7 +159,7 @@ async def _switch(request: Request, who: Session, form: FormData, pause: bool) -
     if not _known(request, name):
         config = state_of(request).config
         known = [*config.consumers, *config.channels]
-        return problem(
+        return await refuse(
             request, who, 404, f"There is {unknown_name('consumer or channel', name, known)}."
         )
     change = controls.pause if pause else controls.resume
@@ -271,12 +189,12 @@ async def _provider(request: Request, who: Session, enabled: bool) -> Response:
     channel = state_of(request).config.channels.get(channel_name)
     if channel is None:
         channels = state_of(request).config.channels
-        return problem(
+        return await refuse(
             request, who, 404, f"There is {unknown_name('channel', channel_name, channels)}."
         )
     if provider not in {p.name for p in channel.providers}:
         names = [p.name for p in channel.providers]
-        return problem(
+        return await refuse(
             request,
             who,
             404,

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.admin.charts import OUTCOME_COLOURS, Series, stacked_bars, time_series
+from service.admin.health import health_rows, lag_word
 from service.admin.sessions import Session
 from service.admin.web import page, pool_of, render
 from service.sql import q
@@ -66,6 +67,7 @@ async def _numbers(request: Request) -> dict[str, Any]:
         attempts = await cur.fetchall()
         await cur.execute(q("admin_outbox_backlog"))
         outbox = await cur.fetchall()
+        health = await health_rows(conn, config)
 
     labels = [m["minute"].astimezone(UTC).strftime("%H:%M") for m in minutes]
     marks = [int(m["marks"]) for m in minutes]
@@ -115,6 +117,12 @@ async def _numbers(request: Request) -> dict[str, Any]:
         link=lambda n, key: deliveries_url(backlog_rows[n]["consumer"], key),
         empty="Nothing waiting and no dead letters",
     )
+    lags = [h.lag_s for h in health if h.lag_s is not None and h.word != "paused"]
+    dead_letters = sum(int(r["failed"]) + int(r["dead"]) for r in backlog_rows)
+    order = {"failing": 0, "degraded": 1, "paused": 2}
+    attention = sorted(
+        (r for h in health for r in h.reasons), key=lambda r: (order[r.severity], r.name)
+    )
     oldest_all = min(
         (r["oldest_pending_at"] for r in backlog_rows if r["oldest_pending_at"]), default=None
     )
@@ -128,9 +136,15 @@ async def _numbers(request: Request) -> dict[str, Any]:
                 int(r["attempts"]) for r in attempts if r["outcome"] in ("failed", "dead")
             ),
             "pending": sum(int(r["pending"]) for r in backlog_rows),
-            "dead_letters": sum(int(r["failed"]) + int(r["dead"]) for r in backlog_rows),
+            "dead_letters": dead_letters,
             "oldest_pending_at": oldest_all,
+            "lag_s": max(lags, default=None),
         },
+        # The cards' words, by the rules of service/admin/health.py.
+        "backlog_word": lag_word(max(lags, default=None)),
+        "dead_word": "degraded" if dead_letters else "healthy",
+        "health": health,
+        "attention": attention,
         "traffic_chart": traffic,
         "deliveries_chart": deliveries,
         "backlog_chart": backlog,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -24,13 +25,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.admin.sessions import Session
-from service.admin.web import action, client_ip, page, pool_of, problem, redirect, render
+from service.admin.web import (
+    action,
+    client_ip,
+    page,
+    pool_of,
+    problem,
+    redirect,
+    refuse,
+    render,
+)
 from service.config.load import Config
 from service.ops import redeliver
 from service.sql import q
 from service.state import state_of
 
 PAGE_SIZE = 50
+REFRESH_SECONDS = 5
+# A "Requeued" notice follows its rows this long; a link older than that shows none.
+NOTICE_FOR = timedelta(hours=1)
 # "Redeliver all matching" counts its rows before asking; past this it says "more than".
 COUNT_CAP = 10_000
 # Dead letters ticked on one page; a page shows PAGE_SIZE, so this is only a bound.
@@ -176,11 +189,12 @@ class Filter:
         }
 
     def redeliverable(self) -> redeliver.RedeliverFilter | None:
-        """The same selection in bin/redeliver's terms, if it has them: dead letters only,
-        and no subject (the shared selection has no subject filter)."""
+        """The same selection in bin/redeliver's terms, if it has them: only under a
+        dead-letter status filter (an unfiltered list never offers to requeue every
+        consumer's dead letters at once), and no subject (the shared selection has none)."""
         if self.event or self.webhook or self.notification:
             return None
-        if self.subject or self.status not in ("", "dead_letters", "failed", "dead"):
+        if self.subject or self.status not in ("dead_letters", "failed", "dead"):
             return None
         statuses = DEAD_LETTERS
         if self.status == "failed":
@@ -222,7 +236,26 @@ def _choices(config: Config, current: Filter) -> dict[str, Any]:
     }
 
 
-def _notice(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def _requeued_at(params: Mapping[str, Any]) -> datetime | None:
+    """When the requeue the notice speaks of was made, if recent enough to follow."""
+    try:
+        at = datetime.fromisoformat(_text(params, "at"))
+    except ValueError:
+        return None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at if datetime.now(UTC) - at < NOTICE_FOR else None
+
+
+async def _notice(
+    conn: AsyncConnection[Any],
+    params: Mapping[str, Any],
+    ids: list[int] | None = None,
+    *,
+    live: bool = False,
+) -> tuple[str | None, str | None]:
+    """The notice after a redelivery, while it has news: how many of the requeued rows are
+    still pending, or failed again. Once all are delivered the page says so as it opens
+    (the answer to the press), and the live refresh drops the notice."""
     done = _text(params, "done")
     try:
         count = int(_text(params, "n") or "0")
@@ -230,12 +263,19 @@ def _notice(params: Mapping[str, Any]) -> tuple[str | None, str | None]:
         count = 0
     rows = "row" if count == 1 else "rows"
     if done == "requeued":
-        if count:
-            return (
-                f"Requeued {count} {rows}: pending again, the dispatchers deliver them now.",
-                None,
-            )
-        return None, "Nothing was requeued: those rows are no longer dead letters."
+        if not count:
+            return None, "Nothing was requeued: those rows are no longer dead letters."
+        since = _requeued_at(params)
+        if since is None:
+            return None, None
+        cur = await conn.execute(q("admin_requeued_since"), {"since": since, "ids": ids})
+        pending, delivered, failed = await cur.fetchone() or (0, 0, 0)
+        if not pending and not failed:
+            return (None if live else f"Requeued {count} {rows}: all delivered."), None
+        parts = [f"{pending} still pending"]
+        parts += [f"{delivered} delivered"] if delivered else []
+        parts += [f"{failed} failed again"] if failed else []
+        return f"Requeued {count} {rows}: " + ", ".join(parts) + ".", None
     if done == "none":
         return None, "Tick at least one dead letter first."
     return None, None
@@ -256,6 +296,15 @@ def _before(params: Mapping[str, Any]) -> int | None:
 
 @page("manager")
 async def deliveries(request: Request, who: Session) -> Response:
+    return render(request, who, "deliveries.html", await _list(request, who))
+
+
+@page("manager")
+async def deliveries_live(request: Request, who: Session) -> Response:
+    return render(request, who, "deliveries_live.html", await _list(request, who))
+
+
+async def _list(request: Request, who: Session) -> dict[str, Any]:
     flt = Filter.parse(request.query_params)
     before = _before(request.query_params)
     shared = flt.redeliverable() if who.role == "operator" else None
@@ -264,10 +313,15 @@ async def deliveries(request: Request, who: Session) -> Response:
         await cur.execute(q("admin_deliveries_page"), flt.params(before, PAGE_SIZE + 1))
         rows = await cur.fetchall()
         matching = None
+        per_consumer: dict[str, int] = {}
         if shared is not None:
-            matching = len(await redeliver.candidates(conn, shared, limit=COUNT_CAP + 1))
+            found = await redeliver.candidates(conn, shared, limit=COUNT_CAP + 1)
+            matching = len(found)
+            for candidate in found:
+                per_consumer[candidate.consumer] = per_consumer.get(candidate.consumer, 0) + 1
+        live = request.url.path.endswith("/live")
+        notice, error = await _notice(conn, request.query_params, live=live)
     older = rows[PAGE_SIZE - 1]["id"] if len(rows) > PAGE_SIZE else None
-    notice, error = _notice(request.query_params)
     errors = [*flt.errors, *([error] if error else [])]
     context = {
         "title": "Deliveries",
@@ -280,11 +334,16 @@ async def deliveries(request: Request, who: Session) -> Response:
         "back": f"/admin/deliveries?{flt.query()}",
         "matching": matching,
         "matching_label": _dead_letters(matching),
+        "matching_consumers": ", ".join(f"{n}: {c:,}" for n, c in sorted(per_consumer.items())),
         "dead_letters": DEAD_LETTERS,
-        "notice": notice,
+        # In the live part, not the page's head: it changes as the rows are delivered.
+        "requeue_notice": notice,
         "error": " ".join(errors) or None,
+        # Page one follows new rows and states; older pages stay as they were.
+        "live_url": None if before else f"/admin/deliveries/live?{request.url.query}",
+        "every": REFRESH_SECONDS,
     }
-    return render(request, who, "deliveries.html", context)
+    return context
 
 
 def _pretty(value: Any) -> str:
@@ -302,6 +361,7 @@ async def delivery(request: Request, who: Session) -> Response:
         row = await cur.fetchone()
         await cur.execute(q("admin_delivery_attempts"), {"id": int(raw)})
         attempts = await cur.fetchall()
+        notice, error = await _notice(conn, request.query_params, [int(raw)])
     if row is None:
         return problem(request, who, 404, f"There is no delivery {raw} (pruned, or never made).")
     config = state_of(request).config
@@ -311,7 +371,6 @@ async def delivery(request: Request, who: Session) -> Response:
         kind = "seen-mark consumer"
     else:
         kind = "not configured"
-    notice, error = _notice(request.query_params)
     context = {
         "title": f"Delivery {row['id']}",
         "row": row,
@@ -339,7 +398,14 @@ async def redeliver_selected(request: Request, who: Session, form: FormData) -> 
     if not ids:
         return redirect(_back(form, done="none"))
     if len(ids) > MAX_SELECTED:
-        return problem(request, who, 400, f"Select at most {MAX_SELECTED} rows at a time.")
+        return await refuse(
+            request,
+            who,
+            400,
+            f"Select at most {MAX_SELECTED} rows at a time.",
+            f"more than {MAX_SELECTED} rows ticked",
+        )
+    at = datetime.now(UTC).isoformat()
     async with pool_of(request).connection() as conn:
         done = await redeliver.requeue(
             conn,
@@ -348,7 +414,7 @@ async def redeliver_selected(request: Request, who: Session, form: FormData) -> 
             statuses=DEAD_LETTERS,
             client_ip=client_ip(request),
         )
-    return redirect(_back(form, done="requeued", n=done.total))
+    return redirect(_back(form, done="requeued", n=done.total, at=at))
 
 
 @action("operator")
@@ -356,13 +422,15 @@ async def redeliver_matching(request: Request, who: Session, form: FormData) -> 
     flt = Filter.parse(form)
     shared = flt.redeliverable()
     if flt.errors or shared is None:
-        return problem(
+        return await refuse(
             request,
             who,
             400,
-            "Only dead letters can be redelivered, and without a subject filter: "
-            "tick the rows instead.",
+            "Redeliver all matching needs the list filtered to dead letters (status failed, "
+            "dead or dead letters) and no subject filter: filter first, or tick the rows.",
+            "bulk redeliver without a dead-letter filter",
         )
+    at = datetime.now(UTC).isoformat()
     async with pool_of(request).connection() as conn:
         ids = [c.id for c in await redeliver.candidates(conn, shared)]
         if not ids:
@@ -375,11 +443,12 @@ async def redeliver_matching(request: Request, who: Session, form: FormData) -> 
             chosen_by=shared,
             client_ip=client_ip(request),
         )
-    return redirect(f"/admin/deliveries?{flt.query(done='requeued', n=done.total)}")
+    return redirect(f"/admin/deliveries?{flt.query(done='requeued', n=done.total, at=at)}")
 
 
 ROUTES = [
     Route("/deliveries", deliveries, methods=["GET"]),
+    Route("/deliveries/live", deliveries_live, methods=["GET"]),
     Route("/deliveries/redeliver", redeliver_selected, methods=["POST"]),
     Route("/deliveries/redeliver-all", redeliver_matching, methods=["POST"]),
     Route("/deliveries/{id}", delivery, methods=["GET"]),

@@ -18,17 +18,27 @@ from service.admin import sessions
 from service.admin.passwords import HASHER, needs_rehash, verify_password
 from service.admin.sessions import Session
 from service.admin.web import (
+    ANONYMOUS,
+    REFUSED,
     client_ip,
     current_session,
     pool_of,
-    problem,
     redirect,
+    refuse,
     render,
     settings_of,
 )
+from service.config.admin import AdminSettings
 from service.sql import q
 
 WRONG = "Wrong username or password."
+# Why the sign-in form is shown, by the `why` a redirect gives: fixed texts only, so a
+# crafted link cannot put words on the page.
+WHY = {
+    "signed_out": "You have signed out.",
+    "expired": "Your session has ended (it was idle too long, or reached its time limit): "
+    "sign in again.",
+}
 
 
 def locked(until: datetime) -> str:
@@ -40,6 +50,16 @@ def locked(until: datetime) -> str:
         f"minute{'s' if minutes != 1 else ''}, until {until.astimezone(UTC):%H:%M} UTC. "
         "Try again then, or have it unlocked with bin/admin unlock."
     )
+
+
+def wrong(failures: int, settings: AdminSettings) -> str:
+    """A wrong password's answer, with what the next failures bring: a lock, and for how
+    long (the same for every name, known or not)."""
+    left = max(settings.max_failures - failures, 1)
+    minutes = max(1, math.ceil(settings.lockout.total_seconds() / 60))
+    tries = f"{left} more failed sign-in" + ("s lock" if left != 1 else " locks")
+    span = f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{WRONG} {tries} this name for {span}."
 
 
 def _next(value: Any) -> str:
@@ -72,7 +92,12 @@ async def login_form(request: Request) -> Response:
     who = await current_session(request)
     if who is not None and who.logged_in:
         return redirect(_next(request.query_params.get("next")))
-    return _form(request, await _anonymous(request), next=_next(request.query_params.get("next")))
+    return _form(
+        request,
+        await _anonymous(request),
+        next=_next(request.query_params.get("next")),
+        notice=WHY.get(request.query_params.get("why") or ""),
+    )
 
 
 async def login(request: Request) -> Response:
@@ -85,6 +110,15 @@ async def login(request: Request) -> Response:
         target = _next(form.get("next"))
     if who is None or who.logged_in or not hmac.compare_digest(csrf, who.csrf_token):
         # No anonymous session, or not its token: a stale or forged form.
+        async with pool_of(request).connection() as conn:
+            await audit.record(
+                conn,
+                username or ANONYMOUS,
+                REFUSED,
+                "POST /admin/login",
+                after={"outcome": REFUSED, "status": 403, "why": "missing or wrong CSRF token"},
+                client_ip=client_ip(request),
+            )
         return _form(request, await _anonymous(request), 403, error="The form expired; try again.")
     async with pool_of(request).connection() as conn:
         cur = await conn.execute(q("admin_login_locked"), {"username": username})
@@ -136,7 +170,7 @@ async def login(request: Request) -> Response:
     if not good or account is None:
         delay = settings.failure_delay.total_seconds() * 2 ** (failures - 1)
         await asyncio.sleep(min(delay, settings.max_delay.total_seconds()))
-        message = locked(locked_until) if locked_until is not None else WRONG
+        message = locked(locked_until) if locked_until is not None else wrong(failures, settings)
         status = 429 if locked_until is not None else 401
         return _form(request, who, status, error=message, username=username, next=target)
     response = redirect(target)
@@ -150,16 +184,22 @@ async def logout(request: Request) -> Response:
     async with request.form(max_files=0, max_fields=10) as form:
         csrf = str(form.get("csrf") or "")
     if who is None or not who.logged_in:
-        return redirect("/admin/login")
+        return redirect("/admin/login?why=expired")
     if not hmac.compare_digest(csrf, who.csrf_token):
         # A forged sign-out (another site's form) ends nothing.
-        return problem(request, who, 403, "The form has expired; reload the page.")
+        return await refuse(
+            request,
+            who,
+            403,
+            "The form has expired; reload the page.",
+            "missing or wrong CSRF token",
+        )
     async with pool_of(request).connection() as conn, conn.transaction():
         await sessions.delete(conn, who.token)
         await audit.record(
             conn, who.username or "?", "logout", who.username, client_ip=client_ip(request)
         )
-    response = redirect("/admin/login")
+    response = redirect("/admin/login?why=signed_out")
     sessions.clear_cookie(response, settings)
     return response
 

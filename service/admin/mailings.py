@@ -33,15 +33,16 @@ from service.admin.mailing_forms import (
     locales_of,
     read_draft,
 )
+from service.admin.mailing_progress import PRODUCER, live_state, percent, progress_of
 from service.admin.sessions import Session
-from service.admin.web import action, page, pool_of, problem, record, redirect, render
-from service.event_intake import IntakeRefused, accept_event, event_status
+from service.admin.web import action, page, pool_of, problem, record, redirect, refuse, render
+from service.event_intake import IntakeRefused, accept_event
 from service.sql import q
 from service.state import state_of
 
-PRODUCER = "admin"
 LIST_LIMIT = 200
 REFRESH_SECONDS = 2
+LIST_REFRESH_SECONDS = 5
 TOPIC_SUGGESTIONS = 200
 _encode = msgspec.json.Encoder().encode
 
@@ -53,19 +54,6 @@ def _key(mailing_id: int) -> str:
 def _id(request: Request) -> int | None:
     raw: str = request.path_params["mailing_id"]
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
-
-
-def percent(event_status: str | None, deliveries: int, finished: int) -> int | None:
-    """How much of a sent mailing is done: deliveries no longer pending, out of those
-    queued; 100 only once the fan-out is over too. None before it is sent."""
-    if event_status is None:
-        return None
-    if event_status == "scheduled":
-        return 0
-    share = 100 if deliveries == 0 else finished * 100 // deliveries
-    if event_status == "materializing":
-        return min(share, 99)
-    return share
 
 
 def audience_text(row: Mapping[str, Any]) -> str:
@@ -95,6 +83,16 @@ async def _get(request: Request, mailing_id: int) -> dict[str, Any] | None:
 
 @page("manager")
 async def list_mailings(request: Request, who: Session) -> Response:
+    context = {"title": "Mailings", "refresh": LIST_REFRESH_SECONDS} | await _rows(request)
+    return render(request, who, "mailings.html", context)
+
+
+@page("manager")
+async def list_live(request: Request, who: Session) -> Response:
+    return render(request, who, "mailings_live.html", await _rows(request))
+
+
+async def _rows(request: Request) -> dict[str, Any]:
     async with pool_of(request).connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("admin_mailings_list"), {"limit": LIST_LIMIT})
@@ -102,8 +100,7 @@ async def list_mailings(request: Request, who: Session) -> Response:
     for row in rows:
         row["audience_text"] = audience_text(row)
         row["percent"] = percent(row["event_status"], row["deliveries"], row["finished"])
-    context = {"title": "Mailings", "rows": rows, "one_off": ONE_OFF}
-    return render(request, who, "mailings.html", context)
+    return {"rows": rows, "one_off": ONE_OFF}
 
 
 async def _form(
@@ -218,16 +215,16 @@ async def edit_mailing(request: Request, who: Session) -> Response:
 async def update_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     state = state_of(request)
     async with pool_of(request).connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
         row = await cur.fetchone()
         if row is None:
-            return problem(request, who, 404, "No such mailing.")
+            return await refuse(request, who, 404, "No such mailing.")
         if row["status"] != "draft":
-            return problem(
+            return await refuse(
                 request, who, 409, f"This mailing was {row['status']}: it can no longer change."
             )
         before = draft_of(row)
@@ -255,44 +252,6 @@ async def update_mailing(request: Request, who: Session, form: FormData) -> Resp
             after=_snapshot(draft),
         )
     return redirect(f"/admin/mailings/{mailing_id}")
-
-
-async def _progress(request: Request, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The mailing's event as GET /v1/events/{id} reads it (event_status()), its channels'
-    counts shown as queued / sent / failed / suppressed / seen, and how much is done."""
-    if row["event_id"] is None:
-        return {"sent": False}
-    seen_tag = state_of(request).config.notify.seen_tag
-    async with pool_of(request).connection() as conn:
-        event = await event_status(conn, row["event_id"], PRODUCER, seen_tag)
-    if event is None:
-        return {"sent": False}
-    channels = []
-    totals = {"queued": 0, "sent": 0, "failed": 0, "suppressed": 0, "seen": 0}
-    for name, counts in sorted(event.channels.items()):
-        reasons = {k: v for k, v in msgspec.structs.asdict(counts.suppressed).items() if v}
-        numbers = {
-            "queued": counts.queued + counts.held,
-            "sent": counts.sent,
-            # Refused for good, or out of attempts: either way it did not arrive.
-            "failed": counts.failed + counts.dead,
-            "suppressed": sum(reasons.values()),
-            "seen": counts.seen,
-        }
-        channels.append({"channel": name, "reasons": reasons, **numbers})
-        for key, number in numbers.items():
-            totals[key] += number
-    # Every delivery decided so far: suppressed ones (at the fan-out or later) are done
-    # with, as are the sent and failed; what is queued or held is still to go.
-    decided = totals["queued"] + totals["sent"] + totals["failed"] + totals["suppressed"]
-    return {
-        "sent": True,
-        "event": event,
-        "channels": channels,
-        "totals": totals,
-        "percent": percent(event.status, decided, decided - totals["queued"]),
-        "pending": totals["queued"],
-    }
 
 
 @page("manager")
@@ -323,13 +282,8 @@ async def _detail(
             )
             counted = await cur.fetchone()
             size = int(counted[0]) if counted else 0
-    progress = await _progress(request, row)
-    live = progress.get("sent") and row["status"] == "sent" and progress["percent"] != 100
-    cancellable = row["status"] == "draft" or (
-        row["status"] == "sent"
-        and progress.get("sent")
-        and (progress["event"].status != "done" or progress["pending"] > 0)
-    )
+    progress = await progress_of(request, row)
+    live, cancellable = live_state(row, progress)
     templates = state.templates.get(draft.event_type)
     context = {
         "title": f"Mailing: {row['name']}",
@@ -365,15 +319,17 @@ async def mailing_progress(request: Request, who: Session) -> Response:
     row = await _get(request, mailing_id) if mailing_id is not None else None
     if row is None:
         return problem(request, who, 404, "No such mailing.")
-    progress = await _progress(request, row)
-    return render(request, who, "mailing_progress.html", {"progress": progress, "m": row})
+    progress = await progress_of(request, row)
+    live, cancellable = live_state(row, progress)
+    context = {"progress": progress, "m": row, "live": live, "cancellable": cancellable}
+    return render(request, who, "mailing_progress.html", context)
 
 
 @action("manager")
 async def send_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     state = state_of(request)
     if not state.catalog_synced:
         return problem(request, who, 503, "The database is not ready yet; try again shortly.")
@@ -384,7 +340,7 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
             await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
             row = await cur.fetchone()
             if row is None:
-                return problem(request, who, 404, "No such mailing.")
+                return await refuse(request, who, 404, "No such mailing.")
             if row["status"] != "draft":
                 # A second click, or a reload of the POST: the first one sent it.
                 return redirect(f"/admin/mailings/{mailing_id}")
@@ -431,14 +387,14 @@ async def send_mailing(request: Request, who: Session, form: FormData) -> Respon
 async def cancel_mailing(request: Request, who: Session, form: FormData) -> Response:
     mailing_id = _id(request)
     if mailing_id is None:
-        return problem(request, who, 404, "No such mailing.")
+        return await refuse(request, who, 404, "No such mailing.")
     async with pool_of(request).connection() as conn:
         async with conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("admin_mailing_lock"), {"id": mailing_id})
             row = await cur.fetchone()
             if row is None:
-                return problem(request, who, 404, "No such mailing.")
+                return await refuse(request, who, 404, "No such mailing.")
             if row["status"] == "cancelled":
                 return redirect(f"/admin/mailings/{mailing_id}")
             after: dict[str, Any] = {"status": "cancelled"}
@@ -474,6 +430,7 @@ ROUTES = [
     Route("/mailings", list_mailings, methods=["GET"]),
     Route("/mailings", create_mailing, methods=["POST"]),
     Route("/mailings/new", new_mailing, methods=["GET"]),
+    Route("/mailings/live", list_live, methods=["GET"]),
     Route("/mailings/{mailing_id}", show_mailing, methods=["GET"]),
     Route("/mailings/{mailing_id}", update_mailing, methods=["POST"]),
     Route("/mailings/{mailing_id}/edit", edit_mailing, methods=["GET"]),

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.admin.sessions import Session
-from service.admin.web import action, page, pool_of, problem, record, redirect, render
+from service.admin.web import action, page, pool_of, problem, record, redirect, refuse, render
 from service.config.schedule import HttpSource, SqlSource, StaticSource
 from service.schedule_store import (
     Schedule,
@@ -379,7 +379,7 @@ async def _switch(request: Request, who: Session, enabled: bool) -> Response:
                 after={"enabled": done.settings.enabled, "next_run_at": done.next_run_at},
             )
     except ScheduleError as exc:
-        return problem(request, who, 409, str(exc))
+        return await refuse(request, who, 409, str(exc))
     await _refresh_jobs(request)
     return redirect(f"/admin/schedules/{quote(schedule.name, safe='')}?done={verb}d")
 

@@ -145,6 +145,33 @@ def problem(request: Request, who: Session | None, status: int, message: str) ->
     )
 
 
+REFUSED = "refused"
+ANONYMOUS = "(anonymous)"
+
+
+async def refuse(
+    request: Request, who: Session | None, status: int, message: str, why: str | None = None
+) -> HTMLResponse:
+    """Answer a refused POST with the problem page, after its audit row: who asked (or
+    `(anonymous)`), action `refused`, the method and path as the target, and why."""
+    actor = who.username if who is not None and who.username else ANONYMOUS
+    async with pool_of(request).connection() as conn:
+        await audit.record(
+            conn,
+            actor,
+            REFUSED,
+            f"{request.method} {request.url.path}",
+            after={
+                "outcome": REFUSED,
+                "status": status,
+                "why": why or message,
+                "role": who.role if who is not None else None,
+            },
+            client_ip=client_ip(request),
+        )
+    return problem(request, who if who is not None and who.logged_in else None, status, message)
+
+
 async def current_session(request: Request) -> Session | None:
     settings = settings_of(request)
     token = sessions.token_of(request, settings)
@@ -176,7 +203,10 @@ def page(role: str) -> Callable[[PageHandler], Callable[[Request], Awaitable[Res
             who = await current_session(request)
             if who is None or not who.logged_in:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return redirect(f"/admin/login?next={quote(target, safe='')}")
+                # A cookie naming no session: it ended (timed out, or its account disabled).
+                ended = who is None and sessions.token_of(request, settings_of(request))
+                why = "&why=expired" if ended else ""
+                return redirect(f"/admin/login?next={quote(target, safe='')}{why}")
             if not allowed(who, role):
                 return problem(request, who, 403, "This page is for operators.")
             return await handler(request, who)
@@ -195,15 +225,27 @@ def action(role: str) -> Callable[[ActionHandler], Callable[[Request], Awaitable
         async def endpoint(request: Request) -> Response:
             who = await current_session(request)
             if who is None or not who.logged_in:
-                return problem(request, None, 403, "Sign in first.")
+                return await refuse(request, who, 403, "Sign in first.", "not signed in")
             settings = settings_of(request)
             async with request.form(
                 max_files=1, max_fields=200, max_part_size=settings.max_upload_bytes
             ) as form:
+                if request.headers.get("sec-fetch-site") == "cross-site":
+                    return await refuse(
+                        request, who, 403, "The form has expired; reload the page.", "cross-site"
+                    )
                 if not _csrf_ok(request, who, form):
-                    return problem(request, who, 403, "The form has expired; reload the page.")
+                    return await refuse(
+                        request,
+                        who,
+                        403,
+                        "The form has expired; reload the page.",
+                        "missing or wrong CSRF token",
+                    )
                 if not allowed(who, role):
-                    return problem(request, who, 403, "Only operators can do this.")
+                    return await refuse(
+                        request, who, 403, "Only operators can do this.", f"needs the {role} role"
+                    )
                 return await handler(request, who, form)
 
         return endpoint

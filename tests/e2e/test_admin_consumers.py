@@ -116,13 +116,14 @@ async def test_operator_sees_health_pauses_and_switches_providers(db_url: str, d
         await page.click("#c-promotions button.pause")
         await page.wait_for_url("**done=paused**")
         await expect(page.locator(".notice")).to_contain_text("Paused promotions")
-        await expect(row.locator(".state")).to_have_text("paused")
+        await expect(row.locator(".state .health")).to_have_text("paused")
         await expect(page.locator("#c-promotions .paused-note")).to_contain_text("by operator")
         cur = await db.execute("SELECT paused, changed_by, reason FROM consumer_controls")
         assert await cur.fetchall() == [(True, "operator", "consumer deploy")]
         await page.click("#c-promotions button.resume")
         await page.wait_for_url("**done=resumed**")
-        await expect(row.locator(".state")).to_have_text("running")
+        # Running again, and failing: its breaker is still open.
+        await expect(row.locator(".state .health")).to_have_text("failing")
         assert await scalar(db, "SELECT paused FROM consumer_controls") is False
 
         await page.click("#c-sms li[data-provider=sms-primary] button.provider-switch")

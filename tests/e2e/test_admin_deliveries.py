@@ -251,7 +251,8 @@ async def test_operator_pages_through_and_redelivers_everything_a_filter_matches
         await page.click("#redeliver-all")
         await page.wait_for_url("**done=requeued**")
         assert asked == [
-            "Redeliver 3 dead letters matching this filter? They become pending and are sent again."
+            "Redeliver 3 dead letters matching this filter (sms: 3)?"
+            " They become pending and are sent again."
         ]
         await expect(page.locator(".notice")).to_contain_text("Requeued 3 rows")
         assert await shown_ids(page) == []  # the filter is kept: no dead letters left

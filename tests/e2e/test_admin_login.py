@@ -52,7 +52,7 @@ async def test_sign_in_and_out_with_a_fresh_session_each_time(db_url: str, db: C
             assert "frame-ancestors 'none'" in signed_in.headers["content-security-policy"]
 
         await page.click("text=Sign out")
-        await page.wait_for_url("**/admin/login")
+        await page.wait_for_url("**/admin/login?why=signed_out")
         async with httpx.AsyncClient(base_url=site.base) as client:
             gone = await client.get("/admin/", headers=session(after["__Host-mn_admin"]))
             assert gone.status_code == 303
@@ -75,7 +75,8 @@ async def test_a_form_without_its_csrf_token_is_refused(db_url: str, db: Conn) -
         )
         assert response.status == 403
         assert "expired" in await response.text()
-    assert await audit_actions(db, "manager") == ["login"]
+    # Nothing happened, and both refusals are on record.
+    assert await audit_actions(db, "manager") == ["login", "refused", "refused"]
 
 
 async def test_wrong_passwords_lock_the_account(db_url: str, db: Conn) -> None:

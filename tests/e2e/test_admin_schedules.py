@@ -213,5 +213,7 @@ async def test_a_failed_run_and_a_config_schedule(db_url: str, db: Conn) -> None
         "SELECT action, after FROM audit_log WHERE actor = 'operator' ORDER BY id"
     )
     rows = await cur.fetchall()
-    assert [r[0] for r in rows] == ["login", "schedule.run"]
+    # The refused disable of the file's schedule is on record too, with why.
+    assert [r[0] for r in rows] == ["login", "schedule.run", "refused"]
     assert rows[1][1]["outcome"] == "failed"
+    assert "declared in the config file" in rows[2][1]["why"]

@@ -205,7 +205,7 @@ async def test_user_tokens_are_refused_on_service_endpoints(
 
 
 def test_the_reserved_producers_are_the_ones_the_service_posts_as() -> None:
-    from service.admin.mailings import PRODUCER as MAILINGS
+    from service.admin.mailing_progress import PRODUCER as MAILINGS
 
     flush = (ROOT / "sql" / "digests" / "functions" / "flush_digests.sql").read_text()
     assert MAILINGS in RESERVED_PRODUCERS

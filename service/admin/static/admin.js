@@ -6,12 +6,18 @@
 function startRefresh(node) {
   const url = node.getAttribute("data-refresh");
   const every = Math.max(1, Number(node.getAttribute("data-every") || "5")) * 1000;
+  // A ticked box or a focused field in the part would be lost by a refresh.
+  const busy = () => node.querySelector("input:checked") || node.contains(document.activeElement);
   async function tick() {
     try {
-      const response = await fetch(url, { headers: { "X-Fragment": "1" }, credentials: "same-origin" });
-      if (response.ok) {
-        node.innerHTML = await response.text();
+      const response = busy() ? null : await fetch(url, { headers: { "X-Fragment": "1" }, credentials: "same-origin" });
+      const html = response && response.ok ? await response.text() : null;
+      // Asked again once the answer is in: the person may have ticked a box meanwhile.
+      if (html !== null && !busy()) {
+        node.innerHTML = html;
         node.dispatchEvent(new CustomEvent("refreshed", { bubbles: true }));
+        // A part that says it is final (a mailing at 100 %) is not fetched again.
+        if (node.querySelector("[data-refresh-stop]")) return;
       }
     } catch (_) {
       // A missed refresh is retried on the next tick.

@@ -29,8 +29,9 @@ LEFT JOIN (
 
 -- name: admin_outbox_backlog
 -- returns: rows (consumer text, pending bigint, due bigint, in_flight bigint,
---   oldest_pending_at timestamptz, failed bigint, dead bigint), by consumer: only
---   consumers with pending rows or dead letters
+--   oldest_pending_at timestamptz, oldest_due_at timestamptz, failed bigint, dead bigint),
+--   by consumer: only consumers with pending rows or dead letters. oldest_due_at is the
+--   earliest next_attempt_at of the rows due now: how long the queue has been behind.
 -- purpose: the admin's dashboard and consumers page: backlog and dead letters in the words of the view
 --   outbox_consumer_stats, without its scan of every row: pending rows come through
 --   outbox_due_idx and dead letters through outbox_dead_idx (both partial), so the
@@ -39,7 +40,8 @@ WITH pending AS (
     SELECT o.consumer, count(*) AS pending,
            count(*) FILTER (WHERE o.next_attempt_at <= now()) AS due,
            count(*) FILTER (WHERE o.claimed_until > now()) AS in_flight,
-           min(o.created_at) AS oldest_pending_at
+           min(o.created_at) AS oldest_pending_at,
+           min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= now()) AS oldest_due_at
     FROM outbox AS o
     WHERE o.status = 'pending'
     GROUP BY o.consumer
@@ -52,7 +54,7 @@ lost AS (
     GROUP BY o.consumer
 )
 SELECT consumer, coalesce(p.pending, 0) AS pending, coalesce(p.due, 0) AS due,
-       coalesce(p.in_flight, 0) AS in_flight, p.oldest_pending_at,
+       coalesce(p.in_flight, 0) AS in_flight, p.oldest_pending_at, p.oldest_due_at,
        coalesce(l.failed, 0) AS failed, coalesce(l.dead, 0) AS dead
 FROM pending AS p
 FULL JOIN lost AS l USING (consumer)

@@ -107,3 +107,26 @@ WITH RECURSIVE topics AS (
     WHERE t.topic IS NOT NULL
 )
 SELECT topic FROM topics WHERE topic IS NOT NULL LIMIT %(limit)s;
+
+-- name: admin_mailing_fanout
+-- returns: one row (chunks bigint, chunks_done bigint, covered bigint, recipients jsonb,
+--   cursor text): the event's audience chunks claimed so far, those materialized, the
+--   users they covered, and where the fan-out stands (recipients, the last id claimed)
+-- purpose: a sent mailing's progress before its deliveries exist: the fan-out's own
+--   count, by event_chunks' primary key (event_id, lo). An event's chunks are few (its
+--   audience over [notify].chunk_size).
+SELECT count(c.lo) AS chunks,
+       count(c.lo) FILTER (WHERE c.covered IS NOT NULL) AS chunks_done,
+       coalesce(sum(c.covered), 0) AS covered,
+       e.recipients, e.cursor
+FROM events AS e
+LEFT JOIN event_chunks AS c ON c.event_id = e.id
+WHERE e.id = %(event_id)s
+GROUP BY e.recipients, e.cursor;
+
+-- name: admin_audience_left
+-- returns: one row (users bigint): the users of an audience after user id `after`
+-- purpose: how much of a mailing's audience the fan-out has not claimed yet (its cursor
+--   on), counted with its own notify_audience(); read only while the fan-out runs.
+SELECT count(*) AS users
+FROM notify_audience(%(recipients)s::jsonb, %(after)s, NULL);

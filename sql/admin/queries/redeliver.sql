@@ -56,3 +56,17 @@ SELECT consumer, status, count(*) AS requeued
 -- woken is a plain SELECT, and a CTE runs only if read: the join reads it.
 FROM requeued LEFT JOIN woken ON true
 GROUP BY consumer, status ORDER BY consumer, status;
+
+-- name: admin_requeued_since
+-- returns: one row (pending bigint, delivered bigint, failed bigint): the rows requeued at
+--   or after `since` (of `ids`, when given), by what became of them
+-- purpose: the admin's "Requeued" notice, which stays only while requeued rows are still
+--   pending. A requeue sets updated_at and requeued_at to its time and later writes only
+--   move updated_at on, so outbox_updated_at_idx bounds the scan to rows written since
+--   (the page asks only for the last hour).
+SELECT count(*) FILTER (WHERE o.status = 'pending') AS pending,
+       count(*) FILTER (WHERE o.status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE o.status IN ('failed', 'dead')) AS failed
+FROM outbox AS o
+WHERE o.updated_at >= %(since)s AND o.requeued_at >= %(since)s
+  AND (%(ids)s::bigint[] IS NULL OR o.id = ANY(%(ids)s::bigint[]));

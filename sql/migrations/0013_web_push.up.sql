@@ -150,11 +150,11 @@ BEGIN
                 SELECT a.bucket, a.id, r.channel,
                        notify_suppression($9, p.muted, p.channels, $10, $8, r.channel, r.kind,
                                           a.email, a.phone,
-                                          CASE r.kind
-                                              WHEN 'push' THEN EXISTS (
+                                          CASE
+                                              WHEN r.kind = 'push' THEN EXISTS (
                                                   SELECT 1 FROM push_devices AS pd
                                                   WHERE pd.user_id = a.id)
-                                              WHEN 'webpush' THEN EXISTS (
+                                              WHEN r.kind = 'webpush' THEN EXISTS (
                                                   SELECT 1 FROM webpush_subscriptions AS ws
                                                   WHERE ws.user_id = a.id)
                                           END) AS verdict
@@ -302,11 +302,11 @@ BEGIN
                    r.channel,
                    notify_suppression(c.transactional, p.muted, p.channels, c.defaults,
                                       t.category, r.channel, r.kind, u.email, u.phone,
-                                      CASE r.kind
-                                          WHEN 'push' THEN EXISTS (
+                                      CASE
+                                          WHEN r.kind = 'push' THEN EXISTS (
                                               SELECT 1 FROM push_devices AS pd
                                               WHERE pd.user_id = g.user_id)
-                                          WHEN 'webpush' THEN EXISTS (
+                                          WHEN r.kind = 'webpush' THEN EXISTS (
                                               SELECT 1 FROM webpush_subscriptions AS ws
                                               WHERE ws.user_id = g.user_id)
                                       END) AS verdict,

@@ -110,11 +110,12 @@ BEGIN
                    r.channel,
                    notify_suppression(c.transactional, p.muted, p.channels, c.defaults,
                                       t.category, r.channel, r.kind, u.email, u.phone,
-                                      CASE r.kind
-                                          WHEN 'push' THEN EXISTS (
+                                      -- Not `CASE r.kind WHEN`: Citus sent that to the workers as text = boolean.
+                                      CASE
+                                          WHEN r.kind = 'push' THEN EXISTS (
                                               SELECT 1 FROM push_devices AS pd
                                               WHERE pd.user_id = g.user_id)
-                                          WHEN 'webpush' THEN EXISTS (
+                                          WHEN r.kind = 'webpush' THEN EXISTS (
                                               SELECT 1 FROM webpush_subscriptions AS ws
                                               WHERE ws.user_id = g.user_id)
                                       END) AS verdict,

@@ -91,11 +91,12 @@ BEGIN
                 SELECT a.bucket, a.id, r.channel,
                        notify_suppression($9, p.muted, p.channels, $10, $8, r.channel, r.kind,
                                           a.email, a.phone,
-                                          CASE r.kind
-                                              WHEN 'push' THEN EXISTS (
+                                          -- Not `CASE r.kind WHEN`: Citus sent that to the workers as text = boolean.
+                                          CASE
+                                              WHEN r.kind = 'push' THEN EXISTS (
                                                   SELECT 1 FROM push_devices AS pd
                                                   WHERE pd.user_id = a.id)
-                                              WHEN 'webpush' THEN EXISTS (
+                                              WHEN r.kind = 'webpush' THEN EXISTS (
                                                   SELECT 1 FROM webpush_subscriptions AS ws
                                                   WHERE ws.user_id = a.id)
                                           END) AS verdict

@@ -150,6 +150,7 @@ BEGIN
                 SELECT a.bucket, a.id, r.channel,
                        notify_suppression($9, p.muted, p.channels, $10, $8, r.channel, r.kind,
                                           a.email, a.phone,
+                                          -- Not `CASE r.kind WHEN`: Citus sent that to the workers as text = boolean.
                                           CASE
                                               WHEN r.kind = 'push' THEN EXISTS (
                                                   SELECT 1 FROM push_devices AS pd
@@ -302,6 +303,7 @@ BEGIN
                    r.channel,
                    notify_suppression(c.transactional, p.muted, p.channels, c.defaults,
                                       t.category, r.channel, r.kind, u.email, u.phone,
+                                      -- Not `CASE r.kind WHEN`: Citus sent that to the workers as text = boolean.
                                       CASE
                                           WHEN r.kind = 'push' THEN EXISTS (
                                               SELECT 1 FROM push_devices AS pd

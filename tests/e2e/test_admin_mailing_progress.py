@@ -88,8 +88,9 @@ async def test_progress_shows_the_fan_out_until_deliveries_exist(db_url: str, db
         config = make_config(db_url, **overrides)
         async with running(config, db_url):
             for shown in (page, phone):
+                # A bound, not a wait: on a busy Citus cluster the deliveries took over 30 s.
                 await expect(shown.locator(".mailing-percent")).to_have_text(
-                    "100 % done", timeout=30_000
+                    "100 % done", timeout=120_000
                 )
                 # Nothing left to cancel, and the page no longer refreshes.
                 await expect(shown.locator("#cancel")).to_have_count(0)

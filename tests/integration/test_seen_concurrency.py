@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -78,8 +79,10 @@ async def running(db_url: str) -> AsyncIterator[Api]:
 
 
 async def slots_busy(db: Conn, count: int) -> None:
-    """Wait until `count` statements are inside the slow trigger."""
-    for _ in range(200):
+    """Wait until `count` statements are inside the slow trigger (a bound of 30 s: on a
+    busy machine 2 s was not enough for the requests to reach it)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         cur = await db.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event = 'PgSleep'"

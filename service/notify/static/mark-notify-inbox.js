@@ -394,8 +394,10 @@ legend{font-weight:600;padding:8px 0 4px}label{display:inline-flex;align-items:c
         await this._api('POST', '/v1/seen', chunk.length === 1 ? chunk[0] : { items: chunk });
       }
       // The stream confirms with the server's count; until then (or without one), ours.
+      // Items the stream already reported seen are in its count: not taken off twice.
+      const unconfirmed = items.filter(i => !i.seen);
       for (const item of items) item.seen = true;
-      this._setUnseen(Math.max(0, this._unseen - items.length));
+      this._setUnseen(Math.max(0, this._unseen - unconfirmed.length));
       this._relist();
     }
 

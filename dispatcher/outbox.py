@@ -5,19 +5,23 @@ One round trip each; the SQL is in sql/core/queries/dispatch.sql.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
+import psycopg
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dispatcher.transport_base import Delivery, Outcome
 from service.config.base import DeliveryPolicy
 from service.inbox_signal import record_inbox_changes
 from service.sql import q
 from service.tracing import attempt_trace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,31 @@ async def due_buckets(
     async with pool.connection() as conn:
         cur = await conn.execute(q("due_buckets"), {"consumer": consumer, "buckets": list(buckets)})
         return {int(row[0]) for row in await cur.fetchall()}
+
+
+async def forget_gone_contacts(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+    consumer: str,
+    batch: Sequence[Delivery],
+    outcomes: Sequence[Outcome],
+    remove: Callable[
+        [AsyncConnectionPool[AsyncConnection[Any]], Sequence[tuple[str, str]]], Awaitable[int]
+    ],
+    what: str,
+) -> None:
+    """After a batch: forget the (user id, contact) pairs its outcomes name as gone (push
+    tokens a provider refused, Web Push endpoints answered 404/410). A failure is only
+    logged: the next send to them is answered the same way and tries again."""
+    users = {d.outbox_id: str(d.payload.get("user_id")) for d in batch}
+    gone = [(users[o.outbox_id], c) for o in outcomes for c in o.invalid_tokens]
+    if not gone:
+        return
+    try:
+        removed = await remove(pool, gone)
+    except (PoolTimeout, psycopg.Error) as exc:
+        log.warning("consumer %s: could not remove gone %s: %s", consumer, what, exc)
+    else:
+        log.info("consumer %s: removed %d gone %s", consumer, removed, what)
 
 
 async def remove_push_devices(

@@ -34,8 +34,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import psycopg
-from psycopg_pool import PoolTimeout
 from standardwebhooks import Webhook
 
 from dispatcher import outbox
@@ -431,17 +429,9 @@ class ProviderTransport(Transport):
         self, consumer: str, batch: Sequence[Delivery], outcomes: Sequence[Outcome], pool: Pool
     ) -> None:
         """Forget the push devices a provider called invalid."""
-        users = {d.outbox_id: str(d.payload.get("user_id")) for d in batch}
-        invalid = [(users[o.outbox_id], t) for o in outcomes for t in o.invalid_tokens]
-        if not invalid:
-            return
-        try:
-            removed = await outbox.remove_push_devices(pool, invalid)
-        except (PoolTimeout, psycopg.Error) as exc:
-            # The next push to them fails the same way and tries again.
-            log.warning("consumer %s: could not remove invalid devices: %s", consumer, exc)
-        else:
-            log.info("consumer %s: removed %d push devices the provider refused", consumer, removed)
+        await outbox.forget_gone_contacts(
+            pool, consumer, batch, outcomes, outbox.remove_push_devices, "push devices"
+        )
 
     async def close(self) -> None:
         for channel in self._channels.values():

@@ -36,9 +36,7 @@ from urllib.parse import urlsplit
 import http_ece
 import jwt
 import msgspec
-import psycopg
 from cryptography.hazmat.primitives.asymmetric import ec
-from psycopg_pool import PoolTimeout
 
 from dispatcher import outbox
 from dispatcher.breaker import CircuitBreaker
@@ -434,17 +432,9 @@ class WebPushTransport(Transport):
         self, consumer: str, batch: Sequence[Delivery], outcomes: Sequence[Outcome], pool: Pool
     ) -> None:
         """Forget the subscriptions whose push service answered 404 or 410."""
-        users = {d.outbox_id: str(d.payload.get("user_id")) for d in batch}
-        gone = [(users[o.outbox_id], e) for o in outcomes for e in o.invalid_tokens]
-        if not gone:
-            return
-        try:
-            removed = await outbox.remove_webpush_subscriptions(pool, gone)
-        except (PoolTimeout, psycopg.Error) as exc:
-            # The next push to them is answered the same way and tries again.
-            log.warning("consumer %s: could not remove gone subscriptions: %s", consumer, exc)
-        else:
-            log.info("consumer %s: removed %d gone web push subscriptions", consumer, removed)
+        await outbox.forget_gone_contacts(
+            pool, consumer, batch, outcomes, outbox.remove_webpush_subscriptions, "subscriptions"
+        )
 
     async def close(self) -> None:
         for channel in self._channels.values():
